@@ -1,0 +1,199 @@
+"""The composition root: the only code that sees the whole Hydra config.
+
+`gan-lab train [overrides]` composes conf/ into one config, prints it, builds the
+objects (data, models, loss, optimizers) and hands them to `train.train(...)`.
+Errors a user can cause surface as one readable paragraph and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from rich.panel import Panel
+from rich.table import Table
+from rich.tree import Tree
+
+from gan_lab.checkpoint import load_checkpoint
+from gan_lab.errors import GanLabError
+from gan_lab.tracker import console
+
+USAGE = """usage: gan-lab <command> [overrides]
+
+commands:
+  train    train a GAN composed from the config groups loss, model, data, optimizer
+           (gan-lab train --help lists every group and option)
+
+examples:
+  gan-lab train
+  gan-lab train loss=wgan_gp data=mnist data.root=../shared/data
+  gan-lab train -m loss=wgan_gp loss.lambda_gp=0.1,1,10,100
+"""
+
+
+def report_error(err: Exception) -> None:
+    """Print a user error as one paragraph, no traceback."""
+    console.print(Panel(str(err), title="gan-lab: error", title_align="left", border_style="red"))
+
+
+def _build(what: str, make: Callable[[], Any]) -> Any:
+    # Hydra wraps whatever the target raises; unwrap our own errors, explain the rest.
+    try:
+        return make()
+    except InstantiationException as err:
+        if isinstance(err.__cause__, GanLabError):
+            raise err.__cause__ from None
+        raise GanLabError(f"Could not build the {what} from its config: {err}. "
+                          f"Check the {what}'s overrides against `gan-lab train --cfg job`.") from None
+    except (TypeError, ValueError) as err:
+        raise GanLabError(f"Could not build the {what}: {err}. Check its overrides.") from None
+
+
+def choose_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU; anything else must exist on this machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GanLabError(f"device={name!r} is not a device name: use auto, cpu or cuda[:N].") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GanLabError(f"device={name} was asked for, but this machine has no CUDA GPU that PyTorch "
+                          f"can use. Use device=auto or device=cpu.")
+    return device
+
+
+def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, network: str) -> torch.optim.Optimizer:
+    """The shared optimizer config with this network's non-null overrides merged over it."""
+    overrides = {k: v for k, v in OmegaConf.to_container(per_network, resolve=True).items() if v is not None}
+    cfg = OmegaConf.merge(shared, overrides)
+    return _build(f"{network} optimizer", lambda: instantiate(cfg)(params))
+
+
+def check_compatible(loss: Any, critic: torch.nn.Module, batch_size: int, data: Any) -> None:
+    """Combinations that build but cannot train correctly are refused before training."""
+    if critic.norm == "batch" and (loss.lambda_gp > 0 or loss.lambda_r1 > 0):
+        raise GanLabError(
+            "A gradient penalty on a critic with batch norm is refused: the penalty constrains the "
+            "gradient of each sample's score with respect to that sample, but batch norm makes every "
+            "score depend on the whole batch, so the per-sample gradient is not the one penalised. "
+            "Use model.critic_norm=layer (the WGAN-GP paper's advice) or none, or turn the penalty off.")
+    if data.size is not None and batch_size > data.size:
+        raise GanLabError(f"train.batch_size={batch_size} is larger than the data set ({data.size} "
+                          f"samples). Use a batch size of at most {data.size}.")
+
+
+def print_config(cfg: DictConfig) -> None:
+    """The composed config as a rich tree, interpolations resolved."""
+    tree = Tree("[bold]config")
+
+    def add(node: Tree, value: Any) -> None:
+        for key, child in value.items():
+            if isinstance(child, dict):
+                add(node.add(f"[bold cyan]{key}"), child)
+            else:
+                node.add(f"[cyan]{key}[/]: {child}")
+
+    add(tree, OmegaConf.to_container(cfg, resolve=True))
+    console.print(tree)
+
+
+def summary_table(result: dict[str, float], run_dir: Path) -> Table:
+    """The end-of-run table: final losses, steps, time and where the outputs are."""
+    table = Table(title="gan-lab train: done", show_header=False, title_justify="left")
+    table.add_column(style="cyan")
+    table.add_column(justify="right")
+    table.add_row("generator steps", f"{int(result['step'])}")
+    table.add_row("time", f"{result['time/seconds']:.1f} s")
+    for tag, value in result.items():
+        if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/")):
+            table.add_row(tag, f"{value:.4f}")
+    table.add_row("run directory", str(run_dir))
+    table.add_row("checkpoint", str(run_dir / "checkpoints" / "last.pt"))
+    table.add_row("tensorboard", f"tensorboard --logdir {run_dir.parent}")
+    return table
+
+
+def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Build every object the config describes and train; returns the final scalars."""
+    from gan_lab.train import TrainSettings, train
+    from gan_lab.tracker import Tracker
+
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        raise GanLabError(f"The config does not resolve: {err}") from None
+    print_config(cfg)
+    settings = _build("train settings", lambda: TrainSettings(**plain["train"]))
+    device = choose_device(str(cfg.device))
+    torch.manual_seed(int(cfg.seed))
+
+    data_cfg = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k != "recommended"])
+    data = _build("data set", lambda: instantiate(data_cfg, device=device))
+    G, critic = _build("model", lambda: instantiate(cfg.model, shape=data.shape))
+    G, critic = G.to(device), critic.to(device)
+    loss = _build("loss", lambda: instantiate(cfg.loss))
+    check_compatible(loss, critic, settings.batch_size, data)
+    opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, G.parameters(), "generator")
+    opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, critic.parameters(), "critic")
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None and resume["step"] >= settings.steps:
+        raise GanLabError(f"The checkpoint {cfg.resume} is already at step {resume['step']}, and "
+                          f"train.steps={settings.steps}: raise train.steps to train further.")
+
+    console.print(f"[bold]device[/] {device}  [bold]run directory[/] {run_dir}")
+    with Tracker(run_dir, settings.steps, start_step=resume["step"] if resume else 0) as tracker:
+        result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume)
+        tracker.hparams(_hparams(plain), {k: v for k, v in result.items() if "/" in k})
+    console.print(summary_table(result, run_dir))
+    return result
+
+
+def _hparams(plain: dict[str, Any]) -> dict[str, Any]:
+    # flat keys for the HParams dashboard: the groups' choices and their settings
+    flat: dict[str, Any] = {}
+    choices = HydraConfig.get().runtime.choices
+    for group in ("loss", "model", "data", "optimizer"):
+        flat[group] = choices.get(group)
+        for key, value in plain[group].items():
+            if not key.startswith("_") and not isinstance(value, (dict, list)):
+                flat[f"{group}.{key}"] = value
+    flat.update({f"train.{k}": v for k, v in plain["train"].items()})
+    flat["seed"] = plain["seed"]
+    return flat
+
+
+@hydra.main(version_base="1.3", config_path="pkg://gan_lab.conf", config_name="train")
+def train_app(cfg: DictConfig) -> float | None:
+    """The Hydra task behind `gan-lab train`: one job of a run or of a sweep."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        result = run_training(cfg, run_dir)
+    except GanLabError as err:
+        report_error(err)
+        sys.exit(2)
+    return result.get("critic/wasserstein_estimate")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `gan-lab` command: dispatch to a subcommand."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        sys.argv = ["gan-lab train", *rest]  # Hydra reads its overrides from sys.argv
+        train_app()
+    else:
+        report_error(GanLabError(f"Unknown command {command!r}. gan-lab knows: train. "
+                                 f"Run gan-lab --help for usage."))
+        sys.exit(2)

@@ -1,0 +1,116 @@
+"""Data sets that live on the training device and hand out random batches.
+
+Every data set has `shape` (of one sample), `n_classes`, `size` (None when samples
+are generated on the fly) and `sample(batch_size) -> (x, y)`, with y the label (the
+mode index for mixtures). Batches are drawn with randint + index_select on the device:
+no DataLoader, no per-sample PIL transforms, no host round trip in the hot loop.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from urllib.error import URLError
+
+import torch
+from torch import Tensor
+
+from gan_lab.errors import GanLabError
+
+
+class ToyMixture:
+    """A mixture of equal-weight isotropic 2-D Gaussians (the PacGAN / VEEGAN protocol)."""
+
+    def __init__(self, name: str, sigma: float, device: str | torch.device = "cpu", radius: float = 1.0):
+        if name == "ring8":
+            # 8 modes at angles 2*pi*k/8 on a circle of the given radius
+            angles = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
+            centers = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
+        elif name == "grid25":
+            # 5 x 5 grid of means {-4, -2, 0, 2, 4}^2
+            axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=torch.float64)
+            centers = torch.cartesian_prod(axis, axis)
+        else:
+            raise GanLabError(f"data.name={name!r} is not a mixture gan-lab knows: use ring8 or grid25.")
+        if not sigma > 0:
+            raise GanLabError(f"data.sigma={sigma} is out of range: the mixture's standard deviation must be > 0.")
+        self.name, self.sigma = name, float(sigma)
+        self.centers = centers.to(device=device, dtype=torch.float32)
+        self.shape, self.n_classes, self.size = (2,), len(centers), None
+
+    def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """A batch of fresh samples and their mode indices."""
+        y = torch.randint(len(self.centers), (batch_size,), device=self.centers.device)
+        x = self.centers.index_select(0, y) + self.sigma * torch.randn(batch_size, 2, device=self.centers.device)
+        return x, y
+
+
+class SwissRoll:
+    """The 2-D swiss roll of the WGAN-GP toy experiments (sklearn's, x/z plane, scaled by 1/7.5)."""
+
+    def __init__(self, noise: float = 0.25, device: str | torch.device = "cpu"):
+        if not noise >= 0:
+            raise GanLabError(f"data.noise={noise} is out of range: it must be >= 0.")
+        self.noise, self.device = float(noise), torch.device(device)
+        self.shape, self.n_classes, self.size = (2,), 0, None
+
+    def sample(self, batch_size: int) -> tuple[Tensor, None]:
+        """A batch of fresh samples (the swiss roll has no labels)."""
+        # t ~ U[1.5 pi, 4.5 pi]; point (t cos t, t sin t) plus Gaussian noise, as sklearn.make_swiss_roll
+        t = 1.5 * math.pi * (1 + 2 * torch.rand(batch_size, device=self.device))
+        x = torch.stack([t * t.cos(), t * t.sin()], dim=1)
+        x = x + self.noise * torch.randn_like(x)
+        return x / 7.5, None
+
+
+# torchvision class and the folder it keeps under root, per data set name
+_TORCHVISION = {
+    "mnist": ("MNIST", "MNIST"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+}
+
+
+class ImageData:
+    """An image data set from torchvision, held once on the device as uint8 (N, C, H, W)."""
+
+    def __init__(self, name: str, root: str = "data", download: bool = True, train: bool = True,
+                 device: str | torch.device = "cpu"):
+        if name not in _TORCHVISION:
+            raise GanLabError(f"data.name={name!r} is not an image data set gan-lab knows: "
+                              f"use one of {', '.join(_TORCHVISION)}.")
+        images, labels = _load_torchvision(name, root, download, train)
+        # uint8 on the device: 4x less memory than float; converted per batch in sample()
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.name = name
+        self.shape = tuple(self.images.shape[1:])
+        self.n_classes = int(self.labels.max()) + 1
+        self.size = len(self.images)
+
+    def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """A batch drawn uniformly with replacement, scaled to [-1, 1]."""
+        idx = torch.randint(self.size, (batch_size,), device=self.images.device)
+        x = self.images.index_select(0, idx).float().div_(127.5).sub_(1.0)
+        return x, self.labels.index_select(0, idx)
+
+
+def _load_torchvision(name: str, root: str, download: bool, train: bool) -> tuple[Tensor, Tensor]:
+    import torchvision  # imported here: the toy data sets do not need it at start-up
+
+    cls_name, folder = _TORCHVISION[name]
+    where = os.path.abspath(os.path.expanduser(root))
+    try:
+        ds = getattr(torchvision.datasets, cls_name)(root=where, train=train, download=download)
+    except (RuntimeError, OSError, URLError, ValueError) as err:
+        how = ("the download failed (no internet?); put the files there by hand or point data.root "
+               "at a folder that has them" if download else
+               "pass data.download=true to fetch it, or point data.root at a folder that has it")
+        raise GanLabError(
+            f"Could not load {name} from {where} (torchvision looks for {os.path.join(where, folder)}): "
+            f"{str(err).strip() or type(err).__name__}. To fix it, {how}, e.g. data.root=../shared/data "
+            f"(or set GAN_LAB_DATA_ROOT)."
+        ) from None
+    images = torch.as_tensor(ds.data)
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # (N,H,W[,C]) -> (N,C,H,W)
+    return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)

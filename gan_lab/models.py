@@ -1,0 +1,133 @@
+"""Generators and critics. Each builder returns a (G, critic) pair for a data shape.
+
+The data shape (channels, image size, or the dimension of tabular data) is passed
+in at build time by the CLI from the data set, never written into YAML by hand.
+Critics output one raw score per sample (no sigmoid): the losses fold the sigmoid
+into softplus where they need a probability.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from gan_lab.errors import GanLabError
+
+CRITIC_NORMS = ("none", "layer", "batch", "spectral")
+
+
+class Generator(nn.Module):
+    """Maps z of shape (B, z_dim) to samples of shape (B, *shape)."""
+
+    def __init__(self, net: nn.Module, z_dim: int, shape: tuple[int, ...]):
+        super().__init__()
+        self.net, self.z_dim, self.shape = net, z_dim, tuple(shape)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(z.shape[0], *self.shape)
+
+
+class Critic(nn.Module):
+    """Maps samples of shape (B, *shape) to one score per sample, shape (B,)."""
+
+    def __init__(self, net: nn.Module, norm: str):
+        super().__init__()
+        self.net, self.norm = net, norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).view(-1)
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in CRITIC_NORMS:
+        raise GanLabError(f"model.critic_norm={norm!r} is not a critic normalisation gan-lab knows. "
+                          f"Choose one of {', '.join(CRITIC_NORMS)}, e.g. model.critic_norm=layer.")
+
+
+def _check_positive(**values: int) -> None:
+    for key, value in values.items():
+        if not (isinstance(value, int) and value >= 1):
+            raise GanLabError(f"model.{key}={value} is out of range: it must be a whole number >= 1.")
+
+
+def _norm_1d(norm: str, width: int) -> list[nn.Module]:
+    return {"layer": [nn.LayerNorm(width)], "batch": [nn.BatchNorm1d(width)]}.get(norm, [])
+
+
+def _norm_2d(norm: str, channels: int) -> list[nn.Module]:
+    # GroupNorm with one group normalises over (C, H, W) per sample: layer norm for conv
+    # maps, the WGAN-GP paper's drop-in replacement for batch norm in the critic.
+    return {"layer": [nn.GroupNorm(1, channels)], "batch": [nn.BatchNorm2d(channels)]}.get(norm, [])
+
+
+def _spectral(layer: nn.Module, norm: str) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(layer) if norm == "spectral" else layer
+
+
+def mlp(shape: tuple[int, ...], z_dim: int = 2, hidden: int = 256, depth: int = 3,
+        generator_norm: str = "none", critic_norm: str = "none") -> tuple[Generator, Critic]:
+    """Fully connected G and critic with `depth` hidden ReLU layers of width `hidden`.
+
+    Image data is flattened for the critic and the generator ends in tanh (images live
+    in [-1, 1]); 2-D and tabular data get a linear output.
+    """
+    _check_positive(z_dim=z_dim, hidden=hidden, depth=depth)
+    _check_norm(critic_norm)
+    if generator_norm not in ("none", "batch"):
+        raise GanLabError(f"model.generator_norm={generator_norm!r} is not known: choose none or batch.")
+    out_dim = math.prod(shape)
+
+    g_layers: list[nn.Module] = []
+    width_in = z_dim
+    for _ in range(depth):
+        g_layers += [nn.Linear(width_in, hidden), *_norm_1d(generator_norm, hidden), nn.ReLU()]
+        width_in = hidden
+    g_layers.append(nn.Linear(hidden, out_dim))
+    if len(shape) > 1:
+        g_layers.append(nn.Tanh())
+
+    d_layers: list[nn.Module] = [nn.Flatten()]
+    width_in = out_dim
+    for _ in range(depth):
+        d_layers += [_spectral(nn.Linear(width_in, hidden), critic_norm), *_norm_1d(critic_norm, hidden),
+                     nn.LeakyReLU(0.2) if len(shape) > 1 else nn.ReLU()]
+        width_in = hidden
+    d_layers.append(_spectral(nn.Linear(hidden, 1), critic_norm))
+    return Generator(nn.Sequential(*g_layers), z_dim, shape), Critic(nn.Sequential(*d_layers), critic_norm)
+
+
+def dcgan(shape: tuple[int, ...], z_dim: int = 100, width: int = 64,
+          critic_norm: str = "layer") -> tuple[Generator, Critic]:
+    """DCGAN-style convolutional G and critic for (C, H, W) images with H = W in {28, 32}.
+
+    G: z -> linear -> (4w, s, s) -> up-conv -> (2w, 2s, 2s) -> up-conv -> (C, 4s, 4s), s = H/4,
+    batch norm and ReLU inside, tanh out. The critic mirrors it with strided convolutions
+    and LeakyReLU(0.2).
+    """
+    _check_positive(z_dim=z_dim, width=width)
+    _check_norm(critic_norm)
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in (28, 32):
+        raise GanLabError(f"model=dcgan needs square 28x28 or 32x32 images, but the data has shape "
+                          f"{tuple(shape)}. Use model=mlp for 2-D or tabular data.")
+    channels, size = shape[0], shape[1]
+    s = size // 4
+    G = nn.Sequential(
+        nn.Linear(z_dim, 4 * width * s * s),
+        nn.Unflatten(1, (4 * width, s, s)),
+        nn.BatchNorm2d(4 * width), nn.ReLU(),
+        nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1),
+        nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.ConvTranspose2d(2 * width, channels, 4, 2, 1),
+        nn.Tanh(),
+    )
+    critic = nn.Sequential(
+        _spectral(nn.Conv2d(channels, width, 4, 2, 1), critic_norm), nn.LeakyReLU(0.2),
+        _spectral(nn.Conv2d(width, 2 * width, 4, 2, 1), critic_norm), *_norm_2d(critic_norm, 2 * width),
+        nn.LeakyReLU(0.2),
+        _spectral(nn.Conv2d(2 * width, 4 * width, 3, 1, 1), critic_norm), *_norm_2d(critic_norm, 4 * width),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        _spectral(nn.Linear(4 * width * s * s, 1), critic_norm),
+    )
+    return Generator(G, z_dim, shape), Critic(critic, critic_norm)

@@ -1,0 +1,175 @@
+"""The training loop: n_critic critic steps, then one generator step, repeated.
+
+The critic step and the generator step are small functions that return a dict of
+named scalars (device tensors: nothing here calls .item(), so the loop never waits
+for the device except at log time).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gan_lab.checkpoint import save_checkpoint
+from gan_lab.errors import GanLabError
+from gan_lab.losses import Loss, clip_weights, gradient_penalty, input_grad_norms, interpolates, r1_penalty
+from gan_lab.tracker import Tracker, scalars_to_floats
+
+
+@dataclass
+class TrainSettings:
+    """The `train` node of the config: how long, how big, how often."""
+
+    steps: int = 3000  # generator steps
+    batch_size: int = 256  # real and fake samples per critic / generator step
+    log_every: int = 50  # write scalars every this many generator steps
+    sample_every: int = 500  # write samples from a fixed z every this many generator steps
+    checkpoint_every: int = 1000  # write checkpoints/step_N.pt and last.pt every this many generator steps
+    keep_checkpoints: int = 3  # how many step_N.pt files to keep (last.pt is always kept)
+
+    def __post_init__(self) -> None:
+        minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "sample_every": 1,
+                   "checkpoint_every": 1, "keep_checkpoints": 0}
+        for key, low in minimum.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise GanLabError(f"train.{key}={value!r} is out of range: it must be a whole number "
+                                  f">= {low}. Fix the override, e.g. train.{key}={max(low, 1) * 10}.")
+
+
+def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer,
+                x: Tensor, z: Tensor) -> dict[str, Tensor]:
+    """One critic update on a real batch x and fakes G(z); returns named scalars."""
+    with torch.no_grad():
+        fake = G(z)  # no graph through G: the critic step must not train the generator
+    real_out, fake_out = critic(x), critic(fake)
+    adversarial = loss.d_loss(real_out, fake_out)
+    total = adversarial
+    stats = {"loss/critic": adversarial.detach()}
+    if loss.lambda_gp > 0:
+        gp, _ = gradient_penalty(critic, x, fake)
+        total = total + loss.lambda_gp * gp
+        stats["loss/gradient_penalty"] = (loss.lambda_gp * gp).detach()
+    if loss.lambda_r1 > 0:
+        r1 = 0.5 * loss.lambda_r1 * r1_penalty(critic, x)  # gamma/2 * E||grad C(x)||^2
+        total = total + r1
+        stats["loss/r1_penalty"] = r1.detach()
+
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    stats["grad_norm/critic"] = _grad_norm(critic)
+    opt.step()
+    if loss.clip > 0:
+        clip_weights(critic, loss.clip)  # after the step, so the critic stays in the clipped box
+    real_mean, fake_mean = real_out.detach().mean(), fake_out.detach().mean()
+    stats.update({"critic/real": real_mean, "critic/fake": fake_mean,
+                  "critic/wasserstein_estimate": real_mean - fake_mean})
+    return stats
+
+
+def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer,
+                   z: Tensor) -> dict[str, Tensor]:
+    """One generator update on fresh z; returns named scalars."""
+    critic.requires_grad_(False)  # the critic's gradients are not needed: skip computing them
+    g_loss = loss.g_loss(critic(G(z)))
+    opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    critic.requires_grad_(True)
+    norm = _grad_norm(G)
+    opt.step()
+    return {"loss/generator": g_loss.detach(), "grad_norm/generator": norm}
+
+
+def critic_input_stats(critic: nn.Module, x: Tensor, fake: Tensor) -> dict[str, Tensor]:
+    """Mean and spread of ||grad_x C|| at interpolates: how far the critic is from 1-Lipschitz."""
+    norms = input_grad_norms(critic, interpolates(x, fake))
+    return {"grad_norm/critic_input": norms.mean(), "grad_norm/critic_input_std": norms.std()}
+
+
+def _grad_norm(module: nn.Module) -> Tensor:
+    # global L2 norm of all parameter gradients, computed on the device (no sync)
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the loop draws from, as tensors, so a resumed run continues the same stream."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what rng_state() captured."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.optim.Optimizer,
+          opt_d: torch.optim.Optimizer, settings: TrainSettings, tracker: Tracker, run_dir: Path,
+          config: dict[str, Any], resume: dict[str, Any] | None = None) -> dict[str, float]:
+    """Train G against the critic; returns the scalars of the last logged step."""
+    device = next(G.parameters()).device
+    start = 0
+    if resume is not None:
+        G.load_state_dict(resume["G"])
+        critic.load_state_dict(resume["critic"])
+        opt_g.load_state_dict(resume["opt_g"])
+        opt_d.load_state_dict(resume["opt_d"])
+        set_rng_state(resume["rng"])
+        start = int(resume["step"])
+    # a fixed z from its own generator, so sample grids are comparable across steps and runs
+    n_fixed = 64 if len(data.shape) > 1 else 1024
+    fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
+
+    last: dict[str, float] = {}
+    started = time.perf_counter()
+    for step in range(start + 1, settings.steps + 1):
+        for _ in range(loss.n_critic):
+            x, _ = data.sample(settings.batch_size)  # a fresh real batch and fresh z every critic step
+            z = torch.randn(settings.batch_size, G.z_dim, device=device)
+            stats = critic_step(G, critic, loss, opt_d, x, z)
+        stats.update(generator_step(G, critic, loss, opt_g, torch.randn_like(z)))
+
+        final = step == settings.steps
+        if step % settings.log_every == 0 or final:
+            with torch.no_grad():
+                fake = G(z)
+            stats.update(critic_input_stats(critic, x, fake))
+            last = scalars_to_floats(stats)
+            tracker.scalars(step, last)
+        if step % settings.sample_every == 0 or final:
+            _log_samples(G, data, fixed_z, tracker, step, run_dir)
+        if step % settings.checkpoint_every == 0 or final:
+            state = {"step": step, "G": G.state_dict(), "critic": critic.state_dict(),
+                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                     "rng": rng_state(), "config": config}
+            save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints)
+        tracker.advance(step)
+    tracker.stop_progress()
+    last["time/seconds"] = time.perf_counter() - started
+    last["step"] = settings.steps
+    return last
+
+
+@torch.no_grad()
+def _log_samples(G: nn.Module, data: Any, fixed_z: Tensor, tracker: Tracker, step: int, run_dir: Path) -> None:
+    fake = G(fixed_z)
+    path = run_dir / "samples" / f"step_{step:08d}.png"
+    if len(data.shape) == 3:
+        import torchvision.utils
+
+        grid = torchvision.utils.make_grid(fake[:64].float().cpu(), nrow=8, normalize=True, value_range=(-1, 1))
+        tracker.images(step, grid, path)
+    elif data.shape == (2,):
+        from gan_lab.plots import scatter_2d
+
+        real, _ = data.sample(len(fake))
+        tracker.figure("samples", step, scatter_2d(real.cpu(), fake.cpu(), step), path)

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny overrides, tiny IDX data sets, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan_lab.cli import main
+
+# Overrides that make any run take a second or two on a CPU.
+TINY = ["train.steps=4", "train.batch_size=16", "train.log_every=2", "train.sample_every=2",
+        "train.checkpoint_every=2", "device=cpu"]
+TINY_MLP = ["model.hidden=32", "model.depth=2"]
+TINY_DCGAN = ["model.width=8", "model.z_dim=16"]
+
+
+def run_cli(*args: str) -> None:
+    """Run `gan-lab ...` in this process (raises SystemExit on user errors)."""
+    main(list(args))
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor in the IDX format MNIST uses (magic, big-endian dims, raw bytes)."""
+    dims = array.shape
+    header = struct.pack(">BBBB", 0, 0, 0x08, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+    path.write_bytes(header + array.to(torch.uint8).contiguous().numpy().tobytes())
+
+
+def make_tiny_mnist(root: Path, folder: str = "MNIST", n: int = 64, seed: int = 0) -> Path:
+    """A tiny MNIST-layout data set: n random 28x28 images with labels 0..9 (train and test)."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    for split in ("train", "t10k"):
+        write_idx(raw / f"{split}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), generator=g))
+        write_idx(raw / f"{split}-labels-idx1-ubyte", torch.arange(n) % 10)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_tiny_mnist(root, "MNIST")
+    make_tiny_mnist(root, "FashionMNIST", seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The real MNIST root (GAN_LAB_DATA_ROOT, as .ci/run sets it); skips when it is absent."""
+    root = os.environ.get("GAN_LAB_DATA_ROOT")
+    if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip("real MNIST not available: set GAN_LAB_DATA_ROOT to a folder holding MNIST/raw")
+    return Path(root)

@@ -1,0 +1,141 @@
+"""Each loss's math against values computed by hand, and the penalties' properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from gan_lab.errors import GanLabError
+from gan_lab.losses import (Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein, clip_weights,
+                            gradient_penalty, interpolates, r1_penalty)
+from gan_lab.train import critic_step
+
+REAL = torch.tensor([2.0, -1.0])  # critic outputs (logits / scores) on two real samples
+FAKE = torch.tensor([0.5, -3.0])  # ... and on two fakes
+
+
+def sig(v: float) -> float:
+    return 1 / (1 + math.exp(-v))
+
+
+def mean(values: list[float]) -> torch.Tensor:
+    return torch.tensor(sum(values) / len(values))
+
+
+def test_minimax_is_bce_and_saturating() -> None:
+    # D: -mean(log D(x)) - mean(log(1 - D(G(z))))
+    d = mean([-math.log(sig(2.0)), -math.log(sig(-1.0))]) + mean([-math.log(1 - sig(0.5)), -math.log(1 - sig(-3.0))])
+    assert_close(Minimax().d_loss(REAL, FAKE), d)
+    # G minimises mean(log(1 - D(G(z)))), the saturating form
+    assert_close(Minimax().g_loss(FAKE), mean([math.log(1 - sig(0.5)), math.log(1 - sig(-3.0))]))
+
+
+def test_minimax_generator_gradient_vanishes_when_critic_rejects_fakes() -> None:
+    logits = torch.tensor([-10.0, 0.0], requires_grad=True)
+    Minimax().g_loss(logits).backward()
+    mm_grad = logits.grad.clone()
+    logits.grad = None
+    NonSaturating().g_loss(logits).backward()
+    # d/dl of -softplus(l)/2 is -sigmoid(l)/2: ~0 at l = -10; the NS loss keeps -(1 - sigmoid(l))/2
+    assert_close(mm_grad, torch.tensor([-sig(-10.0) / 2, -0.25]))
+    assert_close(logits.grad, torch.tensor([-(1 - sig(-10.0)) / 2, -0.25]))
+
+
+def test_nonsaturating() -> None:
+    assert_close(NonSaturating().d_loss(REAL, FAKE), Minimax().d_loss(REAL, FAKE))
+    assert_close(NonSaturating().g_loss(FAKE), mean([-math.log(sig(0.5)), -math.log(sig(-3.0))]))
+
+
+def test_wasserstein() -> None:
+    # critic: -(E C(x) - E C(G(z))) = -(0.5 - (-1.25)) ; generator: -E C(G(z))
+    assert_close(Wasserstein().d_loss(REAL, FAKE), torch.tensor(-1.75))
+    assert_close(Wasserstein().g_loss(FAKE), torch.tensor(1.25))
+
+
+def test_lsgan() -> None:
+    d = 0.5 * mean([(2.0 - 1) ** 2, (-1.0 - 1) ** 2]) + 0.5 * mean([0.5**2, 3.0**2])
+    assert_close(LeastSquares().d_loss(REAL, FAKE), d)
+    assert_close(LeastSquares().g_loss(FAKE), 0.5 * mean([(0.5 - 1) ** 2, (-3.0 - 1) ** 2]))
+
+
+def test_hinge() -> None:
+    # relu(1 - [2, -1]) = [0, 2]; relu(1 + [0.5, -3]) = [1.5, 0]
+    assert_close(Hinge().d_loss(REAL, FAKE), torch.tensor(1.0 + 0.75))
+    assert_close(Hinge().g_loss(FAKE), torch.tensor(1.25))
+
+
+class Linear(nn.Module):
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w
+
+
+@pytest.mark.parametrize("w", [[3.0, 4.0], [0.3, 0.4], [0.6, 0.8]])
+def test_gradient_penalty_of_linear_critic(w: list[float]) -> None:
+    # grad_x (w . x) = w everywhere, so the penalty is (||w|| - 1)^2 whatever eps is
+    critic = Linear(torch.tensor(w))
+    gp, norms = gradient_penalty(critic, torch.randn(16, 2), torch.randn(16, 2))
+    norm_w = torch.tensor(w).norm()
+    assert_close(gp, (norm_w - 1) ** 2)
+    assert_close(norms, norm_w.expand(16))
+
+
+def test_gradient_penalty_reaches_critic_parameters() -> None:
+    critic = Linear(torch.tensor([3.0, 4.0]))
+    gp, _ = gradient_penalty(critic, torch.randn(8, 2), torch.randn(8, 2))
+    gp.backward()
+    # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w|| = 2 * 4 * [0.6, 0.8]
+    assert_close(critic.w.grad, torch.tensor([4.8, 6.4]))
+
+
+def test_gradient_penalty_norm_over_all_non_batch_dims() -> None:
+    critic = Linear(torch.full((12,), 0.5))  # acts on images flattened from (3, 2, 2)
+    _, norms = gradient_penalty(critic, torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2))
+    assert_close(norms, torch.full((4,), math.sqrt(12 * 0.25)))
+
+
+def test_interpolates_draw_one_eps_per_sample() -> None:
+    real, fake = torch.zeros(1000, 3, 2, 2), torch.ones(1000, 3, 2, 2)
+    x_hat = interpolates(real, fake)  # = 1 - eps, constant within each sample
+    per_sample = x_hat.flatten(1)
+    assert_close(per_sample.min(1).values, per_sample.max(1).values)
+    eps = 1 - per_sample[:, 0]
+    assert eps.min() >= 0 and eps.max() <= 1
+    assert eps.std() > 0.25 and len(eps.unique()) > 990  # U[0,1] has std 0.289; all distinct
+
+
+def test_r1_penalty_of_linear_critic() -> None:
+    critic = Linear(torch.tensor([3.0, 4.0]))
+    assert_close(r1_penalty(critic, torch.randn(8, 2)), torch.tensor(25.0))
+
+
+def test_weight_clipping_after_a_critic_step() -> None:
+    torch.manual_seed(0)
+    G, critic = nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1), nn.Flatten(0))
+    opt = torch.optim.RMSprop(critic.parameters(), lr=0.5)  # a large step pushes weights out of the box
+    critic_step(G, critic, Wasserstein(clip=0.01, n_critic=5), opt, torch.randn(32, 2), torch.randn(32, 2))
+    weights = torch.cat([p.detach().flatten() for p in critic.parameters()])
+    assert weights.abs().max() <= 0.01
+    assert (weights.abs() == 0.01).any()  # the clamp did bite
+
+
+def test_clip_weights_in_place() -> None:
+    layer = nn.Linear(4, 4)
+    nn.init.constant_(layer.weight, 3.0)
+    clip_weights(layer, 0.5)
+    assert_close(layer.weight, torch.full((4, 4), 0.5))
+
+
+@pytest.mark.parametrize("kwargs, key", [({"n_critic": 0}, "loss.n_critic"), ({"lambda_gp": -1.0}, "loss.lambda_gp"),
+                                         ({"lambda_r1": -0.1}, "loss.lambda_r1"), ({"clip": -0.01}, "loss.clip"),
+                                         ({"n_critic": 2.5}, "loss.n_critic")])
+def test_loss_settings_out_of_range(kwargs: dict, key: str) -> None:
+    with pytest.raises(GanLabError, match=key):
+        Wasserstein(**kwargs)

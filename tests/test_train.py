@@ -1,0 +1,104 @@
+"""End-to-end runs through the CLI entry point: every loss, event files, checkpoints, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.testing import assert_close
+
+from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli
+from gan_lab.checkpoint import load_checkpoint
+
+LOSSES = ["minimax", "nonsaturating", "wgan_clip", "wgan_gp", "lsgan", "hinge"]
+TAGS = {"loss/critic", "loss/generator", "critic/real", "critic/fake", "critic/wasserstein_estimate",
+        "grad_norm/critic", "grad_norm/generator", "grad_norm/critic_input", "grad_norm/critic_input_std"}
+
+
+def read_events(run_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def check_run(run_dir: Path, extra_tags: set[str], steps: int = 4) -> None:
+    events = read_events(run_dir)
+    scalars = set(events.Tags()["scalars"])
+    assert TAGS | extra_tags <= scalars, TAGS | extra_tags - scalars
+    assert [e.step for e in events.Scalars("loss/critic")] == list(range(2, steps + 1, 2))
+    assert all(torch.isfinite(torch.tensor(e.value)) for e in events.Scalars("loss/generator"))
+    assert "samples" in events.Tags()["images"]
+    state = load_checkpoint(run_dir)
+    assert state["step"] == steps and set(state) >= {"G", "critic", "opt_g", "opt_d", "rng", "config"}
+    assert (run_dir / "checkpoints" / f"step_{steps:08d}.pt").exists()
+    assert (run_dir / "samples" / f"step_{steps:08d}.png").exists()
+
+
+def penalty_tags(loss: str) -> set[str]:
+    return {"loss/gradient_penalty"} if loss == "wgan_gp" else set()
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_trains_on_ring8(loss: str, tmp_path: Path) -> None:
+    run_cli("train", f"loss={loss}", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    check_run(tmp_path, penalty_tags(loss))
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_trains_dcgan_on_tiny_images(loss: str, tmp_path: Path, tiny_mnist_root: Path) -> None:
+    run_cli("train", f"loss={loss}", "data=mnist", f"data.root={tiny_mnist_root}", "data.download=false",
+            *TINY, *TINY_DCGAN, f"hydra.run.dir={tmp_path}")
+    check_run(tmp_path, penalty_tags(loss))
+    assert load_checkpoint(tmp_path)["config"]["model"]["_target_"] == "gan_lab.models.dcgan"
+
+
+def test_r1_penalty_option_is_logged(tmp_path: Path) -> None:
+    run_cli("train", "loss=nonsaturating", "loss.lambda_r1=1.0", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    check_run(tmp_path, {"loss/r1_penalty"})
+
+
+def test_weight_clipping_holds_in_a_run(tmp_path: Path) -> None:
+    run_cli("train", "loss=wgan_clip", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    critic = load_checkpoint(tmp_path)["critic"]
+    assert max(t.abs().max().item() for t in critic.values()) <= 0.01
+
+
+def test_hparams_are_written(tmp_path: Path) -> None:
+    run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    events = read_events(tmp_path)
+    plugins = {p for tag in events.summary_metadata for p in [events.summary_metadata[tag].plugin_data.plugin_name]}
+    assert "hparams" in plugins
+    assert "hparams/loss/generator" in events.Tags()["scalars"]
+
+
+def test_resume_gives_the_weights_of_a_straight_run(tmp_path: Path) -> None:
+    common = ["loss=wgan_gp", "train.batch_size=16", "train.log_every=3", "train.sample_every=3",
+              "train.checkpoint_every=3", "device=cpu", *TINY_MLP]
+    run_cli("train", *common, "train.steps=6", f"hydra.run.dir={tmp_path / 'straight'}")
+    run_cli("train", *common, "train.steps=3", f"hydra.run.dir={tmp_path / 'first'}")
+    run_cli("train", *common, "train.steps=6", f"resume={tmp_path / 'first'}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    straight, resumed = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+    assert resumed["step"] == straight["step"] == 6
+    for net in ("G", "critic"):
+        for key, value in straight[net].items():
+            assert_close(resumed[net][key], value, rtol=0, atol=0)
+    # and the first half really was different from the end: resume trained for real
+    first = load_checkpoint(tmp_path / "first")
+    assert not torch.equal(first["G"]["net.0.weight"], straight["G"]["net.0.weight"])
+
+
+def test_keep_checkpoints_prunes_old_step_files(tmp_path: Path) -> None:
+    run_cli("train", "train.steps=8", "train.checkpoint_every=1", "train.keep_checkpoints=2", "train.batch_size=8",
+            "train.sample_every=8", "device=cpu", *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.pt", "step_00000007.pt", "step_00000008.pt"]
+
+
+def test_real_mnist_short_run(tmp_path: Path, real_data_root: Path) -> None:
+    run_cli("train", "data=mnist", f"data.root={real_data_root}", "data.download=false", *TINY, *TINY_DCGAN,
+            f"hydra.run.dir={tmp_path}")
+    check_run(tmp_path, {"loss/gradient_penalty"})
+    state = load_checkpoint(tmp_path)
+    assert state["config"]["loss"]["lambda_gp"] == 10 and state["G"]["net.0.weight"].shape == (8 * 4 * 7 * 7, 16)
