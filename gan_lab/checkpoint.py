@@ -76,10 +76,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "allowed global" not in str(err):  # not code, just bytes that are no pickle at all
+            raise GanLabError(f"Could not read the checkpoint {file}: it is truncated or not a PyTorch "
+                              f"file. Use another checkpoint, e.g. one of the step_*.pt files beside it.") from None
         # weights_only refuses any global that is not a tensor or a plain container
-        raise GanLabError(f"Refused to load {file}: it is not a plain gan-lab checkpoint (it asks to "
-                          f"run or import code: {str(err).splitlines()[0]}). Only load checkpoints "
-                          f"written by gan-lab.") from None
+        raise GanLabError(f"Refused to load {file}: it asks to import or run code when unpickled, so it is "
+                          f"not a plain gan-lab checkpoint and nothing from it was executed. Only load "
+                          f"checkpoints written by gan-lab.") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise GanLabError(f"Could not read the checkpoint {file}: it is truncated or not a PyTorch "
                           f"file ({type(err).__name__}). Use another checkpoint, e.g. one of the "

@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from rich.panel import Panel
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -41,7 +41,8 @@ examples:
 
 def report_error(err: Exception) -> None:
     """Print a user error as one paragraph, no traceback."""
-    console.print(Panel(str(err), title="gan-lab: error", title_align="left", border_style="red"))
+    # soft_wrap: no hard line breaks inside paths and overrides, so they copy-paste whole
+    console.print(f"[bold red]gan-lab: error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
 
 
 def _build(what: str, make: Callable[[], Any]) -> Any:

@@ -103,12 +103,12 @@ def _load_torchvision(name: str, root: str, download: bool, train: bool) -> tupl
     try:
         ds = getattr(torchvision.datasets, cls_name)(root=where, train=train, download=download)
     except (RuntimeError, OSError, URLError, ValueError) as err:
-        how = ("the download failed (no internet?); put the files there by hand or point data.root "
-               "at a folder that has them" if download else
-               "pass data.download=true to fetch it, or point data.root at a folder that has it")
+        how = ("The download failed (no internet?): put the files there by hand, or point data.root at a "
+               "folder that has them" if download else
+               "Pass data.download=true to fetch it, or point data.root at a folder that has it")
         raise GanLabError(
             f"Could not load {name} from {where} (torchvision looks for {os.path.join(where, folder)}): "
-            f"{str(err).strip() or type(err).__name__}. To fix it, {how}, e.g. data.root=../shared/data "
+            f"{str(err).strip() or type(err).__name__}. {how}, e.g. data.root=../shared/data "
             f"(or set GAN_LAB_DATA_ROOT)."
         ) from None
     images = torch.as_tensor(ds.data)

@@ -1,0 +1,145 @@
+"""Bad input: one clear paragraph naming what was wrong, a non-zero exit code, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, TINY_MLP, run_cli
+
+# (overrides, expected fragment of the message); each exits with code 2
+USER_ERRORS = [
+    (["loss.lambda_gp=-1"], "loss.lambda_gp=-1"),
+    (["loss.n_critic=0"], "loss.n_critic=0"),
+    (["loss=wgan_clip", "loss.clip=-0.01"], "loss.clip=-0.01"),
+    (["loss.lambda_r1=-2"], "loss.lambda_r1=-2"),
+    (["train.steps=0"], "train.steps=0"),
+    (["train.batch_size=-4"], "train.batch_size=-4"),
+    (["train.log_every=0"], "train.log_every=0"),
+    (["optimizer.lr=-0.1"], "Invalid learning rate"),
+    (["model.hidden=0"], "model.hidden=0"),
+    (["model.critic_norm=group"], "model.critic_norm='group'"),
+    (["model.critic_norm=batch"], "gradient penalty on a critic with batch norm"),
+    (["model=dcgan"], "model=dcgan needs square 28x28 or 32x32 images"),
+    (["data.sigma=0"], "data.sigma=0"),
+    (["device=tpu"], "device='tpu'"),
+    (["resume=/nonexistent/run"], "No checkpoint at /nonexistent/run"),
+]
+
+
+@pytest.mark.parametrize("overrides, fragment", USER_ERRORS, ids=[" ".join(o) for o, _ in USER_ERRORS])
+def test_user_errors_exit_2_with_a_message(overrides: list[str], fragment: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *TINY, *overrides, f"hydra.run.dir={tmp_path}")
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())  # the panel wraps lines
+    assert "gan-lab: error" in err and " ".join(fragment.split()) in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "checkpoints").exists()  # refused before training wrote anything
+
+
+def test_batch_larger_than_the_data_set(tmp_path: Path, tiny_mnist_root: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", "data=mnist", f"data.root={tiny_mnist_root}", "train.batch_size=65", *TINY[2:],
+                f"hydra.run.dir={tmp_path}")
+    assert exit_info.value.code == 2
+    assert "train.batch_size=65 is larger than the data set (64 samples)" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("download", ["false", "true"])
+def test_missing_data_names_the_directory(download: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets.utils as tv_utils
+
+    def no_internet(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(tv_utils, "download_url", no_internet)  # a failed download, with or without internet
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", no_internet)
+    root = tmp_path / "empty"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", "data=mnist", f"data.root={root}", f"data.download={download}", *TINY,
+                f"hydra.run.dir={tmp_path / 'run'}")
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"Could not load mnist from {root}" in err and "data.root=" in err
+    assert ("download failed" in err) == (download == "true")
+
+
+def make_run(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_corrupt_checkpoints_are_refused_and_left_alone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = make_run(tmp_path)
+    last = run_dir / "checkpoints" / "last.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(last.read_bytes()[:1000])
+    random_file = tmp_path / "random.pt"
+    random_file.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    for path, fragment in [(truncated, "truncated or not a PyTorch file"), (random_file, "truncated or not a PyTorch file"),
+                           (foreign, "not a gan-lab checkpoint")]:
+        before = path.read_bytes()
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli("train", *TINY, *TINY_MLP, "train.steps=8", f"resume={path}", f"hydra.run.dir={tmp_path / 'r'}")
+        assert exit_info.value.code == 2
+        assert fragment in " ".join(capsys.readouterr().err.split())
+        assert path.read_bytes() == before
+
+
+class Evil:
+    """Unpickling this touches a marker file: the code a malicious checkpoint would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_that_runs_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    evil = tmp_path / "evil.pt"
+    marker = tmp_path / "PWNED"
+    torch.save({"format": "gan-lab-checkpoint", "version": 1, "payload": Evil(marker)}, evil)
+    with pytest.raises(SystemExit):
+        run_cli("train", *TINY, *TINY_MLP, f"resume={evil}", f"hydra.run.dir={tmp_path / 'r'}")
+    assert not marker.exists()
+    assert "Refused to load" in capsys.readouterr().err
+
+
+def test_resume_past_the_end_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = make_run(tmp_path)
+    with pytest.raises(SystemExit):
+        run_cli("train", *TINY, *TINY_MLP, f"resume={run_dir}", f"hydra.run.dir={tmp_path / 'r'}")
+    assert "raise train.steps" in capsys.readouterr().err
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gan_lab", *args], capture_output=True, text=True)
+
+
+def test_unknown_group_option_lists_the_choices_without_traceback(tmp_path: Path) -> None:
+    out = cli("train", "loss=wgan", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0
+    assert "Could not find 'loss/wgan'" in out.stderr and "wgan_gp" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_user_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
+    out = cli("train", "loss.n_critic=0", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 2 and "loss.n_critic=0" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unknown_command_and_bare_command() -> None:
+    assert cli("trian").returncode == 2 and "Unknown command 'trian'" in cli("trian").stderr
+    bare = cli()
+    assert bare.returncode == 2 and "gan-lab train" in bare.stdout
