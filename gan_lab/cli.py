@@ -22,8 +22,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from gan_lab.checkpoint import load_checkpoint
+from gan_lab.checkpoint import LAST, load_checkpoint
 from gan_lab.errors import GanLabError
+from gan_lab.safety import Interrupted, config_differences
 from gan_lab.tracker import console
 
 USAGE = """usage: gan-lab <command> [overrides]
@@ -76,6 +77,11 @@ def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, ne
     """The shared optimizer config with this network's non-null overrides merged over it."""
     overrides = {k: v for k, v in OmegaConf.to_container(per_network, resolve=True).items() if v is not None}
     cfg = OmegaConf.merge(shared, overrides)
+    lr = cfg.get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        key = "optimizer" if "lr" not in overrides else f"optimizer_{network}"
+        raise GanLabError(f"{key}.lr={lr} is out of range: the learning rate must be a number > 0, "
+                          f"e.g. {key}.lr=1e-4.")
     return _build(f"{network} optimizer", lambda: instantiate(cfg)(params))
 
 
@@ -145,17 +151,39 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     check_compatible(loss, critic, settings.batch_size, data)
     opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, G.parameters(), "generator")
     opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, critic.parameters(), "critic")
-    resume = load_checkpoint(cfg.resume) if cfg.resume else None
-    if resume is not None and resume["step"] >= settings.steps:
-        raise GanLabError(f"The checkpoint {cfg.resume} is already at step {resume['step']}, and "
-                          f"train.steps={settings.steps}: raise train.steps to train further.")
+    resume = load_resume(cfg.resume, run_dir, plain, bool(cfg.resume_force), settings.steps)
 
     console.print(f"[bold]device[/] {device}  [bold]run directory[/] {run_dir}")
-    with Tracker(run_dir, settings.steps, start_step=resume["step"] if resume else 0) as tracker:
+    start = resume["step"] if resume else 0
+    with Tracker(run_dir, settings.steps, start_step=start) as tracker:
         result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume)
         tracker.hparams(_hparams(plain), {k: v for k, v in result.items() if "/" in k})
     console.print(summary_table(result, run_dir))
     return result
+
+
+def load_resume(resume: str | None, run_dir: Path, plain: dict[str, Any], force: bool,
+                steps: int) -> dict[str, Any] | None:
+    """The checkpoint to continue from, refused when the config changed what training means."""
+    if resume == "auto":
+        # a re-run in the same run directory (a requeued job, hydra.run.dir=...) continues it
+        if not (run_dir / "checkpoints" / LAST).is_file():
+            return None
+        resume = str(run_dir)
+    if not resume:
+        return None
+    state = load_checkpoint(resume)
+    differences = config_differences(state["config"], plain)
+    if differences and not force:
+        raise GanLabError(
+            f"Refusing to resume from {resume}: the config differs from the checkpoint's in keys that "
+            f"change training: {'; '.join(differences)}. Use the checkpoint's values, start a fresh run "
+            f"directory, or pass resume_force=true to resume anyway.")
+    if state["step"] >= steps:
+        raise GanLabError(f"The checkpoint {resume} is already at step {state['step']}, and "
+                          f"train.steps={steps}: raise train.steps to train further.")
+    console.print(f"[bold]resuming[/] from step {state['step']} of {resume}")
+    return state
 
 
 def _hparams(plain: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +209,28 @@ def train_app(cfg: DictConfig) -> float | None:
     except GanLabError as err:
         report_error(err)
         sys.exit(2)
+    except Interrupted as stop:
+        console.print(f"[bold yellow]gan-lab: stopped by {stop}[/]; a checkpoint of that step is in "
+                      f"{run_dir / 'checkpoints'}. Continue with the same command plus resume={run_dir} "
+                      f"(or hydra.run.dir={run_dir}, which resumes on its own).", soft_wrap=True, highlight=False)
+        sys.exit(128 + stop.signum)
     return result.get("critic/wasserstein_estimate")
+
+
+def check_output_dir(overrides: list[str]) -> None:
+    """Fail early, in one paragraph, when the run's output folder cannot be created.
+
+    Hydra creates the run directory before any of gan-lab's code runs, and reports a
+    failure there as a traceback; so the fixed part of the path is tried first here.
+    """
+    key = "hydra.sweep.dir=" if any(a in ("-m", "--multirun") for a in overrides) else "hydra.run.dir="
+    target = next((a[len(key):] for a in overrides if a.startswith(key)), "outputs")
+    fixed = Path(target.split("${", 1)[0] or ".")
+    try:
+        fixed.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GanLabError(f"Cannot create the output directory {fixed.absolute()}: {err.strerror or err}. "
+                          f"Run from a writable folder or choose one with {key}<path>.") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,6 +241,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
     if command == "train":
+        if "--help" not in rest and "-h" not in rest and "--cfg" not in rest and "-c" not in rest:
+            try:
+                check_output_dir(rest)
+            except GanLabError as err:
+                report_error(err)
+                sys.exit(2)
         sys.argv = ["gan-lab train", *rest]  # Hydra reads its overrides from sys.argv
         train_app()
     else:

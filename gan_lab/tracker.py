@@ -32,7 +32,9 @@ class Tracker:
         self.log_dir, self.total_steps = Path(log_dir), total_steps
         # a live bar on a terminal; in logs and pipes (CI, clusters) one plain line per log step
         self.live = console.is_terminal
-        self.writer = SummaryWriter(str(self.log_dir))
+        # purge_step: when a run resumes in its own directory, drop the events its previous
+        # life wrote after the checkpoint, so the curves continue without a fold
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=start_step + 1 if start_step else None)
         self.progress = Progress(
             TextColumn("[bold]step"), BarColumn(), MofNCompleteColumn(), _SpeedColumn(),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[latest]}"),

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from gan_lab.checkpoint import save_checkpoint
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Loss, clip_weights, gradient_penalty, input_grad_norms, interpolates, r1_penalty
+from gan_lab.safety import Interrupted, NonFiniteGuard, StopSignal
 from gan_lab.tracker import Tracker, scalars_to_floats
 
 
@@ -31,6 +32,7 @@ class TrainSettings:
     sample_every: int = 500  # write samples from a fixed z every this many generator steps
     checkpoint_every: int = 1000  # write checkpoints/step_N.pt and last.pt every this many generator steps
     keep_checkpoints: int = 3  # how many step_N.pt files to keep (last.pt is always kept)
+    nonfinite: str = "stop"  # stop at the first NaN/inf loss or gradient norm, or skip such updates
 
     def __post_init__(self) -> None:
         minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "sample_every": 1,
@@ -43,7 +45,7 @@ class TrainSettings:
 
 
 def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer,
-                x: Tensor, z: Tensor) -> dict[str, Tensor]:
+                x: Tensor, z: Tensor, guard: NonFiniteGuard | None = None, step: int = 0) -> dict[str, Tensor]:
     """One critic update on a real batch x and fakes G(z); returns named scalars."""
     with torch.no_grad():
         fake = G(z)  # no graph through G: the critic step must not train the generator
@@ -63,7 +65,8 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
     opt.zero_grad(set_to_none=True)
     total.backward()
     stats["grad_norm/critic"] = _grad_norm(critic)
-    opt.step()
+    if guard is None or guard.allow(step, {"loss/critic": total.detach(), "grad_norm/critic": stats["grad_norm/critic"]}):
+        opt.step()
     if loss.clip > 0:
         clip_weights(critic, loss.clip)  # after the step, so the critic stays in the clipped box
     real_mean, fake_mean = real_out.detach().mean(), fake_out.detach().mean()
@@ -73,7 +76,7 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
 
 
 def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer,
-                   z: Tensor) -> dict[str, Tensor]:
+                   z: Tensor, guard: NonFiniteGuard | None = None, step: int = 0) -> dict[str, Tensor]:
     """One generator update on fresh z; returns named scalars."""
     critic.requires_grad_(False)  # the critic's gradients are not needed: skip computing them
     g_loss = loss.g_loss(critic(G(z)))
@@ -81,7 +84,8 @@ def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim
     g_loss.backward()
     critic.requires_grad_(True)
     norm = _grad_norm(G)
-    opt.step()
+    if guard is None or guard.allow(step, {"loss/generator": g_loss.detach(), "grad_norm/generator": norm}):
+        opt.step()
     return {"loss/generator": g_loss.detach(), "grad_norm/generator": norm}
 
 
@@ -128,31 +132,43 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
+    guard = NonFiniteGuard(settings.nonfinite, device)
+    saved = f"the checkpoint of step {start} was not touched" if start else "no checkpoint had been written yet"
+
+    def checkpoint(step: int) -> str:
+        state = {"step": step, "G": G.state_dict(), "critic": critic.state_dict(),
+                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng_state(), "config": config}
+        path = save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints)
+        return f"the last good checkpoint, {path.parent / 'last.pt'} (step {step}), is untouched"
 
     last: dict[str, float] = {}
     started = time.perf_counter()
-    for step in range(start + 1, settings.steps + 1):
-        for _ in range(loss.n_critic):
-            x, _ = data.sample(settings.batch_size)  # a fresh real batch and fresh z every critic step
-            z = torch.randn(settings.batch_size, G.z_dim, device=device)
-            stats = critic_step(G, critic, loss, opt_d, x, z)
-        stats.update(generator_step(G, critic, loss, opt_g, torch.randn_like(z)))
+    with StopSignal() as stop:
+        for step in range(start + 1, settings.steps + 1):
+            for _ in range(loss.n_critic):
+                x, _ = data.sample(settings.batch_size)  # a fresh real batch and fresh z every critic step
+                z = torch.randn(settings.batch_size, G.z_dim, device=device)
+                stats = critic_step(G, critic, loss, opt_d, x, z, guard, step)
+            stats.update(generator_step(G, critic, loss, opt_g, torch.randn_like(z), guard, step))
 
-        final = step == settings.steps
-        if step % settings.log_every == 0 or final:
-            with torch.no_grad():
-                fake = G(z)
-            stats.update(critic_input_stats(critic, x, fake))
-            last = scalars_to_floats(stats)
-            tracker.scalars(step, last)
-        if step % settings.sample_every == 0 or final:
-            _log_samples(G, data, fixed_z, tracker, step, run_dir)
-        if step % settings.checkpoint_every == 0 or final:
-            state = {"step": step, "G": G.state_dict(), "critic": critic.state_dict(),
-                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                     "rng": rng_state(), "config": config}
-            save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints)
-        tracker.advance(step)
+            final = step == settings.steps
+            if step % settings.log_every == 0 or final:
+                with torch.no_grad():
+                    fake = G(z)
+                stats.update(critic_input_stats(critic, x, fake))
+                if guard.skip:
+                    stats["train/skipped_updates"] = guard.skipped
+                last = scalars_to_floats(stats)
+                tracker.scalars(step, last)
+                guard.check(saved)
+            if step % settings.sample_every == 0 or final:
+                _log_samples(G, data, fixed_z, tracker, step, run_dir)
+            if step % settings.checkpoint_every == 0 or final or stop.signum is not None:
+                guard.check(saved)  # never overwrite a good checkpoint with a diverged state
+                saved = checkpoint(step)
+            tracker.advance(step)
+            if stop.signum is not None:
+                raise Interrupted(stop.signum, step)
     tracker.stop_progress()
     last["time/seconds"] = time.perf_counter() - started
     last["step"] = settings.steps

@@ -20,7 +20,7 @@ USER_ERRORS = [
     (["train.steps=0"], "train.steps=0"),
     (["train.batch_size=-4"], "train.batch_size=-4"),
     (["train.log_every=0"], "train.log_every=0"),
-    (["optimizer.lr=-0.1"], "Invalid learning rate"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is out of range"),
     (["model.hidden=0"], "model.hidden=0"),
     (["model.critic_norm=group"], "model.critic_norm='group'"),
     (["model.critic_norm=batch"], "gradient penalty on a critic with batch norm"),
@@ -28,6 +28,17 @@ USER_ERRORS = [
     (["data.sigma=0"], "data.sigma=0"),
     (["device=tpu"], "device='tpu'"),
     (["resume=/nonexistent/run"], "No checkpoint at /nonexistent/run"),
+    (["optimizer.lr=0"], "optimizer.lr=0 is out of range"),
+    (["optimizer_critic.lr=-1"], "optimizer_critic.lr=-1 is out of range"),
+    (["train.keep_checkpoints=-1"], "train.keep_checkpoints=-1"),
+    (["train.sample_every=0"], "train.sample_every=0"),
+    (["train.checkpoint_every=0"], "train.checkpoint_every=0"),
+    (["train.steps=1.5"], "train.steps=1.5"),
+    (["train.nonfinite=maybe"], "train.nonfinite='maybe'"),
+    (["model.depth=0"], "model.depth=0"),
+    (["model.z_dim=0"], "model.z_dim=0"),
+    (["loss.n_critic=-3"], "loss.n_critic=-3"),
+    (["optimizer=sgd", "optimizer.momentum=-0.5"], "Invalid momentum"),
 ]
 
 

@@ -102,3 +102,23 @@ def test_real_mnist_short_run(tmp_path: Path, real_data_root: Path) -> None:
     check_run(tmp_path, {"loss/gradient_penalty"})
     state = load_checkpoint(tmp_path)
     assert state["config"]["loss"]["lambda_gp"] == 10 and state["G"]["net.0.weight"].shape == (8 * 4 * 7 * 7, 16)
+
+
+@pytest.mark.slow
+def test_multirun_sweep_makes_one_run_directory_per_value(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    out = subprocess.run([sys.executable, "-m", "gan_lab", "train", "-m", "loss=wgan_gp", "loss.lambda_gp=0.1,10",
+                          *TINY, *TINY_MLP, f"hydra.sweep.dir={sweep}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name != ".hydra")
+    assert len(runs) == 2  # named by job number and overrides
+    assert runs[0].name.startswith("0_") and "loss.lambda_gp=0.1," in runs[0].name
+    assert runs[1].name.startswith("1_") and "loss.lambda_gp=10," in runs[1].name
+    for run, lam in zip(runs, (0.1, 10.0)):
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one writer per job, none leaking
+        assert load_checkpoint(run)["config"]["loss"]["lambda_gp"] == lam
+        penalty = read_events(run).Scalars("loss/gradient_penalty")
+        assert len(penalty) == 2

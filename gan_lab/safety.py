@@ -1,0 +1,124 @@
+"""Never lose a run: stop signals, non-finite values, and resumes with a changed config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gan_lab.errors import GanLabError
+
+
+class Interrupted(Exception):
+    """Raised by the loop after it checkpointed in answer to SIGINT or SIGTERM."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = signum, step
+
+
+class StopSignal:
+    """SIGINT / SIGTERM ask the loop to checkpoint and stop; a second one exits at once.
+
+    SIGTERM is what SLURM and most schedulers send before they kill a job. The first
+    signal only sets a flag, read between steps, so a checkpoint is never written from
+    inside a signal handler. Checkpoints are written atomically, so even the immediate
+    exit of a second signal cannot leave a torn file.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():  # handlers only work there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            sys.stderr.write("\ngan-lab: second signal, exiting now; the last checkpoint on disk is intact.\n")
+            os._exit(128 + signum)
+        self.signum = signum
+        sys.stderr.write(f"\ngan-lab: {signal.Signals(signum).name} received; writing a checkpoint at the end "
+                         f"of this step, then stopping (send it again to exit at once).\n")
+
+
+class NonFiniteGuard:
+    """Watches losses and gradient norms for NaN / inf without waiting for the device.
+
+    In `stop` mode it only records, on the device, the first step at which each quantity
+    went non-finite; `check()` reads that back at sync points the loop already has (log
+    and checkpoint steps), so no checkpoint is written from a diverged state. In `skip`
+    mode each update is tested before it is applied (one sync per update: the price of
+    skipping) and skipped updates are counted.
+    """
+
+    def __init__(self, mode: str, device: torch.device):
+        if mode not in ("stop", "skip"):
+            raise GanLabError(f"train.nonfinite={mode!r} is not known: use stop (end the run at the first "
+                              f"NaN or inf) or skip (skip such updates and count them).")
+        self.skip = mode == "skip"
+        self.names: list[str] = []
+        self.first_bad: dict[str, Tensor] = {}
+        self.device = device
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)
+
+    def allow(self, step: int, values: dict[str, Tensor]) -> bool:
+        """Record non-finite values; in skip mode, False when this update must be skipped."""
+        finite = torch.stack([torch.isfinite(v).all() for v in values.values()])
+        if self.skip:
+            ok = bool(finite.all())  # sync: a skip decision needs the answer now
+            if not ok:
+                self.skipped += 1
+            return ok
+        for name, is_finite in zip(values, finite):
+            first = self.first_bad.setdefault(name, torch.full((), -1, dtype=torch.long, device=self.device))
+            # keep the first bad step: once set (>= 0) it stays
+            first.copy_(torch.where((first < 0) & ~is_finite, step, first))
+        return True
+
+    def check(self, last_good: str) -> None:
+        """Raise with the step and quantity when anything went non-finite (a sync point)."""
+        if self.skip or not self.first_bad:
+            return
+        names = list(self.first_bad)
+        steps = torch.stack([self.first_bad[n] for n in names]).tolist()
+        bad = sorted((s, n) for n, s in zip(names, steps) if s >= 0)
+        if bad:
+            step, _ = bad[0]
+            quantities = ", ".join(n for s, n in bad if s == step)
+            raise GanLabError(
+                f"Training diverged: {quantities} became non-finite (NaN or inf) at generator step {step}. "
+                f"The run stopped; {last_good}. Lower the learning rate or the penalty weight, check the "
+                f"data, or pass train.nonfinite=skip to skip such updates and count them instead.")
+
+
+# Keys that may change between a checkpoint and its resume: they do not change the math.
+HARMLESS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
+            "train.keep_checkpoints", "train.nonfinite", "device", "resume", "resume_force",
+            "data.root", "data.download", "data.recommended.")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {k: v for key, child in tree.items() for k, v in _flatten(child, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Training-relevant keys whose values differ, as 'key: saved -> current' lines."""
+    before, after = _flatten(saved), _flatten(current)
+    keys = sorted(set(before) | set(after))
+    return [f"{k}: {before.get(k, '<absent>')} -> {after.get(k, '<absent>')}" for k in keys
+            if before.get(k, "<absent>") != after.get(k, "<absent>") and not k.startswith(HARMLESS)]

@@ -1,0 +1,156 @@
+"""The built-in classifier: training on a tiny synthetic set, caching, and the class metrics.
+
+Training the real MNIST classifier takes minutes; scripts/classifier_accuracy.py measures that.
+Here a 10-class set of bright squares trains in about a second.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from conftest import make_tiny_mnist
+from gan_lab import classifier as classifier_module
+from gan_lab.classifier import (Classifier, class_metrics, classifier_path, default_cache_dir, evaluate_accuracy,
+                                load_or_train_classifier, train_classifier)
+from gan_lab.errors import GanLabError
+
+
+def squares(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (10 n, 1, 28, 28) images: class k is a bright 4x4 square at its own place, on noise."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(10).repeat_interleave(n_per_class)
+    images = torch.randint(0, 80, (len(labels), 1, 28, 28), generator=generator)
+    for k in range(10):
+        top, left = 4 + 12 * (k // 5), 2 + 5 * (k % 5)  # two rows of five, 1 pixel apart
+        images[labels == k, :, top:top + 4, left:left + 4] = 255
+    return images.to(torch.uint8), labels
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1  # what a generator outputs
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Classifier, torch.Tensor, torch.Tensor]:
+    """A classifier trained on the squares, with held-out squares (uint8) and their labels."""
+    images, labels = squares(40, seed=0)
+    model = train_classifier(images, labels, epochs=2, batch_size=32, seed=0, progress=False)
+    test_images, test_labels = squares(20, seed=1)
+    return model, test_images, test_labels
+
+
+# ---- training --------------------------------------------------------------------------------
+
+def test_learns_separable_classes(trained: tuple[Classifier, torch.Tensor, torch.Tensor]) -> None:
+    model, test_images, test_labels = trained
+    assert not model.training  # handed back ready for evaluation
+    assert evaluate_accuracy(model, test_images, test_labels) > 0.9
+    x = to_unit_range(test_images[:5])
+    assert model(x).shape == (5, 10)
+    assert model.features(x).shape == (5, 128)
+
+
+def test_same_seed_same_weights_and_global_rng_untouched() -> None:
+    images, labels = squares(10, seed=0)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    runs = [train_classifier(images, labels, epochs=1, batch_size=16, seed=seed, progress=False)
+            for seed in (7, 7, 8)]
+    assert torch.equal(torch.random.get_rng_state(), before)
+    same, other = runs[0].state_dict(), runs[1].state_dict()
+    assert all(torch.equal(same[name], other[name]) for name in same)
+    assert not torch.equal(same["head.1.weight"], runs[2].state_dict()["head.1.weight"])
+
+
+def test_progress_bar_runs() -> None:
+    images, labels = squares(2, seed=0)
+    train_classifier(images, labels, epochs=1, batch_size=8, seed=0, progress=True)
+
+
+# ---- caching ---------------------------------------------------------------------------------
+
+def test_trains_once_then_loads_from_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    root, cache = make_tiny_mnist(tmp_path / "data", "MNIST", n=64), tmp_path / "cache"
+    first = load_or_train_classifier("mnist", str(root), cache, epochs=1, seed=3, progress=False)
+    assert "test accuracy" in capsys.readouterr().out
+
+    path = classifier_path(cache, "mnist")
+    assert path == cache / "mnist_classifier.pt"
+    assert sorted(cache.iterdir()) == [path]  # the temp file was renamed, not left behind
+    saved = torch.load(path, weights_only=True)
+    assert {k: saved[k] for k in ("format", "version", "data", "seed", "epochs")} == {
+        "format": "gan-lab-classifier", "version": 1, "data": "mnist", "seed": 3, "epochs": 1}
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached classifier should have been loaded, not retrained")
+
+    monkeypatch.setattr(classifier_module, "train_classifier", no_training)
+    second = load_or_train_classifier("mnist", str(root), cache)
+    assert not second.training
+    assert all(torch.equal(first.state_dict()[k], v) for k, v in second.state_dict().items())
+
+
+@pytest.mark.parametrize("contents", ["garbage", "foreign", "old_version", "other_data", "bad_weights"])
+def test_unusable_cache_file_says_delete_it(tmp_path: Path, contents: str) -> None:
+    path = classifier_path(tmp_path, "mnist")
+    good = {"format": "gan-lab-classifier", "version": 1, "data": "mnist",
+            "state_dict": Classifier().state_dict(), "test_accuracy": 0.99, "seed": 0, "epochs": 1}
+    if contents == "garbage":
+        path.write_bytes(b"this is not a checkpoint")
+    else:
+        payload = {"foreign": {"weights": torch.zeros(3)},
+                   "old_version": {**good, "version": 0},
+                   "other_data": {**good, "data": "fashion_mnist"},
+                   "bad_weights": {**good, "state_dict": {"head.1.weight": torch.zeros(3)}}}[contents]
+        torch.save(payload, path)
+    with pytest.raises(GanLabError, match="Delete the file"):
+        load_or_train_classifier("mnist", "unused", tmp_path)
+
+
+def test_unknown_data_set_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(GanLabError, match="mnist and fashion_mnist"):
+        load_or_train_classifier("cifar10", "unused", tmp_path)
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GAN_LAB_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path
+    monkeypatch.delenv("GAN_LAB_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "gan-lab"
+
+
+# ---- class metrics ---------------------------------------------------------------------------
+
+def test_generated_equal_to_real_scores_perfect(trained: tuple[Classifier, torch.Tensor, torch.Tensor]) -> None:
+    model, test_images, _ = trained
+    real = to_unit_range(test_images)
+    metrics = class_metrics(model, real.clone(), real)
+    assert metrics["classes_covered"] == 10
+    assert_close(metrics["class_kl"], 0.0, atol=1e-12, rtol=0)
+    assert_close(metrics["frechet_distance"], 0.0, atol=1e-6, rtol=0)
+    assert 0.9 < metrics["confidence"] <= 1.0
+    # batching changes nothing
+    assert_close(class_metrics(model, real.clone(), real, batch_size=7), metrics, atol=1e-6, rtol=1e-6)
+
+
+def test_collapse_to_one_class(trained: tuple[Classifier, torch.Tensor, torch.Tensor]) -> None:
+    model, test_images, test_labels = trained
+    real = to_unit_range(test_images)
+    collapsed = class_metrics(model, real[test_labels == 3], real)
+    assert collapsed["classes_covered"] == 1
+    # KL(one-hot at c || q) = -log q_c, with q the real images' predicted class histogram
+    with torch.no_grad():
+        q = torch.bincount(model(real).argmax(dim=1), minlength=10).double() / len(real)
+    predicted = int(model(real[test_labels == 3][:1]).argmax())
+    assert_close(collapsed["class_kl"], -math.log(q[predicted].item()), atol=1e-9, rtol=0)
+    # the collapsed set is far from the real one, much farther than two halves of real data are
+    halves = class_metrics(model, real[0::2], real[1::2])
+    assert collapsed["frechet_distance"] > 10 * halves["frechet_distance"]
+    assert halves["classes_covered"] == 10

@@ -1,0 +1,178 @@
+"""Never lose a run: signals, hard kills, divergence, incompatible resumes, disk errors."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from conftest import TINY, TINY_MLP, run_cli
+from gan_lab.checkpoint import load_checkpoint
+from test_train import read_events
+
+SMALL = ["train.batch_size=16", "device=cpu", *TINY_MLP]
+
+
+def start(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gan_lab", "train", *SMALL, *overrides, f"hydra.run.dir={run_dir}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line.startswith(prefix):
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"no line starting with {prefix!r} before the process ended")
+
+
+def weights_equal(a: dict, b: dict) -> None:
+    for net in ("G", "critic"):
+        for key, value in a[net].items():
+            assert_close(b[net][key], value, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_checkpoints_and_resume_matches_a_straight_run(sig: signal.Signals, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, "train.steps=100000", "train.log_every=5", "train.checkpoint_every=100000",
+                 "train.sample_every=100000")
+    wait_for_line(proc, "step 10/")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert f"stopped by {sig.name}" in " ".join(err.split()) and f"resume={run_dir}" in " ".join(err.split())
+    stopped = load_checkpoint(run_dir)
+    k = stopped["step"]
+    assert 10 <= k < 100000
+    # continue in place (resume=auto picks up run_dir's last.pt) and compare with a straight run
+    common = [*SMALL, "train.log_every=5", "train.checkpoint_every=100000", "train.sample_every=100000"]
+    run_cli("train", *common, f"train.steps={k + 3}", f"hydra.run.dir={run_dir}")
+    run_cli("train", *common, f"train.steps={k + 3}", f"hydra.run.dir={tmp_path / 'straight'}")
+    resumed, straight = load_checkpoint(run_dir), load_checkpoint(tmp_path / "straight")
+    assert resumed["step"] == straight["step"] == k + 3
+    weights_equal(straight, resumed)
+    # the resumed run continued the same event log: no step is logged twice
+    steps = [e.step for e in read_events(run_dir).Scalars("loss/critic")]
+    assert steps == sorted(set(steps)) and steps[-1] == k + 3
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_leaves_a_torn_checkpoint(tmp_path: Path) -> None:
+    run_dir, total = tmp_path / "run", 10**6  # never reached: each life is killed first
+    overrides = [f"train.steps={total}", "train.checkpoint_every=1", "train.keep_checkpoints=2",
+                 "train.log_every=50", "train.sample_every=1000000"]
+    rng = random.Random(0)
+    for _ in range(10):  # ten kills
+        proc = start(run_dir, *overrides)
+        wait_for_line(proc, "device ")  # training is about to start: kill during steps and saves
+        time.sleep(rng.uniform(0.0, 1.5))
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            state = load_checkpoint(run_dir)  # loads: never torn
+            assert 1 <= state["step"] <= total
+    reached = load_checkpoint(run_dir)["step"]
+    # resume=auto continues the run in place; a new step count is a harmless change
+    run_cli("train", *SMALL, *overrides, f"train.steps={reached + 3}", f"hydra.run.dir={run_dir}")
+    assert load_checkpoint(run_dir)["step"] == reached + 3
+
+
+def nan_after(calls: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the critic's output NaN from its `calls`-th forward pass on."""
+    from gan_lab.models import Critic
+
+    original, count = Critic.forward, {"n": 0}
+
+    def forward(self, x):
+        count["n"] += 1
+        out = original(self, x)
+        return out * float("nan") if count["n"] >= calls else out
+
+    monkeypatch.setattr(Critic, "forward", forward)
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
+    run_cli("train", *SMALL, "loss=nonsaturating", "train.steps=4", "train.checkpoint_every=4",
+            f"hydra.run.dir={tmp_path}")
+    good = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    # nonsaturating, resumed at step 4: each step calls the critic 3 times (real, fake,
+    # generator step), so calls 7-9 are step 7; call 8 is the critic on fakes
+    nan_after(8, monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *SMALL, "loss=nonsaturating", "train.steps=12", "train.checkpoint_every=4",
+                "train.log_every=4", f"hydra.run.dir={tmp_path}")
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "became non-finite (NaN or inf) at generator step 7" in err
+    assert "loss/critic" in err and "grad_norm/critic" in err and "train.nonfinite=skip" in err
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == good  # untouched
+    assert load_checkpoint(tmp_path)["step"] == 4
+
+
+def test_nan_skip_option_continues_and_counts(tmp_path: Path, monkeypatch) -> None:
+    nan_after(20, monkeypatch)
+    run_cli("train", *SMALL, "loss=nonsaturating", "train.steps=8", "train.log_every=4", "train.nonfinite=skip",
+            f"hydra.run.dir={tmp_path}")
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 8
+    assert all(torch.isfinite(t).all() for t in state["G"].values())
+    assert all(torch.isfinite(t).all() for t in state["critic"].values())
+    skipped = [e.value for e in read_events(tmp_path).Scalars("train/skipped_updates")]
+    assert skipped[0] == 0 and skipped[-1] >= 2 * 2  # every update of steps 7 and 8 (critic and G) skipped
+
+
+def test_resume_with_a_changed_model_is_refused_and_lists_the_key(tmp_path: Path, capsys) -> None:
+    run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *TINY, "model.hidden=48", "model.depth=2", "train.steps=8", f"hydra.run.dir={tmp_path}")
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "model.hidden: 32 -> 48" in err and "resume_force=true" in err
+    assert load_checkpoint(tmp_path)["step"] == 4  # nothing was overwritten
+
+
+def test_resume_with_changed_intervals_continues(tmp_path: Path) -> None:
+    run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    run_cli("train", *TINY, *TINY_MLP, "train.steps=6", "train.log_every=3", f"hydra.run.dir={tmp_path / 'next'}",
+            f"resume={tmp_path}")
+    assert load_checkpoint(tmp_path / "next")["step"] == 6
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
+    run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    good = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *TINY, *TINY_MLP, "train.steps=6", f"hydra.run.dir={tmp_path}")
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Could not write a checkpoint" in err and "No space left on device" in err
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == good
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_unwritable_output_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = subprocess.run([sys.executable, "-m", "gan_lab", "train", f"hydra.run.dir={blocker}/run"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Cannot create the output directory" in out.stderr
+    assert "Traceback" not in out.stderr
