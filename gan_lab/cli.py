@@ -233,23 +233,40 @@ def check_output_dir(overrides: list[str]) -> None:
                           f"Run from a writable folder or choose one with {key}<path>.") from None
 
 
+def parse_options(args: list[str], defaults: dict[str, Any], command: str) -> dict[str, Any]:
+    """`key=value` arguments of a non-Hydra subcommand, checked against its known keys."""
+    bad = [a for a in args if "=" not in a or a.split("=", 1)[0] not in defaults]
+    if bad:
+        raise GanLabError(f"gan-lab {command}: unknown argument {bad[0]!r}. It takes key=value arguments: "
+                          f"{', '.join(f'{k}=' for k in defaults)}.")
+    given = OmegaConf.to_container(OmegaConf.from_dotlist(args))
+    return {**defaults, **given}
+
+
+def train_command(args: list[str]) -> None:
+    """`gan-lab train [overrides]`: the Hydra app."""
+    if not {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info"} & set(args):
+        check_output_dir(args)
+    sys.argv = ["gan-lab train", *args]  # Hydra reads its overrides from sys.argv
+    train_app()
+
+
+# Subcommands: name -> function taking the remaining arguments.
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"train": train_command}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `gan-lab` command: dispatch to a subcommand."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         sys.exit(0 if argv else 2)
-    command, rest = argv[0], argv[1:]
-    if command == "train":
-        if "--help" not in rest and "-h" not in rest and "--cfg" not in rest and "-c" not in rest:
-            try:
-                check_output_dir(rest)
-            except GanLabError as err:
-                report_error(err)
-                sys.exit(2)
-        sys.argv = ["gan-lab train", *rest]  # Hydra reads its overrides from sys.argv
-        train_app()
-    else:
-        report_error(GanLabError(f"Unknown command {command!r}. gan-lab knows: train. "
-                                 f"Run gan-lab --help for usage."))
+    try:
+        command = COMMANDS.get(argv[0])
+        if command is None:
+            raise GanLabError(f"Unknown command {argv[0]!r}. gan-lab knows: {', '.join(COMMANDS)}. "
+                              f"Run gan-lab --help for usage.")
+        command(argv[1:])
+    except GanLabError as err:
+        report_error(err)
         sys.exit(2)
