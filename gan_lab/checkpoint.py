@@ -67,7 +67,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     raise GanLabError(f"No checkpoint at {path.resolve()}: give a .pt file or a run directory that "
-                      f"holds checkpoints/{LAST} (e.g. resume=outputs/2026-01-01/12-00-00).")
+                      f"holds checkpoints/{LAST} (e.g. outputs/2026-01-01/12-00-00).")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

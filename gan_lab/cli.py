@@ -15,6 +15,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -22,9 +23,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from gan_lab import sweeps
 from gan_lab.checkpoint import LAST, load_checkpoint
 from gan_lab.errors import GanLabError
 from gan_lab.safety import Interrupted, config_differences
+from gan_lab.sweeps import job_threads, objective_value, write_status
 from gan_lab.tracker import console
 
 USAGE = """usage: gan-lab <command> [overrides]
@@ -32,11 +35,15 @@ USAGE = """usage: gan-lab <command> [overrides]
 commands:
   train    train a GAN composed from the config groups loss, model, data, optimizer
            (gan-lab train --help lists every group and option)
+  sample   sample from a checkpoint: gan-lab sample checkpoint=<run dir or .pt> n=64 [interpolate=true]
+  eval     every metric that applies to a checkpoint's data: gan-lab eval checkpoint=<run dir or .pt>
+  report   one table of a sweep's runs (+ CSV, Markdown, PNG): gan-lab report <sweep dir> [sort=-metric] [x=key]
 
 examples:
   gan-lab train
   gan-lab train loss=wgan_gp data=mnist data.root=../shared/data
   gan-lab train -m loss=wgan_gp loss.lambda_gp=0.1,1,10,100
+  gan-lab report outputs/multirun/<date_time> sort=-metrics/modes_covered
 """
 
 
@@ -121,7 +128,7 @@ def summary_table(result: dict[str, float], run_dir: Path) -> Table:
     table.add_row("generator steps", f"{int(result['step'])}")
     table.add_row("time", f"{result['time/seconds']:.1f} s")
     for tag, value in result.items():
-        if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/")):
+        if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/", "metrics/")):
             table.add_row(tag, f"{value:.4f}")
     table.add_row("run directory", str(run_dir))
     table.add_row("checkpoint", str(run_dir / "checkpoints" / "last.pt"))
@@ -152,11 +159,16 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, G.parameters(), "generator")
     opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, critic.parameters(), "critic")
     resume = load_resume(cfg.resume, run_dir, plain, bool(cfg.resume_force), settings.steps)
+    evaluator = None
+    if cfg.metrics:
+        from gan_lab.evaluate import make_evaluator
+
+        evaluator = make_evaluator(data, cfg.data.get("root"))
 
     console.print(f"[bold]device[/] {device}  [bold]run directory[/] {run_dir}")
     start = resume["step"] if resume else 0
     with Tracker(run_dir, settings.steps, start_step=start) as tracker:
-        result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume)
+        result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume, evaluator)
         tracker.hparams(_hparams(plain), {k: v for k, v in result.items() if "/" in k})
     console.print(summary_table(result, run_dir))
     return result
@@ -200,21 +212,53 @@ def _hparams(plain: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-@hydra.main(version_base="1.3", config_path="pkg://gan_lab.conf", config_name="train")
-def train_app(cfg: DictConfig) -> float | None:
-    """The Hydra task behind `gan-lab train`: one job of a run or of a sweep."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def train_job(cfg: DictConfig) -> float:
+    """The Hydra task behind `gan-lab train`: one job of a run or of a sweep; returns its objective.
+
+    The job writes run_dir/status.json when it starts and ends (for `gan-lab report`). In a
+    sweep a user error fails only its own job: it is printed and marked, the sweeper gets
+    NaN (Optuna records a failed trial) and the other jobs go on; `gan-lab train -m` then
+    exits 2 naming the failed jobs. Bugs are marked too, then raised with their traceback.
+    """
+    job = HydraConfig.get()
+    run_dir = Path(job.runtime.output_dir)
+    overrides = list(job.overrides.task)
+    write_status(run_dir, "running", overrides=overrides)
+    result: dict[str, float] = {}
     try:
+        threads = job_threads(cfg.threads, job.launcher if job.mode == RunMode.MULTIRUN else None)
+        if threads:
+            torch.set_num_threads(threads)  # n parallel jobs x threads <= cores: no oversubscription
         result = run_training(cfg, run_dir)
+        objective = objective_value(result, str(cfg.objective))
     except GanLabError as err:
+        write_status(run_dir, "failed", error=str(err), overrides=overrides, metrics=result)
+        if job.mode == RunMode.MULTIRUN:
+            report_error(GanLabError(f"job {job.job.num} ({' '.join(overrides)}) failed, the sweep goes on: {err}"))
+            return float("nan")
         report_error(err)
         sys.exit(2)
     except Interrupted as stop:
+        write_status(run_dir, "interrupted", error=str(stop), overrides=overrides)
         console.print(f"[bold yellow]gan-lab: stopped by {stop}[/]; a checkpoint of that step is in "
                       f"{run_dir / 'checkpoints'}. Continue with the same command plus resume={run_dir} "
                       f"(or hydra.run.dir={run_dir}, which resumes on its own).", soft_wrap=True, highlight=False)
         sys.exit(128 + stop.signum)
-    return result.get("critic/wasserstein_estimate")
+    except KeyboardInterrupt:
+        write_status(run_dir, "interrupted", error="KeyboardInterrupt", overrides=overrides)
+        raise
+    except Exception as err:
+        write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}", overrides=overrides)
+        raise
+    write_status(run_dir, "completed", overrides=overrides, objective={str(cfg.objective): objective},
+                 metrics=result, threads=torch.get_num_threads())
+    return objective
+
+
+# A plain module-level task function, wrapped rather than decorated: joblib and submitit
+# pickle the task to run it in another process, and they can only pickle it by reference
+# when `gan_lab.cli.train_job` names this very function.
+train_app = hydra.main(version_base="1.3", config_path="pkg://gan_lab.conf", config_name="train")(train_job)
 
 
 def check_output_dir(overrides: list[str]) -> None:
@@ -248,11 +292,28 @@ def train_command(args: list[str]) -> None:
     if not {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info"} & set(args):
         check_output_dir(args)
     sys.argv = ["gan-lab train", *args]  # Hydra reads its overrides from sys.argv
+    sweeps.last_sweep = None
     train_app()
+    if sweeps.last_sweep and sweeps.last_sweep[2]:  # set by the SweepSummary callback of a multirun
+        raise GanLabError(sweeps.failure_message(*sweeps.last_sweep))
 
 
 # Subcommands: name -> function taking the remaining arguments.
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"train": train_command}
+def _lazy(module: str, name: str) -> Callable[[list[str]], None]:
+    # import a command's module only when it runs: `gan-lab train` stays quick to start
+    def command(args: list[str]) -> None:
+        import importlib
+
+        getattr(importlib.import_module(module), name)(args)
+    return command
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "train": train_command,
+    "sample": _lazy("gan_lab.evaluate", "sample_command"),
+    "eval": _lazy("gan_lab.evaluate", "eval_command"),
+    "report": _lazy("gan_lab.report", "report_command"),
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -33,10 +34,11 @@ class TrainSettings:
     checkpoint_every: int = 1000  # write checkpoints/step_N.pt and last.pt every this many generator steps
     keep_checkpoints: int = 3  # how many step_N.pt files to keep (last.pt is always kept)
     nonfinite: str = "stop"  # stop at the first NaN/inf loss or gradient norm, or skip such updates
+    eval_every: int = 1000  # compute metrics/* every this many generator steps (0: only at the end)
 
     def __post_init__(self) -> None:
         minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "sample_every": 1,
-                   "checkpoint_every": 1, "keep_checkpoints": 0}
+                   "checkpoint_every": 1, "keep_checkpoints": 0, "eval_every": 0}
         for key, low in minimum.items():
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -101,6 +103,15 @@ def _grad_norm(module: nn.Module) -> Tensor:
     return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
+@contextmanager
+def observing(device: torch.device, seed: int | None = None) -> Iterator[None]:
+    """Logging, sampling and metrics draw from a forked RNG: watching never changes training."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG the loop draws from, as tensors, so a resumed run continues the same stream."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
@@ -118,8 +129,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.optim.Optimizer,
           opt_d: torch.optim.Optimizer, settings: TrainSettings, tracker: Tracker, run_dir: Path,
-          config: dict[str, Any], resume: dict[str, Any] | None = None) -> dict[str, float]:
-    """Train G against the critic; returns the scalars of the last logged step."""
+          config: dict[str, Any], resume: dict[str, Any] | None = None,
+          evaluator: Callable[[nn.Module], dict[str, float]] | None = None) -> dict[str, float]:
+    """Train G against the critic; returns the scalars of the last logged step and the final metrics."""
     device = next(G.parameters()).device
     start = 0
     if resume is not None:
@@ -137,7 +149,8 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
 
     def checkpoint(step: int) -> str:
         state = {"step": step, "G": G.state_dict(), "critic": critic.state_dict(),
-                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng_state(), "config": config}
+                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng_state(), "config": config,
+                 "data_shape": list(data.shape)}
         path = save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints)
         return f"the last good checkpoint, {path.parent / 'last.pt'} (step {step}), is untouched"
 
@@ -153,16 +166,23 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
 
             final = step == settings.steps
             if step % settings.log_every == 0 or final:
-                with torch.no_grad():
-                    fake = G(z)
-                stats.update(critic_input_stats(critic, x, fake))
+                with observing(device):
+                    with torch.no_grad():
+                        fake = G(z)
+                    stats.update(critic_input_stats(critic, x, fake))
                 if guard.skip:
                     stats["train/skipped_updates"] = guard.skipped
                 last = scalars_to_floats(stats)
                 tracker.scalars(step, last)
                 guard.check(saved)
             if step % settings.sample_every == 0 or final:
-                _log_samples(G, data, fixed_z, tracker, step, run_dir)
+                with observing(device):
+                    _log_samples(G, critic, data, fixed_z, tracker, step, run_dir)
+            if evaluator is not None and ((settings.eval_every and step % settings.eval_every == 0) or final):
+                with observing(device, seed=0):  # the same z for every evaluation: comparable numbers
+                    metrics = evaluator(G)
+                tracker.scalars(step, metrics)
+                last.update(metrics)
             if step % settings.checkpoint_every == 0 or final or stop.signum is not None:
                 guard.check(saved)  # never overwrite a good checkpoint with a diverged state
                 saved = checkpoint(step)
@@ -176,7 +196,8 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
 
 
 @torch.no_grad()
-def _log_samples(G: nn.Module, data: Any, fixed_z: Tensor, tracker: Tracker, step: int, run_dir: Path) -> None:
+def _log_samples(G: nn.Module, critic: nn.Module, data: Any, fixed_z: Tensor, tracker: Tracker, step: int,
+                 run_dir: Path) -> None:
     fake = G(fixed_z)
     path = run_dir / "samples" / f"step_{step:08d}.png"
     if len(data.shape) == 3:
@@ -185,7 +206,9 @@ def _log_samples(G: nn.Module, data: Any, fixed_z: Tensor, tracker: Tracker, ste
         grid = torchvision.utils.make_grid(fake[:64].float().cpu(), nrow=8, normalize=True, value_range=(-1, 1))
         tracker.images(step, grid, path)
     elif data.shape == (2,):
-        from gan_lab.plots import scatter_2d
+        from gan_lab.plots import critic_landscape, scatter_2d
 
         real, _ = data.sample(len(fake))
         tracker.figure("samples", step, scatter_2d(real.cpu(), fake.cpu(), step), path)
+        tracker.figure("critic/landscape", step, critic_landscape(critic, real, fake, step),
+                       run_dir / "samples" / f"critic_step_{step:08d}.png")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,14 @@ import torch
 
 from gan_lab.cli import main
 
+# Classifiers trained on the tests' tiny data must never land in the user's cache.
+os.environ["GAN_LAB_CACHE"] = tempfile.mkdtemp(prefix="gan-lab-test-cache-")
+
 # Overrides that make any run take a second or two on a CPU.
 TINY = ["train.steps=4", "train.batch_size=16", "train.log_every=2", "train.sample_every=2",
         "train.checkpoint_every=2", "device=cpu"]
 TINY_MLP = ["model.hidden=32", "model.depth=2"]
-TINY_DCGAN = ["model.width=8", "model.z_dim=16"]
+TINY_DCGAN = ["model.width=8", "model.z_dim=16", "metrics=false"]
 
 
 def run_cli(*args: str) -> None:

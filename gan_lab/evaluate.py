@@ -1,0 +1,162 @@
+"""Metrics for a trained generator, chosen by the data it learns, and `gan-lab eval` / `sample`.
+
+2-D mixtures use the VEEGAN / PacGAN protocol (gan_lab.metrics.mixture_metrics);
+MNIST and Fashion-MNIST use gan-lab's own classifier (gan_lab.classifier). Other data
+sets have no built-in metric yet: evaluate() returns an empty dict for them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+
+from gan_lab.checkpoint import load_checkpoint, resolve_checkpoint
+from gan_lab.data import ImageData, ToyMixture
+from gan_lab.errors import GanLabError
+from gan_lab.metrics import mixture_metrics
+
+MIXTURE_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
+IMAGE_SAMPLES = 10000
+
+
+@torch.no_grad()
+def generate(G: nn.Module, n: int, batch_size: int = 2500) -> Tensor:
+    """n samples from G in eval mode (batch norm on running statistics), in batches."""
+    device = next(G.parameters()).device
+    was_training = G.training
+    G.eval()
+    try:
+        return torch.cat([G(torch.randn(min(batch_size, n - i), G.z_dim, device=device))
+                          for i in range(0, n, batch_size)])
+    finally:
+        G.train(was_training)
+
+
+def make_evaluator(data: Any, classifier_root: str | None = None,
+                   cache_dir: str | None = None) -> Callable[[nn.Module], dict[str, float]] | None:
+    """A function G -> {"metrics/...": value} for this data set, or None when none applies."""
+    if isinstance(data, ToyMixture):
+        def mixture(G: nn.Module) -> dict[str, float]:
+            fake = generate(G, MIXTURE_SAMPLES)
+            return {f"metrics/{k}": float(v) for k, v in mixture_metrics(fake, data.centers, data.sigma).items()}
+        return mixture
+    if isinstance(data, ImageData) and data.name in ("mnist", "fashion_mnist"):
+        from gan_lab.classifier import class_metrics, load_or_train_classifier
+
+        device = data.images.device
+        model = load_or_train_classifier(data.name, classifier_root or "data", cache_dir, device=device)
+        n = min(IMAGE_SAMPLES, data.size)
+        real = data.images[:n].float().div(127.5).sub(1)
+
+        def classes(G: nn.Module) -> dict[str, float]:
+            fake = generate(G, n)
+            return {f"metrics/{k}": float(v) for k, v in class_metrics(model, fake, real).items()}
+        return classes
+    return None
+
+
+def load_generator(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any], Path]:
+    """Rebuild G from a checkpoint: its config names the model, its weights fill it."""
+    file = resolve_checkpoint(checkpoint)
+    state = load_checkpoint(file)
+    config = state["config"]
+    G, _ = instantiate(config["model"], shape=tuple(state["data_shape"]))
+    G.load_state_dict(state["G"])
+    return G.to(device), config, file
+
+
+def build_data(config: dict[str, Any], device: str = "cpu") -> Any:
+    """The data set a checkpoint was trained on, from its saved config."""
+    data_cfg = {k: v for k, v in config["data"].items() if k != "recommended"}
+    return instantiate(data_cfg, device=device)
+
+
+def run_dir_of(file: Path) -> Path:
+    """checkpoints/last.pt -> the run directory; a loose .pt -> its folder."""
+    return file.parent.parent if file.parent.name == "checkpoints" else file.parent
+
+
+def eval_command(args: list[str]) -> None:
+    """`gan-lab eval checkpoint=<run dir or .pt>`: every metric that applies, as a table and JSON."""
+    from rich.table import Table
+
+    from gan_lab.cli import parse_options
+    from gan_lab.tracker import console
+
+    opts = parse_options(args, {"checkpoint": None, "seed": 0, "device": "cpu", "out": None}, "eval")
+    if not opts["checkpoint"]:
+        raise GanLabError("gan-lab eval needs checkpoint=<run directory or .pt file>.")
+    torch.manual_seed(int(opts["seed"]))
+    G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    data = build_data(config, opts["device"])
+    evaluator = make_evaluator(data, config["data"].get("root"))
+    if evaluator is None:
+        raise GanLabError(f"gan-lab has no built-in metric for data '{config['data'].get('name')}' yet: "
+                          f"metrics exist for ring8, grid25, mnist and fashion_mnist.")
+    metrics = evaluator(G)
+    out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "eval.json"
+    # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
+    finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
+    out.write_text(json.dumps({"checkpoint": str(file), "seed": opts["seed"], **finite}, indent=2))
+    console.print(f"[bold]gan-lab eval[/] {file}", soft_wrap=True, highlight=False)
+    table = Table()
+    table.add_column("metric", style="cyan")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key.removeprefix("metrics/"), f"{value:.4g}")
+    console.print(table)
+    console.print(f"written to {out}", soft_wrap=True, highlight=False)
+
+
+def sample_command(args: list[str]) -> None:
+    """`gan-lab sample checkpoint=<run dir or .pt> n=64`: a PNG (grid or scatter) and the raw samples."""
+    from gan_lab.cli import parse_options
+    from gan_lab.tracker import console
+
+    opts = parse_options(args, {"checkpoint": None, "n": 64, "seed": 0, "interpolate": False, "label": None,
+                                "device": "cpu", "out": None}, "sample")
+    if not opts["checkpoint"]:
+        raise GanLabError("gan-lab sample needs checkpoint=<run directory or .pt file>.")
+    n = opts["n"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise GanLabError(f"n={n} is out of range: the number of samples must be a whole number >= 1.")
+    G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    if opts["label"] is not None:
+        raise GanLabError(f"label={opts['label']} needs a conditional model, but {file} holds an "
+                          f"unconditional one. Drop label=, or train with model.conditional=true.")
+    torch.manual_seed(int(opts["seed"]))
+    out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    step = load_checkpoint(file)["step"]
+    z = _interpolation_z(G.z_dim, n) if opts["interpolate"] else torch.randn(n, G.z_dim)
+    with torch.no_grad():
+        G.eval()
+        x = G(z.to(next(G.parameters()).device)).cpu()
+    name = f"{'interpolation' if opts['interpolate'] else 'sample'}_step{step}_seed{opts['seed']}"
+    torch.save(x, out / f"{name}.pt")
+    if x.dim() == 4:
+        import torchvision.utils
+
+        nrow = 10 if opts["interpolate"] else max(1, int(round(n ** 0.5)))
+        torchvision.utils.save_image(x, out / f"{name}.png", nrow=nrow, normalize=True, value_range=(-1, 1))
+    else:
+        from gan_lab.plots import scatter_2d
+
+        real, _ = build_data(config).sample(max(n, 1000))
+        scatter_2d(real, x, step).savefig(out / f"{name}.png", dpi=100)
+    console.print(f"{n} samples of {file} (step {step}) -> {out / name}.png and .pt", soft_wrap=True,
+                  highlight=False)
+
+
+def _interpolation_z(z_dim: int, n: int, steps: int = 10) -> Tensor:
+    # n // steps rows, each a straight line in z between two random endpoints
+    rows = max(1, n // steps)
+    a, b = torch.randn(rows, 1, z_dim), torch.randn(rows, 1, z_dim)
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    return (a + t * (b - a)).reshape(rows * steps, z_dim)

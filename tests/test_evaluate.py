@@ -1,0 +1,110 @@
+"""metrics/* during training, `gan-lab eval`, `gan-lab sample`, and the critic landscape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli
+from gan_lab.evaluate import make_evaluator
+from gan_lab.data import ToyMixture
+from test_train import read_events
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("toy")
+    run_cli("train", *TINY, *TINY_MLP, "train.eval_every=2", f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_mixture_metrics_are_logged_during_training(toy_run: Path) -> None:
+    events = read_events(toy_run)
+    modes = events.Scalars("metrics/modes_covered")
+    assert [e.step for e in modes] == [2, 4]
+    assert all(0 <= e.value <= 8 for e in modes)
+    assert "metrics/high_quality" in events.Tags()["scalars"] and "metrics/reverse_kl" in events.Tags()["scalars"]
+    assert "critic/landscape" in events.Tags()["images"]
+    assert (toy_run / "samples" / "critic_step_00000004.png").exists()
+
+
+def test_mixture_evaluator_scores_a_perfect_generator_full_marks() -> None:
+    data = ToyMixture("ring8", sigma=0.01)
+
+    class Perfect(torch.nn.Module):  # maps z to exact samples of the mixture
+        z_dim = 3
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            uniform = 0.5 * (1 + torch.erf(z[:, 0] / 2**0.5))  # the normal CDF makes z_0 uniform
+            mode = (uniform * 8).long().clamp(max=7)
+            return data.centers[mode] + 0.01 * z[:, 1:]
+
+    torch.manual_seed(0)
+    metrics = make_evaluator(data)(Perfect())
+    assert metrics["metrics/modes_covered"] == 8
+    assert 0.97 < metrics["metrics/high_quality"] <= 1.0
+    assert metrics["metrics/reverse_kl"] < 0.01
+
+
+def test_eval_command_writes_a_table_and_json(toy_run: Path, capsys: pytest.CaptureFixture) -> None:
+    run_cli("eval", f"checkpoint={toy_run}")
+    result = json.loads((toy_run / "eval.json").read_text())
+    assert result["metrics/n_modes"] == 8
+    assert 0 <= result["metrics/modes_covered"] <= 8
+    assert "modes_covered" in capsys.readouterr().err
+    # the same weights and seed give the same numbers
+    run_cli("eval", f"checkpoint={toy_run / 'checkpoints' / 'last.pt'}", f"out={toy_run / 'again.json'}")
+    again = json.loads((toy_run / "again.json").read_text())
+    assert again["metrics/high_quality"] == result["metrics/high_quality"]
+
+
+def test_sample_command_2d(toy_run: Path, tmp_path: Path) -> None:
+    run_cli("sample", f"checkpoint={toy_run}", "n=300", f"out={tmp_path}")
+    samples = torch.load(tmp_path / "sample_step4_seed0.pt", weights_only=True)
+    assert samples.shape == (300, 2) and torch.isfinite(samples).all()
+    assert (tmp_path / "sample_step4_seed0.png").stat().st_size > 1000
+
+
+def test_sample_command_images_and_interpolation(tmp_path: Path, tiny_mnist_root: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli("train", "data=mnist", f"data.root={tiny_mnist_root}", *TINY, *TINY_DCGAN, f"hydra.run.dir={run_dir}")
+    run_cli("sample", f"checkpoint={run_dir}", "n=16")
+    grid = run_dir / "samples" / "sample_step4_seed0.png"
+    assert grid.exists() and torch.load(grid.with_suffix(".pt"), weights_only=True).shape == (16, 1, 28, 28)
+    run_cli("sample", f"checkpoint={run_dir}", "n=30", "interpolate=true")
+    path = torch.load(run_dir / "samples" / "interpolation_step4_seed0.pt", weights_only=True)
+    assert path.shape == (30, 1, 28, 28)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["checkpoint=/nonexistent"], "No checkpoint at /nonexistent"),
+    (["n=0"], "n=0 is out of range"),
+    (["label=3"], "label=3 needs a conditional model"),
+    (["number=3"], "unknown argument 'number=3'"),
+])
+def test_sample_bad_arguments(args: list[str], fragment: str, toy_run: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("sample", f"checkpoint={toy_run}", *args)
+    assert exit_info.value.code == 2
+    assert fragment in " ".join(capsys.readouterr().err.split())
+
+
+def test_eval_without_checkpoint(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        run_cli("eval")
+    assert "needs checkpoint=" in capsys.readouterr().err
+
+
+def test_class_metrics_during_an_mnist_run(tmp_path: Path, tiny_mnist_root: Path) -> None:
+    # the classifier is trained on first use (on the tiny data here, into the tests' cache)
+    run_cli("train", "data=mnist", f"data.root={tiny_mnist_root}", *TINY, "model.width=8", "model.z_dim=16",
+            "metrics=true", f"hydra.run.dir={tmp_path}")
+    tags = read_events(tmp_path).Tags()["scalars"]
+    assert {"metrics/classes_covered", "metrics/class_kl", "metrics/confidence", "metrics/frechet_distance"} <= set(tags)
