@@ -152,7 +152,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     data_cfg = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k != "recommended"])
     data = _build("data set", lambda: instantiate(data_cfg, device=device))
-    G, critic = _build("model", lambda: instantiate(cfg.model, shape=data.shape))
+    G, critic = _build("model", lambda: instantiate(cfg.model, shape=data.shape, n_classes=data.n_classes))
     G, critic = G.to(device), critic.to(device)
     loss = _build("loss", lambda: instantiate(cfg.loss))
     check_compatible(loss, critic, settings.batch_size, data)

@@ -25,15 +25,20 @@ MIXTURE_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 IMAGE_SAMPLES = 10000
 
 
+def class_labels(G: nn.Module, n: int) -> Tensor | None:
+    """Labels for n conditional samples, every class in turn (None for an unconditional G)."""
+    return torch.arange(n, device=next(G.parameters()).device) % G.n_classes if G.n_classes else None
+
+
 @torch.no_grad()
-def generate(G: nn.Module, n: int, batch_size: int = 2500) -> Tensor:
-    """n samples from G in eval mode (batch norm on running statistics), in batches."""
+def generate(G: nn.Module, n: int, y: Tensor | None = None, batch_size: int = 2500) -> Tensor:
+    """n samples from G (for labels y when conditional) in eval mode, in batches."""
     device = next(G.parameters()).device
     was_training = G.training
-    G.eval()
+    G.eval()  # batch norm on its running statistics: samples do not depend on their batch
     try:
-        return torch.cat([G(torch.randn(min(batch_size, n - i), G.z_dim, device=device))
-                          for i in range(0, n, batch_size)])
+        return torch.cat([G(torch.randn(min(batch_size, n - i), G.z_dim, device=device),
+                            None if y is None else y[i:i + batch_size]) for i in range(0, n, batch_size)])
     finally:
         G.train(was_training)
 
@@ -43,8 +48,13 @@ def make_evaluator(data: Any, classifier_root: str | None = None,
     """A function G -> {"metrics/...": value} for this data set, or None when none applies."""
     if isinstance(data, ToyMixture):
         def mixture(G: nn.Module) -> dict[str, float]:
-            fake = generate(G, MIXTURE_SAMPLES)
-            return {f"metrics/{k}": float(v) for k, v in mixture_metrics(fake, data.centers, data.sigma).items()}
+            y = class_labels(G, MIXTURE_SAMPLES)
+            fake = generate(G, MIXTURE_SAMPLES, y)
+            metrics = {f"metrics/{k}": float(v) for k, v in mixture_metrics(fake, data.centers, data.sigma).items()}
+            if y is not None:  # conditional: how often the nearest mode is the requested one
+                nearest = torch.cdist(fake.double(), data.centers.double()).argmin(1)
+                metrics["metrics/label_accuracy"] = float((nearest == y).double().mean())
+            return metrics
         return mixture
     if isinstance(data, ImageData) and data.name in ("mnist", "fashion_mnist"):
         from gan_lab.classifier import class_metrics, load_or_train_classifier
@@ -55,8 +65,15 @@ def make_evaluator(data: Any, classifier_root: str | None = None,
         real = data.images[:n].float().div(127.5).sub(1)
 
         def classes(G: nn.Module) -> dict[str, float]:
-            fake = generate(G, n)
-            return {f"metrics/{k}": float(v) for k, v in class_metrics(model, fake, real).items()}
+            y = class_labels(G, n)
+            fake = generate(G, n, y)
+            metrics = {f"metrics/{k}": float(v) for k, v in class_metrics(model, fake, real).items()}
+            if y is not None:  # conditional: how often the classifier recognises the requested label
+                with torch.no_grad():
+                    model.eval()
+                    predicted = torch.cat([model(fake[i:i + 1000]).argmax(1) for i in range(0, n, 1000)])
+                metrics["metrics/label_accuracy"] = float((predicted == y).double().mean())
+            return metrics
         return classes
     return None
 
@@ -66,7 +83,7 @@ def load_generator(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dic
     file = resolve_checkpoint(checkpoint)
     state = load_checkpoint(file)
     config = state["config"]
-    G, _ = instantiate(config["model"], shape=tuple(state["data_shape"]))
+    G, _ = instantiate(config["model"], shape=tuple(state["data_shape"]), n_classes=state["n_classes"])
     G.load_state_dict(state["G"])
     return G.to(device), config, file
 
@@ -127,18 +144,27 @@ def sample_command(args: list[str]) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise GanLabError(f"n={n} is out of range: the number of samples must be a whole number >= 1.")
     G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
-    if opts["label"] is not None:
-        raise GanLabError(f"label={opts['label']} needs a conditional model, but {file} holds an "
+    label = opts["label"]
+    if label is not None and not G.n_classes:
+        raise GanLabError(f"label={label} needs a conditional model, but {file} holds an "
                           f"unconditional one. Drop label=, or train with model.conditional=true.")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < G.n_classes):
+        raise GanLabError(f"label={label} is out of range: this model knows labels 0 to {G.n_classes - 1}.")
     torch.manual_seed(int(opts["seed"]))
     out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "samples"
     out.mkdir(parents=True, exist_ok=True)
     step = load_checkpoint(file)["step"]
     z = _interpolation_z(G.z_dim, n) if opts["interpolate"] else torch.randn(n, G.z_dim)
+    device = next(G.parameters()).device
+    if label is not None:
+        y = torch.full((len(z),), label, dtype=torch.long, device=device)
+    else:  # a conditional model without label=: every class in turn
+        y = class_labels(G, len(z))
     with torch.no_grad():
         G.eval()
-        x = G(z.to(next(G.parameters()).device)).cpu()
-    name = f"{'interpolation' if opts['interpolate'] else 'sample'}_step{step}_seed{opts['seed']}"
+        x = G(z.to(device), y).cpu()
+    kind = "interpolation" if opts["interpolate"] else "sample"
+    name = f"{kind}_step{step}_seed{opts['seed']}" + (f"_label{label}" if label is not None else "")
     torch.save(x, out / f"{name}.pt")
     if x.dim() == 4:
         import torchvision.utils

@@ -13,6 +13,7 @@ Identities used below, with l a logit and sigmoid(l) = D's probability:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +131,7 @@ def interpolates(real: Tensor, fake: Tensor) -> Tensor:
     return eps * real + (1 - eps) * fake
 
 
-def input_grad_norms(critic: nn.Module, x: Tensor, create_graph: bool = False) -> Tensor:
+def input_grad_norms(critic: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False) -> Tensor:
     """Per-sample ||grad_x C(x)||_2, the norm taken over all non-batch dimensions."""
     x = x.detach().requires_grad_(True)
     out = critic(x)
@@ -139,7 +140,7 @@ def input_grad_norms(critic: nn.Module, x: Tensor, create_graph: bool = False) -
     return grad.flatten(1).norm(2, dim=1)
 
 
-def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
     """WGAN-GP's E[(||grad C(x_hat)||_2 - 1)^2] and the per-sample norms it used."""
     # create_graph=True: the penalty is a function of the critic's gradient, so its own
     # gradient w.r.t. the critic's parameters needs a double backward.
@@ -147,7 +148,7 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> tuple[Ten
     return (norms - 1).pow(2).mean(), norms.detach()
 
 
-def r1_penalty(critic: nn.Module, real: Tensor) -> Tensor:
+def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor:
     """R1 (Mescheder et al. 2018): E[||grad C(x)||^2] on real data; the caller scales by gamma/2."""
     return input_grad_norms(critic, real, create_graph=True).pow(2).mean()
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 
 def scatter_2d(real: Tensor, fake: Tensor, step: int) -> Figure:
@@ -23,7 +25,8 @@ def scatter_2d(real: Tensor, fake: Tensor, step: int) -> Figure:
     return fig
 
 
-def critic_landscape(critic: nn.Module, real: Tensor, fake: Tensor, step: int, resolution: int = 100) -> Figure:
+def critic_landscape(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, step: int,
+                     resolution: int = 100) -> Figure:
     """The critic's value over the plane and the map of ||grad_x C||, real and generated samples on top.
 
     The WGAN-GP paper's toy figure: a weight-clipped critic saturates into flat plateaus
@@ -36,7 +39,7 @@ def critic_landscape(critic: nn.Module, real: Tensor, fake: Tensor, step: int, r
     xs = torch.linspace(float(low[0] - margin), float(high[0] + margin), resolution)
     ys = torch.linspace(float(low[1] - margin), float(high[1] + margin), resolution)
     grid = torch.cartesian_prod(xs, ys)  # (res*res, 2), x varies slowest
-    device = next(critic.parameters()).device
+    device = real.device
     with torch.enable_grad():  # the caller may run under no_grad; the gradient map needs autograd
         points = grid.to(device).requires_grad_(True)
         values = critic(points)

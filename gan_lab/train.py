@@ -8,6 +8,7 @@ for the device except at log time).
 from __future__ import annotations
 
 import time
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from contextlib import contextmanager
@@ -46,21 +47,22 @@ class TrainSettings:
                                   f">= {low}. Fix the override, e.g. train.{key}={max(low, 1) * 10}.")
 
 
-def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer,
-                x: Tensor, z: Tensor, guard: NonFiniteGuard | None = None, step: int = 0) -> dict[str, Tensor]:
-    """One critic update on a real batch x and fakes G(z); returns named scalars."""
+def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer, x: Tensor, z: Tensor,
+                y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int = 0) -> dict[str, Tensor]:
+    """One critic update on a real batch x (labels y) and fakes G(z, y); returns named scalars."""
     with torch.no_grad():
-        fake = G(z)  # no graph through G: the critic step must not train the generator
-    real_out, fake_out = critic(x), critic(fake)
+        fake = G(z, y)  # no graph through G: the critic step must not train the generator
+    scores = partial(critic, y=y)  # fakes take the real batch's labels; unconditional nets ignore y
+    real_out, fake_out = scores(x), scores(fake)
     adversarial = loss.d_loss(real_out, fake_out)
     total = adversarial
     stats = {"loss/critic": adversarial.detach()}
     if loss.lambda_gp > 0:
-        gp, _ = gradient_penalty(critic, x, fake)
+        gp, _ = gradient_penalty(scores, x, fake)
         total = total + loss.lambda_gp * gp
         stats["loss/gradient_penalty"] = (loss.lambda_gp * gp).detach()
     if loss.lambda_r1 > 0:
-        r1 = 0.5 * loss.lambda_r1 * r1_penalty(critic, x)  # gamma/2 * E||grad C(x)||^2
+        r1 = 0.5 * loss.lambda_r1 * r1_penalty(scores, x)  # gamma/2 * E||grad C(x)||^2
         total = total + r1
         stats["loss/r1_penalty"] = r1.detach()
 
@@ -77,11 +79,11 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
     return stats
 
 
-def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer,
-                   z: Tensor, guard: NonFiniteGuard | None = None, step: int = 0) -> dict[str, Tensor]:
-    """One generator update on fresh z; returns named scalars."""
+def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer, z: Tensor,
+                   y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int = 0) -> dict[str, Tensor]:
+    """One generator update on fresh z (and labels y for a conditional G); returns named scalars."""
     critic.requires_grad_(False)  # the critic's gradients are not needed: skip computing them
-    g_loss = loss.g_loss(critic(G(z)))
+    g_loss = loss.g_loss(critic(G(z, y), y))
     opt.zero_grad(set_to_none=True)
     g_loss.backward()
     critic.requires_grad_(True)
@@ -91,9 +93,9 @@ def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim
     return {"loss/generator": g_loss.detach(), "grad_norm/generator": norm}
 
 
-def critic_input_stats(critic: nn.Module, x: Tensor, fake: Tensor) -> dict[str, Tensor]:
+def critic_input_stats(critic: nn.Module, x: Tensor, fake: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
     """Mean and spread of ||grad_x C|| at interpolates: how far the critic is from 1-Lipschitz."""
-    norms = input_grad_norms(critic, interpolates(x, fake))
+    norms = input_grad_norms(partial(critic, y=y), interpolates(x, fake))
     return {"grad_norm/critic_input": norms.mean(), "grad_norm/critic_input_std": norms.std()}
 
 
@@ -144,13 +146,14 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
+    fixed_y = torch.arange(n_fixed, device=device) % G.n_classes if G.n_classes else None  # each class in turn
     guard = NonFiniteGuard(settings.nonfinite, device)
     saved = f"the checkpoint of step {start} was not touched" if start else "no checkpoint had been written yet"
 
     def checkpoint(step: int) -> str:
         state = {"step": step, "G": G.state_dict(), "critic": critic.state_dict(),
                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng_state(), "config": config,
-                 "data_shape": list(data.shape)}
+                 "data_shape": list(data.shape), "n_classes": data.n_classes}
         path = save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints)
         return f"the last good checkpoint, {path.parent / 'last.pt'} (step {step}), is untouched"
 
@@ -159,17 +162,18 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     with StopSignal() as stop:
         for step in range(start + 1, settings.steps + 1):
             for _ in range(loss.n_critic):
-                x, _ = data.sample(settings.batch_size)  # a fresh real batch and fresh z every critic step
+                x, y = data.sample(settings.batch_size)  # a fresh real batch and fresh z every critic step
                 z = torch.randn(settings.batch_size, G.z_dim, device=device)
-                stats = critic_step(G, critic, loss, opt_d, x, z, guard, step)
-            stats.update(generator_step(G, critic, loss, opt_g, torch.randn_like(z), guard, step))
+                stats = critic_step(G, critic, loss, opt_d, x, z, y, guard, step)
+            y_g = torch.randint(G.n_classes, (settings.batch_size,), device=device) if G.n_classes else None
+            stats.update(generator_step(G, critic, loss, opt_g, torch.randn_like(z), y_g, guard, step))
 
             final = step == settings.steps
             if step % settings.log_every == 0 or final:
                 with observing(device):
                     with torch.no_grad():
-                        fake = G(z)
-                    stats.update(critic_input_stats(critic, x, fake))
+                        fake = G(z, y)
+                    stats.update(critic_input_stats(critic, x, fake, y))
                 if guard.skip:
                     stats["train/skipped_updates"] = guard.skipped
                 last = scalars_to_floats(stats)
@@ -177,7 +181,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                 guard.check(saved)
             if step % settings.sample_every == 0 or final:
                 with observing(device):
-                    _log_samples(G, critic, data, fixed_z, tracker, step, run_dir)
+                    _log_samples(G, critic, data, fixed_z, fixed_y, tracker, step, run_dir)
             if evaluator is not None and ((settings.eval_every and step % settings.eval_every == 0) or final):
                 with observing(device, seed=0):  # the same z for every evaluation: comparable numbers
                     metrics = evaluator(G)
@@ -196,9 +200,9 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
 
 
 @torch.no_grad()
-def _log_samples(G: nn.Module, critic: nn.Module, data: Any, fixed_z: Tensor, tracker: Tracker, step: int,
-                 run_dir: Path) -> None:
-    fake = G(fixed_z)
+def _log_samples(G: nn.Module, critic: nn.Module, data: Any, fixed_z: Tensor, fixed_y: Tensor | None,
+                 tracker: Tracker, step: int, run_dir: Path) -> None:
+    fake = G(fixed_z, fixed_y)
     path = run_dir / "samples" / f"step_{step:08d}.png"
     if len(data.shape) == 3:
         import torchvision.utils
@@ -210,5 +214,9 @@ def _log_samples(G: nn.Module, critic: nn.Module, data: Any, fixed_z: Tensor, tr
 
         real, _ = data.sample(len(fake))
         tracker.figure("samples", step, scatter_2d(real.cpu(), fake.cpu(), step), path)
-        tracker.figure("critic/landscape", step, critic_landscape(critic, real, fake, step),
+        def scores(points: Tensor) -> Tensor:  # a conditional critic's landscape depends on y: class 0's
+            y = torch.zeros(len(points), dtype=torch.long, device=points.device) if G.n_classes else None
+            return critic(points, y)
+
+        tracker.figure("critic/landscape", step, critic_landscape(scores, real, fake, step),
                        run_dir / "samples" / f"critic_step_{step:08d}.png")

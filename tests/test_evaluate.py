@@ -35,13 +35,13 @@ def test_mixture_evaluator_scores_a_perfect_generator_full_marks() -> None:
     data = ToyMixture("ring8", sigma=0.01)
 
     class Perfect(torch.nn.Module):  # maps z to exact samples of the mixture
-        z_dim = 3
+        z_dim, n_classes = 3, 0
 
         def __init__(self) -> None:
             super().__init__()
             self.anchor = torch.nn.Parameter(torch.zeros(()))
 
-        def forward(self, z: torch.Tensor) -> torch.Tensor:
+        def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
             uniform = 0.5 * (1 + torch.erf(z[:, 0] / 2**0.5))  # the normal CDF makes z_0 uniform
             mode = (uniform * 8).long().clamp(max=7)
             return data.centers[mode] + 0.01 * z[:, 1:]
@@ -108,3 +108,44 @@ def test_class_metrics_during_an_mnist_run(tmp_path: Path, tiny_mnist_root: Path
             "metrics=true", f"hydra.run.dir={tmp_path}")
     tags = read_events(tmp_path).Tags()["scalars"]
     assert {"metrics/classes_covered", "metrics/class_kl", "metrics/confidence", "metrics/frechet_distance"} <= set(tags)
+
+
+@pytest.mark.parametrize("model", ["mlp", "dcgan"])
+def test_conditional_models_take_labels(model: str) -> None:
+    from gan_lab.models import dcgan, mlp
+
+    shape = (2,) if model == "mlp" else (1, 28, 28)
+    build = mlp if model == "mlp" else dcgan
+    G, critic = build(shape, z_dim=8, conditional=True, n_classes=10, **({"hidden": 16} if model == "mlp" else {"width": 8}))
+    z, y = torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 4, 9])
+    x = G(z, y)
+    assert x.shape == (6, *shape) and critic(x, y).shape == (6,)
+    # the label changes the sample and the score: the networks really read it
+    assert not torch.allclose(G(z, y), G(z, (y + 1) % 10))
+    assert not torch.allclose(critic(x, y), critic(x, (y + 1) % 10))
+
+
+def test_conditional_needs_labelled_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        run_cli("train", "data=swissroll", "model.conditional=true", *TINY, f"hydra.run.dir={tmp_path}")
+    assert "model.conditional=true needs labelled data" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("loss", ["wgan_gp", "nonsaturating", "hinge"])
+def test_conditional_ring8_trains_and_samples_the_requested_label(loss: str, tmp_path: Path) -> None:
+    run_cli("train", f"loss={loss}", "model.conditional=true", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    assert "metrics/label_accuracy" in read_events(tmp_path).Tags()["scalars"]
+    run_cli("sample", f"checkpoint={tmp_path}", "n=20", "label=3")
+    samples = torch.load(tmp_path / "samples" / "sample_step4_seed0_label3.pt", weights_only=True)
+    assert samples.shape == (20, 2)
+
+
+def test_conditional_mnist_run_and_label_out_of_range(tmp_path: Path, tiny_mnist_root: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    run_cli("train", "data=mnist", f"data.root={tiny_mnist_root}", "model.conditional=true", *TINY, *TINY_DCGAN,
+            f"hydra.run.dir={tmp_path}")
+    run_cli("sample", f"checkpoint={tmp_path}", "n=8", "label=7")
+    assert torch.load(tmp_path / "samples" / "sample_step4_seed0_label7.pt", weights_only=True).shape == (8, 1, 28, 28)
+    with pytest.raises(SystemExit):
+        run_cli("sample", f"checkpoint={tmp_path}", "label=10")
+    assert "labels 0 to 9" in capsys.readouterr().err
