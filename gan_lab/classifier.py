@@ -115,7 +115,7 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[float], None]
 
 @torch.no_grad()
 def _batched(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    # forward passes in batches: 10k images at once would hold ~1 GB of activations
+    # forward passes in batches: 10k images at once would hold a few hundred MB of activations
     return torch.cat([fn(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
 
 
