@@ -131,13 +131,22 @@ def interpolates(real: Tensor, fake: Tensor) -> Tensor:
     return eps * real + (1 - eps) * fake
 
 
-def input_grad_norms(critic: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False) -> Tensor:
-    """Per-sample ||grad_x C(x)||_2, the norm taken over all non-batch dimensions."""
-    x = x.detach().requires_grad_(True)
-    out = critic(x)
+def grad_norms(outputs: Tensor, inputs: Tensor, create_graph: bool = False) -> Tensor:
+    """Per-sample ||d outputs_i / d inputs_i||_2, the norm taken over all non-batch dimensions."""
     # grad of the sum = per-sample grads, since samples do not interact (no batch norm).
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=create_graph)
+    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=create_graph)
     return grad.flatten(1).norm(2, dim=1)
+
+
+def input_grad_norms(critic: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False) -> Tensor:
+    """Per-sample ||grad_x C(x)||_2 at the points x."""
+    x = x.detach().requires_grad_(True)
+    return grad_norms(critic(x), x, create_graph)
+
+
+def gp_from_norms(norms: Tensor) -> Tensor:
+    """WGAN-GP's two-sided penalty E[(||grad C(x_hat)||_2 - 1)^2] from the per-sample norms."""
+    return (norms - 1).pow(2).mean()
 
 
 def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
@@ -145,7 +154,7 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     # create_graph=True: the penalty is a function of the critic's gradient, so its own
     # gradient w.r.t. the critic's parameters needs a double backward.
     norms = input_grad_norms(critic, interpolates(real, fake.detach()), create_graph=True)
-    return (norms - 1).pow(2).mean(), norms.detach()
+    return gp_from_norms(norms), norms.detach()
 
 
 def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gan_lab.checkpoint import save_checkpoint
 from gan_lab.errors import GanLabError
-from gan_lab.losses import Loss, clip_weights, gradient_penalty, input_grad_norms, interpolates, r1_penalty
+from gan_lab.losses import Loss, clip_weights, gp_from_norms, grad_norms, input_grad_norms, interpolates
 from gan_lab.safety import Interrupted, NonFiniteGuard, StopSignal
 from gan_lab.tracker import Tracker, scalars_to_floats
 
@@ -52,17 +52,26 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
     """One critic update on a real batch x (labels y) and fakes G(z, y); returns named scalars."""
     with torch.no_grad():
         fake = G(z, y)  # no graph through G: the critic step must not train the generator
-    scores = partial(critic, y=y)  # fakes take the real batch's labels; unconditional nets ignore y
-    real_out, fake_out = scores(x), scores(fake)
+    # Points the critic scores: real, fake, and the interpolates of the gradient penalty.
+    # Those whose input gradient is penalised are leaves that require grad.
+    if loss.lambda_r1 > 0:
+        x = x.detach().requires_grad_(True)
+    parts = [x, fake]
+    if loss.lambda_gp > 0:
+        parts.append(interpolates(x.detach(), fake).requires_grad_(True))
+    outs = critic_forward(critic, parts, y)
+    real_out, fake_out = outs[0], outs[1]
     adversarial = loss.d_loss(real_out, fake_out)
     total = adversarial
     stats = {"loss/critic": adversarial.detach()}
     if loss.lambda_gp > 0:
-        gp, _ = gradient_penalty(scores, x, fake)
+        # create_graph: the penalty is a function of the critic's gradient, so its own
+        # gradient w.r.t. the critic's parameters needs a double backward
+        gp = gp_from_norms(grad_norms(outs[2], parts[2], create_graph=True))
         total = total + loss.lambda_gp * gp
         stats["loss/gradient_penalty"] = (loss.lambda_gp * gp).detach()
     if loss.lambda_r1 > 0:
-        r1 = 0.5 * loss.lambda_r1 * r1_penalty(scores, x)  # gamma/2 * E||grad C(x)||^2
+        r1 = 0.5 * loss.lambda_r1 * grad_norms(real_out, x, create_graph=True).pow(2).mean()  # gamma/2 E||grad C(x)||^2
         total = total + r1
         stats["loss/r1_penalty"] = r1.detach()
 
@@ -77,6 +86,17 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
     stats.update({"critic/real": real_mean, "critic/fake": fake_mean,
                   "critic/wasserstein_estimate": real_mean - fake_mean})
     return stats
+
+
+def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> list[Tensor]:
+    """The critic's scores for each batch in `parts` (all labelled y when conditional)."""
+    if getattr(critic, "norm", None) == "batch" or getattr(getattr(critic, "module", None), "norm", None) == "batch":
+        # batch norm: real and fake batches are normalised apart, as in DCGAN
+        return [critic(part, y) for part in parts]
+    # One forward on the concatenated batch: the same scores for a per-sample critic,
+    # fewer kernel launches, and exactly one forward per backward, which DDP's reducer needs.
+    labels = None if y is None else y.repeat(len(parts))
+    return list(critic(torch.cat(parts), labels).split(len(parts[0])))
 
 
 def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer, z: Tensor,

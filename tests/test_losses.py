@@ -12,6 +12,7 @@ from torch.testing import assert_close
 from gan_lab.errors import GanLabError
 from gan_lab.losses import (Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein, clip_weights,
                             gradient_penalty, interpolates, r1_penalty)
+from gan_lab.models import mlp
 from gan_lab.train import critic_step
 
 REAL = torch.tensor([2.0, -1.0])  # critic outputs (logits / scores) on two real samples
@@ -118,7 +119,7 @@ def test_r1_penalty_of_linear_critic() -> None:
 
 def test_weight_clipping_after_a_critic_step() -> None:
     torch.manual_seed(0)
-    G, critic = nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1), nn.Flatten(0))
+    G, critic = mlp((2,), z_dim=2, hidden=16, depth=1)
     opt = torch.optim.RMSprop(critic.parameters(), lr=0.5)  # a large step pushes weights out of the box
     critic_step(G, critic, Wasserstein(clip=0.01, n_critic=5), opt, torch.randn(32, 2), torch.randn(32, 2))
     weights = torch.cat([p.detach().flatten() for p in critic.parameters()])
@@ -139,3 +140,19 @@ def test_clip_weights_in_place() -> None:
 def test_loss_settings_out_of_range(kwargs: dict, key: str) -> None:
     with pytest.raises(GanLabError, match=key):
         Wasserstein(**kwargs)
+
+
+def test_critic_step_penalty_equals_the_pure_function() -> None:
+    # the critic step scores real, fake and interpolates in one forward; the penalty it adds
+    # must be the one gradient_penalty() computes on the same interpolates
+    torch.manual_seed(0)
+    G, critic = mlp((2,), z_dim=2, hidden=16, depth=2)
+    x, z = torch.randn(32, 2), torch.randn(32, 2)
+    opt = torch.optim.SGD(critic.parameters(), lr=0.0)  # lr 0: the step leaves the critic as it was
+    state = torch.get_rng_state()
+    stats = critic_step(G, critic, Wasserstein(lambda_gp=10.0), opt, x, z)
+    torch.set_rng_state(state)  # the same eps for the pure function
+    gp, _ = gradient_penalty(critic, x, G(z).detach())
+    assert_close(stats["loss/gradient_penalty"], 10.0 * gp.detach())
+    with torch.no_grad():
+        assert_close(stats["loss/critic"], critic(G(z)).mean() - critic(x).mean())
