@@ -80,7 +80,8 @@ def choose_device(name: str) -> torch.device:
     return device
 
 
-def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, network: str) -> torch.optim.Optimizer:
+def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, network: str,
+                    lr_scale: float = 1) -> torch.optim.Optimizer:
     """The shared optimizer config with this network's non-null overrides merged over it."""
     overrides = {k: v for k, v in OmegaConf.to_container(per_network, resolve=True).items() if v is not None}
     cfg = OmegaConf.merge(shared, overrides)
@@ -89,6 +90,7 @@ def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, ne
         key = "optimizer" if "lr" not in overrides else f"optimizer_{network}"
         raise GanLabError(f"{key}.lr={lr} is out of range: the learning rate must be a number > 0, "
                           f"e.g. {key}.lr=1e-4.")
+    cfg.lr = lr * lr_scale
     return _build(f"{network} optimizer", lambda: instantiate(cfg)(params))
 
 
@@ -138,8 +140,9 @@ def summary_table(result: dict[str, float], run_dir: Path) -> Table:
 
 def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Build every object the config describes and train; returns the final scalars."""
+    from gan_lab import distributed
     from gan_lab.train import TrainSettings, train
-    from gan_lab.tracker import Tracker
+    from gan_lab.tracker import NullTracker, Tracker
 
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
@@ -147,8 +150,8 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         raise GanLabError(f"The config does not resolve: {err}") from None
     print_config(cfg)
     settings = _build("train settings", lambda: TrainSettings(**plain["train"]))
-    device = choose_device(str(cfg.device))
-    torch.manual_seed(int(cfg.seed))
+    device = distributed.device_for(distributed.launched(), str(cfg.device)) or choose_device(str(cfg.device))
+    torch.manual_seed(int(cfg.seed))  # the same initial weights on every rank
 
     data_cfg = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k != "recommended"])
     data = _build("data set", lambda: instantiate(data_cfg, device=device))
@@ -156,18 +159,32 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     G, critic = G.to(device), critic.to(device)
     loss = _build("loss", lambda: instantiate(cfg.loss))
     check_compatible(loss, critic, settings.batch_size, data)
-    opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, G.parameters(), "generator")
-    opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, critic.parameters(), "critic")
+    ranks = distributed.world_size()
+    if ranks > 1:
+        if critic.norm == "batch":
+            raise GanLabError("Data-parallel training needs a critic without batch norm: each rank would "
+                              "normalise its own real and fake batches apart. Use model.critic_norm=layer.")
+        torch.manual_seed(int(cfg.seed) + distributed.rank())  # each rank its own batches and noise
+    if cfg.lr_scaling not in ("none", "linear"):
+        raise GanLabError(f"lr_scaling={cfg.lr_scaling!r} is not known: use none or linear.")
+    lr_scale = ranks if cfg.lr_scaling == "linear" else 1
+    opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, G.parameters(), "generator", lr_scale)
+    opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, critic.parameters(), "critic", lr_scale)
+    if ranks > 1:
+        console.print(f"[bold]data-parallel[/] {ranks} ranks x batch {settings.batch_size} = effective batch "
+                      f"{ranks * settings.batch_size}; learning rates "
+                      f"{'x ' + str(ranks) + ' (lr_scaling=linear)' if lr_scale > 1 else 'unchanged (lr_scaling=none)'}")
     resume = load_resume(cfg.resume, run_dir, plain, bool(cfg.resume_force), settings.steps)
     evaluator = None
-    if cfg.metrics:
+    if cfg.metrics and distributed.is_main():
         from gan_lab.evaluate import make_evaluator
 
         evaluator = make_evaluator(data, cfg.data.get("root"))
 
     console.print(f"[bold]device[/] {device}  [bold]run directory[/] {run_dir}")
     start = resume["step"] if resume else 0
-    with Tracker(run_dir, settings.steps, start_step=start) as tracker:
+    reporter = Tracker if distributed.is_main() else NullTracker  # rank 0 alone writes
+    with reporter(run_dir, settings.steps, start_step=start) as tracker:
         result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume, evaluator)
         tracker.hparams(_hparams(plain), {k: v for k, v in result.items() if "/" in k})
     console.print(summary_table(result, run_dir))
@@ -289,6 +306,13 @@ def parse_options(args: list[str], defaults: dict[str, Any], command: str) -> di
 
 def train_command(args: list[str]) -> None:
     """`gan-lab train [overrides]`: the Hydra app."""
+    from gan_lab import distributed
+
+    info = distributed.launched()
+    if info.enabled:  # under torchrun: join the group, agree on one run directory, let rank 0 talk
+        distributed.init(info)
+        console.quiet = not info.main
+        args = distributed.shared_run_dir(info, args)
     if not {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info"} & set(args):
         check_output_dir(args)
     sys.argv = ["gan-lab train", *args]  # Hydra reads its overrides from sys.argv

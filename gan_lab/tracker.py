@@ -102,3 +102,36 @@ def scalars_to_floats(values: dict[str, Tensor | float]) -> dict[str, float]:
         stacked = torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).cpu().tolist()
         floats.update(zip(tensors, stacked))
     return floats
+
+
+class NullTracker(Tracker):
+    """What ranks other than 0 report to under DDP: nothing is written or shown."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        pass
+
+    def __enter__(self) -> NullTracker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def advance(self, step: int) -> None:
+        pass
+
+    def images(self, step: int, grid: Tensor, path: Path | None = None) -> None:
+        pass
+
+    def figure(self, tag: str, step: int, fig: Any, path: Path | None = None) -> None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        pass
+
+    def stop_progress(self) -> None:
+        pass

@@ -7,6 +7,7 @@ for the device except at log time).
 
 from __future__ import annotations
 
+import signal
 import time
 from functools import partial
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from gan_lab import distributed
 from gan_lab.checkpoint import save_checkpoint
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Loss, clip_weights, gp_from_norms, grad_norms, input_grad_norms, interpolates
@@ -161,8 +163,13 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
         critic.load_state_dict(resume["critic"])
         opt_g.load_state_dict(resume["opt_g"])
         opt_d.load_state_dict(resume["opt_d"])
-        set_rng_state(resume["rng"])
+        rng = resume["rng"]  # a list, one per rank, when a DDP run wrote it
+        set_rng_state(rng[distributed.rank() % len(rng)] if isinstance(rng, list) else rng)
         start = int(resume["step"])
+    main = distributed.is_main()
+    # DDP wrappers all-reduce gradients; the plain modules serve where no gradient is reduced
+    # (G under no_grad in the critic step, the frozen critic in the generator step, logging)
+    G_ddp, critic_ddp = distributed.wrap(G), distributed.wrap(critic)
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
@@ -171,11 +178,14 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     saved = f"the checkpoint of step {start} was not touched" if start else "no checkpoint had been written yet"
 
     def checkpoint(step: int) -> str:
-        state = {"step": step, "G": G.state_dict(), "critic": critic.state_dict(),
-                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng_state(), "config": config,
-                 "data_shape": list(data.shape), "n_classes": data.n_classes}
-        path = save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints)
-        return f"the last good checkpoint, {path.parent / 'last.pt'} (step {step}), is untouched"
+        rng = distributed.gather(rng_state())  # every rank's stream, so a resume continues each
+        path = run_dir / "checkpoints" / "last.pt"
+        if main:  # the plain modules' state dicts: no "module." prefix, loadable without DDP
+            state = {"step": step, "G": G.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict(),
+                     "opt_d": opt_d.state_dict(), "rng": rng, "config": config, "data_shape": list(data.shape),
+                     "n_classes": data.n_classes, "world_size": distributed.world_size()}
+            path = save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints).parent / "last.pt"
+        return f"the last good checkpoint, {path} (step {step}), is untouched"
 
     last: dict[str, float] = {}
     started = time.perf_counter()
@@ -184,9 +194,10 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
             for _ in range(loss.n_critic):
                 x, y = data.sample(settings.batch_size)  # a fresh real batch and fresh z every critic step
                 z = torch.randn(settings.batch_size, G.z_dim, device=device)
-                stats = critic_step(G, critic, loss, opt_d, x, z, y, guard, step)
+                stats = critic_step(G, critic_ddp, loss, opt_d, x, z, y, guard, step)
             y_g = torch.randint(G.n_classes, (settings.batch_size,), device=device) if G.n_classes else None
-            stats.update(generator_step(G, critic, loss, opt_g, torch.randn_like(z), y_g, guard, step))
+            stats.update(generator_step(G_ddp, critic, loss, opt_g, torch.randn_like(z), y_g, guard, step))
+            stopping = distributed.any_rank(stop.signum is not None, device)  # DDP: all ranks stop at one step
 
             final = step == settings.steps
             if step % settings.log_every == 0 or final:
@@ -196,23 +207,23 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                     stats.update(critic_input_stats(critic, x, fake, y))
                 if guard.skip:
                     stats["train/skipped_updates"] = guard.skipped
-                last = scalars_to_floats(stats)
+                last = scalars_to_floats(distributed.average(stats))  # the mean over ranks
                 tracker.scalars(step, last)
                 guard.check(saved)
-            if step % settings.sample_every == 0 or final:
+            if main and (step % settings.sample_every == 0 or final):
                 with observing(device):
                     _log_samples(G, critic, data, fixed_z, fixed_y, tracker, step, run_dir)
-            if evaluator is not None and ((settings.eval_every and step % settings.eval_every == 0) or final):
+            if main and evaluator is not None and ((settings.eval_every and step % settings.eval_every == 0) or final):
                 with observing(device, seed=0):  # the same z for every evaluation: comparable numbers
                     metrics = evaluator(G)
                 tracker.scalars(step, metrics)
                 last.update(metrics)
-            if step % settings.checkpoint_every == 0 or final or stop.signum is not None:
+            if step % settings.checkpoint_every == 0 or final or stopping:
                 guard.check(saved)  # never overwrite a good checkpoint with a diverged state
                 saved = checkpoint(step)
             tracker.advance(step)
-            if stop.signum is not None:
-                raise Interrupted(stop.signum, step)
+            if stopping:
+                raise Interrupted(stop.signum or signal.SIGTERM, step)
     tracker.stop_progress()
     last["time/seconds"] = time.perf_counter() - started
     last["step"] = settings.steps
