@@ -151,21 +151,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore(state: dict[str, Any], G: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer,
+            opt_d: torch.optim.Optimizer) -> int:
+    """Load a checkpoint's weights, optimizer and RNG states; returns its step."""
+    G.load_state_dict(state["G"])
+    critic.load_state_dict(state["critic"])
+    opt_g.load_state_dict(state["opt_g"])
+    opt_d.load_state_dict(state["opt_d"])
+    rng = state["rng"]  # a list, one per rank, when a DDP run wrote it
+    set_rng_state(rng[distributed.rank() % len(rng)] if isinstance(rng, list) else rng)
+    return int(state["step"])
+
+
 def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.optim.Optimizer,
           opt_d: torch.optim.Optimizer, settings: TrainSettings, tracker: Tracker, run_dir: Path,
           config: dict[str, Any], resume: dict[str, Any] | None = None,
           evaluator: Callable[[nn.Module], dict[str, float]] | None = None) -> dict[str, float]:
     """Train G against the critic; returns the scalars of the last logged step and the final metrics."""
     device = next(G.parameters()).device
-    start = 0
-    if resume is not None:
-        G.load_state_dict(resume["G"])
-        critic.load_state_dict(resume["critic"])
-        opt_g.load_state_dict(resume["opt_g"])
-        opt_d.load_state_dict(resume["opt_d"])
-        rng = resume["rng"]  # a list, one per rank, when a DDP run wrote it
-        set_rng_state(rng[distributed.rank() % len(rng)] if isinstance(rng, list) else rng)
-        start = int(resume["step"])
+    start = restore(resume, G, critic, opt_g, opt_d) if resume is not None else 0
     main = distributed.is_main()
     # DDP wrappers all-reduce gradients; the plain modules serve where no gradient is reduced
     # (G under no_grad in the critic step, the frozen critic in the generator step, logging)
