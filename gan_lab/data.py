@@ -95,6 +95,27 @@ class ImageData:
         return x, self.labels.index_select(0, idx)
 
 
+class StackedMNIST:
+    """Three independent MNIST digits as the three channels of one image: 1,000 modes.
+
+    The VEEGAN / PacGAN benchmark: a mode is the triple of digits, label 100*d0 + 10*d1 + d2.
+    """
+
+    def __init__(self, root: str = "data", download: bool = True, train: bool = True,
+                 device: str | torch.device = "cpu"):
+        images, labels = _load_torchvision("mnist", root, download, train)
+        self.images, self.labels = images.to(device), labels.to(device)  # uint8 (N, 1, 28, 28)
+        self.name, self.shape, self.n_classes, self.size = "stacked_mnist", (3, 28, 28), 1000, len(images)
+        self._place = torch.tensor([100, 10, 1], device=device)
+
+    def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """A batch of stacked images in [-1, 1] and their 3-digit mode labels."""
+        idx = torch.randint(self.size, (batch_size, 3), device=self.images.device)  # independent digits
+        x = self.images.index_select(0, idx.flatten()).view(batch_size, 3, 28, 28)
+        y = (self.labels.index_select(0, idx.flatten()).view(batch_size, 3) * self._place).sum(1)
+        return x.float().div_(127.5).sub_(1.0), y
+
+
 def _load_torchvision(name: str, root: str, download: bool, train: bool) -> tuple[Tensor, Tensor]:
     import torchvision  # imported here: the toy data sets do not need it at start-up
 

@@ -17,12 +17,13 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from gan_lab.checkpoint import load_checkpoint, resolve_checkpoint
-from gan_lab.data import ImageData, ToyMixture
+from gan_lab.data import ImageData, StackedMNIST, ToyMixture
 from gan_lab.errors import GanLabError
-from gan_lab.metrics import mixture_metrics
+from gan_lab.metrics import histogram_kl, mixture_metrics
 
 MIXTURE_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 IMAGE_SAMPLES = 10000
+STACKED_SAMPLES = 26000  # the VEEGAN / PacGAN protocol for stacked MNIST
 
 
 def class_labels(G: nn.Module, n: int) -> Tensor | None:
@@ -56,6 +57,18 @@ def make_evaluator(data: Any, classifier_root: str | None = None,
                 metrics["metrics/label_accuracy"] = float((nearest == y).double().mean())
             return metrics
         return mixture
+    if isinstance(data, StackedMNIST):
+        from gan_lab.classifier import load_or_train_classifier
+
+        model = load_or_train_classifier("mnist", classifier_root or "data", cache_dir, device=data.images.device)
+
+        def stacked(G: nn.Module) -> dict[str, float]:
+            fake = generate(G, STACKED_SAMPLES, class_labels(G, STACKED_SAMPLES))
+            modes = stacked_modes(model, fake)
+            counts = torch.bincount(modes, minlength=1000)
+            return {"metrics/modes_covered": float((counts > 0).sum()), "metrics/n_modes": 1000.0,
+                    "metrics/reverse_kl": histogram_kl(counts, torch.full((1000,), 1e-3, dtype=torch.float64))}
+        return stacked
     if isinstance(data, ImageData) and data.name in ("mnist", "fashion_mnist"):
         from gan_lab.classifier import class_metrics, load_or_train_classifier
 
@@ -76,6 +89,15 @@ def make_evaluator(data: Any, classifier_root: str | None = None,
             return metrics
         return classes
     return None
+
+
+@torch.no_grad()
+def stacked_modes(model: nn.Module, images: Tensor, batch_size: int = 2000) -> Tensor:
+    """The mode of each stacked image: the classifier's digit on each channel, 100*d0 + 10*d1 + d2."""
+    model.eval()
+    digits = torch.cat([model(images[i:i + batch_size].flatten(0, 1).unsqueeze(1)).argmax(1)
+                        for i in range(0, len(images), batch_size)]).view(len(images), 3)
+    return (digits * torch.tensor([100, 10, 1], device=digits.device)).sum(1)
 
 
 def load_generator(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any], Path]:
@@ -115,7 +137,7 @@ def eval_command(args: list[str]) -> None:
     evaluator = make_evaluator(data, config["data"].get("root"))
     if evaluator is None:
         raise GanLabError(f"gan-lab has no built-in metric for data '{config['data'].get('name')}' yet: "
-                          f"metrics exist for ring8, grid25, mnist and fashion_mnist.")
+                          f"metrics exist for ring8, grid25, mnist, fashion_mnist and stacked_mnist.")
     metrics = evaluator(G)
     out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "eval.json"
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null

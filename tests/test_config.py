@@ -37,7 +37,7 @@ def build_data(cfg, root: Path):
 def test_groups_have_the_documented_options() -> None:
     assert options("loss") == ["hinge", "lsgan", "minimax", "nonsaturating", "wgan_clip", "wgan_gp"]
     assert options("model") == ["dcgan", "mlp"]
-    assert options("data") == ["cifar10", "fashion_mnist", "grid25", "mnist", "ring8", "swissroll"]
+    assert options("data") == ["cifar10", "fashion_mnist", "grid25", "mnist", "ring8", "stacked_mnist", "swissroll"]
     assert set(options("optimizer")) >= {"adam", "rmsprop", "sgd"}
 
 
@@ -51,7 +51,7 @@ def test_every_loss_and_optimizer_builds(loss: str, optimizer: str) -> None:
     assert isinstance(opt, torch.optim.Optimizer)
 
 
-@pytest.mark.parametrize("data", ["ring8", "grid25", "swissroll", "mnist", "fashion_mnist"])
+@pytest.mark.parametrize("data", ["ring8", "grid25", "swissroll", "mnist", "fashion_mnist", "stacked_mnist"])
 @pytest.mark.parametrize("model", options("model"))
 def test_every_data_and_model_builds(data: str, model: str, tiny_mnist_root: Path) -> None:
     cfg = compose_train(f"data={data}", f"model={model}")
@@ -100,7 +100,7 @@ def test_command_line_wins_over_presets() -> None:
 
 
 def test_image_data_brings_dcgan() -> None:
-    for data in ("mnist", "fashion_mnist", "cifar10"):
+    for data in ("mnist", "fashion_mnist", "cifar10", "stacked_mnist"):
         assert compose_train(f"data={data}").model._target_ == "gan_lab.models.dcgan"
     assert compose_train().model._target_ == "gan_lab.models.mlp"
 
