@@ -179,7 +179,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if cfg.metrics and distributed.is_main():
         from gan_lab.evaluate import make_evaluator
 
-        evaluator = make_evaluator(data, cfg.data.get("root"))
+        evaluator = make_evaluator(data, cfg.data.get("root"), inception_weights=cfg.inception_weights)
 
     console.print(f"[bold]device[/] {device}  [bold]run directory[/] {run_dir}")
     start = resume["step"] if resume else 0

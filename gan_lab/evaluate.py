@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,8 +45,8 @@ def generate(G: nn.Module, n: int, y: Tensor | None = None, batch_size: int = 25
         G.train(was_training)
 
 
-def make_evaluator(data: Any, classifier_root: str | None = None,
-                   cache_dir: str | None = None) -> Callable[[nn.Module], dict[str, float]] | None:
+def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str | None = None,
+                   inception_weights: str | None = None) -> Callable[[nn.Module], dict[str, float]] | None:
     """A function G -> {"metrics/...": value} for this data set, or None when none applies."""
     if isinstance(data, ToyMixture):
         def mixture(G: nn.Module) -> dict[str, float]:
@@ -69,6 +70,8 @@ def make_evaluator(data: Any, classifier_root: str | None = None,
             return {"metrics/modes_covered": float((counts > 0).sum()), "metrics/n_modes": 1000.0,
                     "metrics/reverse_kl": histogram_kl(counts, torch.full((1000,), 1e-3, dtype=torch.float64))}
         return stacked
+    if isinstance(data, ImageData) and data.shape[0] == 3:
+        return inception_evaluator(data, inception_weights)
     if isinstance(data, ImageData) and data.name in ("mnist", "fashion_mnist"):
         from gan_lab.classifier import class_metrics, load_or_train_classifier
 
@@ -89,6 +92,58 @@ def make_evaluator(data: Any, classifier_root: str | None = None,
             return metrics
         return classes
     return None
+
+
+class _Images(torch.utils.data.Dataset):
+    """uint8 (N, 3, H, W) images as the Dataset torch-fidelity reads."""
+
+    def __init__(self, images: Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.images[i]
+
+
+def inception_evaluator(data: ImageData, weights: str | None) -> Callable[[nn.Module], dict[str, float]]:
+    """FID, Inception Score and KID through torch-fidelity, the field's reference implementation.
+
+    The Inception weights come from `weights` (a local .pth, torch-fidelity's
+    weights-inception-2015-12-05-6726825d.pth) or torch-fidelity's own download. Without
+    them the run says so once and goes on with the metrics it has.
+    """
+    n = min(IMAGE_SAMPLES, data.size)
+    real = data.images[:n].cpu()
+    state = {"off": False}
+
+    def inception(G: nn.Module) -> dict[str, float]:
+        if state["off"]:
+            return {}
+        import torch_fidelity
+
+        fake = generate(G, n, class_labels(G, n)).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+        try:
+            m = torch_fidelity.calculate_metrics(
+                input1=_Images(fake), input2=_Images(real), isc=True, fid=True, kid=True,
+                kid_subset_size=min(1000, n), cuda=torch.cuda.is_available(), verbose=False,
+                feature_extractor_weights_path=weights, cache=True, input2_cache_name=f"gan-lab-{data.name}-{n}")
+        except OSError as err:
+            from gan_lab.tracker import console
+
+            state["off"] = True
+            where = f"from {weights}" if weights else "by download"
+            console.print(f"[yellow]gan-lab: Inception metrics (FID, IS, KID) are off for this run: the Inception "
+                          f"weights could not be loaded {where} ({err}). Put torch-fidelity's "
+                          f"weights-inception-2015-12-05-6726825d.pth on this machine and pass "
+                          f"inception_weights=/path/to/it (or set GAN_LAB_INCEPTION_WEIGHTS); the other "
+                          f"metrics go on.[/]", soft_wrap=True, highlight=False)
+            return {}
+        return {"metrics/fid": float(m["frechet_inception_distance"]),
+                "metrics/inception_score": float(m["inception_score_mean"]),
+                "metrics/kid": float(m["kernel_inception_distance_mean"])}
+    return inception
 
 
 @torch.no_grad()
@@ -128,16 +183,17 @@ def eval_command(args: list[str]) -> None:
     from gan_lab.cli import parse_options
     from gan_lab.tracker import console
 
-    opts = parse_options(args, {"checkpoint": None, "seed": 0, "device": "cpu", "out": None}, "eval")
+    opts = parse_options(args, {"checkpoint": None, "seed": 0, "device": "cpu", "out": None,
+                                "inception_weights": os.environ.get("GAN_LAB_INCEPTION_WEIGHTS")}, "eval")
     if not opts["checkpoint"]:
         raise GanLabError("gan-lab eval needs checkpoint=<run directory or .pt file>.")
     torch.manual_seed(int(opts["seed"]))
     G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
     data = build_data(config, opts["device"])
-    evaluator = make_evaluator(data, config["data"].get("root"))
+    evaluator = make_evaluator(data, config["data"].get("root"), inception_weights=opts["inception_weights"])
     if evaluator is None:
         raise GanLabError(f"gan-lab has no built-in metric for data '{config['data'].get('name')}' yet: "
-                          f"metrics exist for ring8, grid25, mnist, fashion_mnist and stacked_mnist.")
+                          f"metrics exist for ring8, grid25, mnist, fashion_mnist, stacked_mnist and RGB images (Inception).")
     metrics = evaluator(G)
     out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "eval.json"
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
