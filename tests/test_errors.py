@@ -97,8 +97,10 @@ def test_corrupt_checkpoints_are_refused_and_left_alone(tmp_path: Path, capsys: 
     random_file.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    future = tmp_path / "future.pt"
+    torch.save({**torch.load(last, weights_only=True), "version": 99}, future)
     for path, fragment in [(truncated, "truncated or not a PyTorch file"), (random_file, "truncated or not a PyTorch file"),
-                           (foreign, "not a gan-lab checkpoint")]:
+                           (foreign, "not a gan-lab checkpoint"), (future, "format version 99")]:
         before = path.read_bytes()
         with pytest.raises(SystemExit) as exit_info:
             run_cli("train", *TINY, *TINY_MLP, "train.steps=8", f"resume={path}", f"hydra.run.dir={tmp_path / 'r'}")
