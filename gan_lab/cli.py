@@ -229,46 +229,54 @@ def _hparams(plain: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def train_job(cfg: DictConfig) -> float:
+def train_job(cfg: DictConfig) -> float | None:
     """The Hydra task behind `gan-lab train`: one job of a run or of a sweep; returns its objective.
 
     The job writes run_dir/status.json when it starts and ends (for `gan-lab report`). In a
     sweep a user error fails only its own job: it is printed and marked, the sweeper gets
-    NaN (Optuna records a failed trial) and the other jobs go on; `gan-lab train -m` then
-    exits 2 naming the failed jobs. Bugs are marked too, then raised with their traceback.
+    None (Optuna records a failed trial; NaN would crash its Hydra plugin) and the other jobs
+    go on; `gan-lab train -m` then exits 2 naming the failed jobs. Bugs are marked too, then
+    raised with their traceback.
     """
+    from gan_lab import distributed
+
     job = HydraConfig.get()
     run_dir = Path(job.runtime.output_dir)
     overrides = list(job.overrides.task)
-    write_status(run_dir, "running", overrides=overrides)
+
+    def mark(status: str, **fields: Any) -> None:
+        if distributed.is_main():  # under torchrun, rank 0 speaks for the run
+            write_status(run_dir, status, overrides=overrides, **fields)
+
+    mark("running")
     result: dict[str, float] = {}
     try:
         threads = job_threads(cfg.threads, job.launcher if job.mode == RunMode.MULTIRUN else None)
         if threads:
             torch.set_num_threads(threads)  # n parallel jobs x threads <= cores: no oversubscription
         result = run_training(cfg, run_dir)
-        objective = objective_value(result, str(cfg.objective))
+        # rank 0 alone computes metrics/*: the other ranks of a torchrun job have no objective to return
+        objective = objective_value(result, str(cfg.objective)) if distributed.is_main() else float("nan")
     except GanLabError as err:
-        write_status(run_dir, "failed", error=str(err), overrides=overrides, metrics=result)
+        mark("failed", error=str(err), metrics=result)
         if job.mode == RunMode.MULTIRUN:
             report_error(GanLabError(f"job {job.job.num} ({' '.join(overrides)}) failed, the sweep goes on: {err}"))
-            return float("nan")
+            return None
         report_error(err)
         sys.exit(2)
     except Interrupted as stop:
-        write_status(run_dir, "interrupted", error=str(stop), overrides=overrides)
+        mark("interrupted", error=str(stop))
         console.print(f"[bold yellow]gan-lab: stopped by {stop}[/]; a checkpoint of that step is in "
                       f"{run_dir / 'checkpoints'}. Continue with the same command plus resume={run_dir} "
                       f"(or hydra.run.dir={run_dir}, which resumes on its own).", soft_wrap=True, highlight=False)
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
-        write_status(run_dir, "interrupted", error="KeyboardInterrupt", overrides=overrides)
+        mark("interrupted", error="KeyboardInterrupt")
         raise
     except Exception as err:
-        write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}", overrides=overrides)
+        mark("failed", error=f"{type(err).__name__}: {err}")
         raise
-    write_status(run_dir, "completed", overrides=overrides, objective={str(cfg.objective): objective},
-                 metrics=result, threads=torch.get_num_threads())
+    mark("completed", objective={str(cfg.objective): objective}, metrics=result, threads=torch.get_num_threads())
     return objective
 
 

@@ -1,0 +1,311 @@
+"""`gan-lab report <sweep dir>`: one row per run, the swept keys as columns, sortable by any metric.
+
+Reads each run's `status.json` (written by the job: its state, overrides and final
+scalars; Hydra's `.hydra/overrides.yaml` when there is none), prints a rich table, and
+writes report.csv, report.md and report.png (chosen metrics against a swept key, one
+line per combination of the other swept keys, error bars over seeds). Failed, interrupted
+and still-running jobs get a row of their own; they are never dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gan_lab.errors import GanLabError
+from gan_lab.sweeps import find_runs, read_status
+
+OPTIONS = {"sort": None, "columns": None, "plot": None, "x": None, "out": None}
+STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan", "unknown": "dim"}
+# Shown by default after the objective and any metrics/*: scalars every run has (columns=all: every one).
+BASIC = ["critic/wasserstein_estimate", "step", "time/seconds"]
+SEED = "seed"
+
+
+@dataclass
+class Run:
+    """One run directory as the report sees it."""
+
+    path: Path
+    name: str  # the job number of a sweep, or the path below the report's root
+    status: str  # running | completed | failed | interrupted | unknown (no status.json)
+    params: dict[str, str]  # override key -> value as typed on the command line
+    metrics: dict[str, float] = field(default_factory=dict)
+    objective: str | None = None
+    error: str = ""
+
+
+def load_run(path: Path, root: Path) -> Run:
+    """The run's status, overrides and final scalars."""
+    status = read_status(path) or {}
+    overrides = status.get("overrides")
+    if overrides is None:  # a run that wrote no status: Hydra's record of its overrides
+        file = path / ".hydra" / "overrides.yaml"
+        overrides = list(OmegaConf.load(file)) if file.is_file() else []
+    params = {}
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if sep and not key.startswith("~"):
+            params[key.lstrip("+")] = value
+    relative = path.relative_to(root).as_posix() if path != root else path.name
+    head = path.name.split("_", 1)[0]
+    name = head if head.isdigit() and path.parent == root else relative
+    metrics = {k: float(v) for k, v in (status.get("metrics") or {}).items() if _is_number(v)}
+    objective = next(iter(status.get("objective") or {}), None)
+    return Run(path, name, status.get("status", "unknown"), params, metrics, objective, status.get("error") or "")
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Override keys whose values differ between runs (all override keys when none differ)."""
+    keys: list[str] = []
+    for run in runs:
+        keys += [k for k in run.params if k not in keys]
+    varying = [k for k in keys if len({run.params.get(k) for run in runs}) > 1]
+    return varying or keys
+
+
+def metric_columns(runs: list[Run], asked: str | None) -> list[str]:
+    """The metrics to show: asked for (comma list, or all), else objective, metrics/*, basics."""
+    present: list[str] = []
+    for run in runs:
+        present += [k for k in run.metrics if k not in present]
+    if asked == "all":
+        return present
+    if asked:
+        wanted = [c.strip() for c in asked.split(",") if c.strip()]
+        _check_names(wanted, present, "columns")
+        return wanted
+    first = [run.objective for run in runs if run.objective]
+    wanted = first + sorted(k for k in present if k.startswith("metrics/")) + BASIC
+    return list(dict.fromkeys(k for k in wanted if k in present))
+
+
+def sort_runs(runs: list[Run], key: str | None) -> list[Run]:
+    """Sorted by a metric or swept key (`-key`: descending); runs without a value go last."""
+    if not key:
+        return runs
+    descending, name = key.startswith("-"), key.lstrip("-")
+
+    def value(run: Run) -> Any:
+        raw = run.metrics.get(name, run.params.get(name))
+        return float(raw) if _is_number(raw) else raw
+
+    have = [r for r in runs if value(r) is not None and not (isinstance(value(r), float) and math.isnan(value(r)))]
+    if not have and runs:
+        known = sorted({k for r in runs for k in (*r.metrics, *r.params)})
+        raise GanLabError(f"gan-lab report: sort={key!r}: no run has a value for {name!r}. "
+                          f"Sort by one of: {', '.join(known)} (a leading - sorts descending).")
+    kinds = {type(value(r)) for r in have}
+    order = sorted(have, key=lambda r: value(r) if len(kinds) == 1 else str(value(r)), reverse=descending)
+    return order + [r for r in runs if r not in have]
+
+
+def _cell(run: Run, column: str) -> str:
+    if column in run.params:
+        return run.params[column]
+    value = run.metrics.get(column)
+    if value is None:
+        return "—"
+    return f"{int(value)}" if column == "step" else f"{value:.4g}"
+
+
+def rows(runs: list[Run], keys: list[str], metrics: list[str]) -> list[list[str]]:
+    """The table's cells, row by row: run, status, swept keys, metrics, error."""
+    return [[run.name, run.status, *[run.params.get(k, "—") for k in keys], *[_cell(run, m) for m in metrics],
+             run.error] for run in runs]
+
+
+def rich_table(runs: list[Run], keys: list[str], metrics: list[str]) -> Table:
+    """The report as a rich table; the error column only when a run has one."""
+    table = Table()
+    table.add_column("run", style="bold")
+    table.add_column("status")
+    for key in keys:
+        table.add_column(key, style="cyan", overflow="fold")
+    for metric in metrics:
+        table.add_column(metric, justify="right", overflow="fold")
+    errors = any(run.error for run in runs)
+    if errors:
+        table.add_column("error (first sentence; all of it in report.md)", overflow="fold", max_width=80)
+    for run, cells in zip(runs, rows(runs, keys, metrics)):
+        cells[1] = f"[{STYLE.get(run.status, '')}]{run.status}[/]"
+        cells[-1] = escape(run.error.split(". ", 1)[0])
+        table.add_row(*(cells if errors else cells[:-1]))
+    return table
+
+
+def write_csv(runs: list[Run], keys: list[str], path: Path) -> None:
+    """Every metric of every run, plus its directory and error."""
+    metrics = metric_columns(runs, "all")
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["run", "status", *keys, *metrics, "error", "path"])
+        for run in runs:
+            writer.writerow([run.name, run.status, *[run.params.get(k, "") for k in keys],
+                             *[run.metrics.get(m, "") for m in metrics], run.error, str(run.path)])
+
+
+def write_markdown(runs: list[Run], keys: list[str], metrics: list[str], path: Path, title: str) -> None:
+    """The table as a Markdown pipe table."""
+    header = ["run", "status", *keys, *metrics, "error"]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    text = [f"# {title}", "", line(header), "|" + "---|" * len(header)]
+    text += [line(cells) for cells in rows(runs, keys, metrics)]
+    path.write_text("\n".join(text) + "\n")
+
+
+def plot_runs(runs: list[Run], keys: list[str], x: str, metrics: list[str], path: Path) -> None:
+    """Each metric against x: one line per combination of the other swept keys, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    others = [k for k in keys if k not in (x, SEED)]
+    done = [r for r in runs if r.status == "completed" and _is_number(r.params.get(x))]
+    bad = [r for r in runs if r.status != "completed" and _is_number(r.params.get(x))]
+    lines: dict[str, dict[float, list[Run]]] = {}
+    for run in done:
+        label = ", ".join(f"{k}={run.params.get(k, '—')}" for k in others) or "all runs"
+        lines.setdefault(label, {}).setdefault(float(run.params[x]), []).append(run)
+    xs = [float(r.params[x]) for r in done + bad]
+    log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 100
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for label, by_x in lines.items():
+            points = sorted(by_x.items())
+            values = [[r.metrics[metric] for r in group if math.isfinite(r.metrics.get(metric, math.nan))]
+                      for _, group in points]
+            kept = [(xv, v) for (xv, _), v in zip(points, values) if v]
+            if not kept:
+                continue
+            means = [statistics.fmean(v) for _, v in kept]
+            spreads = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in kept]  # over seeds
+            ax.errorbar([xv for xv, _ in kept], means, yerr=spreads, marker="o", capsize=3, label=label)
+        if log_x:
+            ax.set_xscale("log")
+        if bad:  # jobs that failed or have not finished: red crosses along the bottom, not dropped
+            ax.autoscale_view()
+            bottom = ax.get_ylim()[0]
+            ax.plot([float(r.params[x]) for r in bad], [bottom] * len(bad), "x", color="red", markersize=9,
+                    clip_on=False, label="failed / not finished", zorder=3)
+        ax.set_xlabel(x)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def default_x(runs: list[Run], keys: list[str]) -> str | None:
+    """The first swept key (other than the seed) whose values are all numbers."""
+    for key in keys:
+        values = [r.params[key] for r in runs if key in r.params]
+        if key != SEED and values and all(_is_number(v) for v in values) and len(set(values)) > 1:
+            return key
+    return None
+
+
+def latest_sweep() -> Path:
+    """The newest sweep under outputs/multirun, for `gan-lab report` without a directory."""
+    sweeps = [p for p in Path("outputs/multirun").glob("*") if p.is_dir()]
+    if not sweeps:
+        raise GanLabError("gan-lab report: give the sweep directory, e.g. gan-lab report outputs/multirun/<date_time> "
+                          "(there is no outputs/multirun here to take the newest from).")
+    return max(sweeps, key=lambda p: p.stat().st_mtime)
+
+
+def report_command(args: list[str]) -> None:
+    """`gan-lab report [dir] [sort=metric] [columns=a,b|all] [plot=a,b|none] [x=key] [out=dir]`."""
+    from gan_lab.cli import parse_options
+
+    positional = [a for a in args if "=" not in a]
+    if len(positional) > 1:
+        raise GanLabError(f"gan-lab report takes one directory, got {len(positional)}: {' '.join(positional)}.")
+    options = parse_options([a for a in args if "=" in a], OPTIONS, "report")
+    root = Path(positional[0]) if positional else latest_sweep()
+    if not root.is_dir():
+        raise GanLabError(f"gan-lab report: {root} is not a directory. Give a sweep directory, e.g. "
+                          f"outputs/multirun/<date_time>, or any folder holding run directories.")
+    runs = [load_run(path, root) for path in find_runs(root)]
+    if not runs:
+        raise GanLabError(f"gan-lab report: no run directories under {root} (a run directory holds "
+                          f".hydra/config.yaml). Sweeps write to outputs/multirun/<date_time>/.")
+    keys = swept_keys(runs)
+    metrics = metric_columns(runs, _text(options["columns"]))
+    runs = sort_runs(runs, _text(options["sort"]))
+    counts = {s: sum(r.status == s for r in runs) for s in STYLE if any(r.status == s for r in runs)}
+    title = f"gan-lab report: {root} ({', '.join(f'{n} {s}' for s, n in counts.items())})"
+
+    out = Path(_text(options["out"]) or root)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(runs, keys, out / "report.csv")
+    write_markdown(runs, keys, metrics, out / "report.md", title)
+    written = [out / "report.csv", out / "report.md"]
+    picture = _plot_plan(runs, keys, metrics, options)
+    if picture:
+        x, plotted = picture
+        plot_runs(runs, keys, x, plotted, out / "report.png")
+        written.append(out / "report.png")
+
+    console = Console(width=None if Console().is_terminal else 200)  # pipes and logs: wide, unwrapped
+    console.print(title, soft_wrap=True, highlight=False)
+    console.print(rich_table(runs, keys, metrics))
+    console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
+
+
+def _plot_plan(runs: list[Run], keys: list[str], metrics: list[str], options: dict[str, Any]) -> tuple[str, list[str]] | None:
+    asked = _text(options["plot"])
+    if asked == "none":
+        return None
+    x = _text(options["x"]) or default_x(runs, keys)
+    if x is None:
+        if asked or options["x"]:
+            raise GanLabError("gan-lab report: no swept key with numeric values to plot against; name one with x=KEY "
+                              f"(swept keys: {', '.join(keys) or 'none'}).")
+        return None
+    if not any(_is_number(r.params.get(x)) for r in runs):
+        raise GanLabError(f"gan-lab report: x={x} has no numeric values in these runs. Swept keys: {', '.join(keys)}.")
+    present = metric_columns(runs, "all")
+    if asked:
+        plotted = [m.strip() for m in asked.split(",") if m.strip()]
+        _check_names(plotted, present, "plot")
+    else:  # the objective and the headline metrics, as far as the runs have them
+        plotted = [m for m in dict.fromkeys([*(r.objective for r in runs if r.objective), "metrics/modes_covered",
+                                             "critic/wasserstein_estimate"]) if m in present][:3]
+    return (x, plotted) if plotted else None
+
+
+def _check_names(wanted: list[str], present: list[str], option: str) -> None:
+    unknown = [w for w in wanted if w not in present]
+    if unknown:
+        raise GanLabError(f"gan-lab report: {option}={','.join(wanted)}: no run has {', '.join(unknown)}. "
+                          f"The runs have: {', '.join(present) or 'no metrics yet'}.")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

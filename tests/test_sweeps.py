@@ -1,0 +1,253 @@
+"""Sweeps through the real CLI: launchers, failed jobs, Optuna, HParams and `gan-lab report`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from conftest import TINY, TINY_MLP, run_cli
+from gan_lab.errors import GanLabError
+from gan_lab.sweeps import job_threads, objective_value, read_status
+
+# TINY with one sample plot and one checkpoint per run, and no metrics: a job is mostly start-up.
+SWEEP_TINY = [o for o in TINY if not o.startswith(("train.sample_every", "train.checkpoint_every"))] + [
+    "train.sample_every=4", "train.checkpoint_every=4", "metrics=false", *TINY_MLP]
+
+
+def sweep(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """`python -m gan_lab train -m ...` in a subprocess, writing under tmp_path/sweep."""
+    sweep_dir = tmp_path / "sweep"
+    # One thread per job unless a test sets it: on a busy 2-core machine a tiny job with
+    # torch's default 2 threads took 6-10 s, with 1 thread 1-3 s.
+    threads = [] if any(o.startswith("threads=") for o in overrides) else ["threads=1"]
+    out = subprocess.run([sys.executable, "-m", "gan_lab", "train", "-m", *overrides, *SWEEP_TINY, *threads,
+                          f"hydra.sweep.dir={sweep_dir}"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    return out, sweep_dir
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: int(p.name.split("_", 1)[0]))
+
+
+def hparams_of(run_dir: Path) -> dict[str, object]:
+    """The hyper-parameters the run wrote for TensorBoard's HParams plugin."""
+    (events,) = run_dir.glob("events.out.tfevents.*")  # one writer per job
+    for event in EventFileLoader(str(events)).Load():
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "hparams":
+                data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                if data.HasField("session_start_info"):
+                    hparams = data.session_start_info.hparams
+                    return {k: getattr(v, v.WhichOneof("kind")) for k, v in hparams.items()}
+    raise AssertionError(f"no hparams session in {events}")
+
+
+def report_rows(sweep_dir: Path, capsys: pytest.CaptureFixture, *options: str) -> tuple[str, list[dict[str, str]]]:
+    """Run `gan-lab report` in-process; its printed table and the rows of its CSV."""
+    capsys.readouterr()
+    run_cli("report", str(sweep_dir), *options)
+    printed = capsys.readouterr().out
+    with (sweep_dir / "report.csv").open() as file:
+        return printed, list(csv.DictReader(file))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_lambda_sweep_through_the_cli(launcher: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    threads = ["threads=auto"] if launcher == "joblib" else []  # auto: cores // n_jobs
+    out, sweep_dir = sweep(tmp_path, f"hydra/launcher={launcher}", "loss.lambda_gp=0.1,10", *threads)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = run_dirs(sweep_dir)
+    assert len(runs) == 2 and "loss.lambda_gp=0.1," in runs[0].name and "loss.lambda_gp=10," in runs[1].name
+    for run, lam in zip(runs, ("0.1", "10")):
+        status = read_status(run)
+        assert status["status"] == "completed" and f"loss.lambda_gp={lam}" in status["overrides"]
+        assert status["metrics"]["step"] == 4
+        assert status["objective"] == {"critic/wasserstein_estimate": status["metrics"]["critic/wasserstein_estimate"]}
+        assert hparams_of(run)["loss.lambda_gp"] == pytest.approx(float(lam))
+        if launcher == "joblib":  # n_jobs=-1 runs one job per core: one thread each
+            assert status["threads"] == 1
+
+    printed, rows = report_rows(sweep_dir, capsys)
+    assert [(r["run"], r["status"], r["loss.lambda_gp"]) for r in rows] == [("0", "completed", "0.1"),
+                                                                            ("1", "completed", "10")]
+    assert "loss.lambda_gp" in printed and "2 completed" in printed
+    assert (sweep_dir / "report.md").is_file() and (sweep_dir / "report.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_lands_where_the_report_reads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out, sweep_dir = sweep(tmp_path, "hydra/launcher=submitit_local", "loss.lambda_gp=0.1,10")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (sweep_dir / ".submitit").is_dir()  # submitit's own logs and pickles sit beside the runs
+    runs = run_dirs(sweep_dir)
+    assert len(runs) == 2 and all(read_status(run)["status"] == "completed" for run in runs)
+    assert [hparams_of(run)["loss.lambda_gp"] for run in runs] == pytest.approx([0.1, 10.0])
+    _, rows = report_rows(sweep_dir, capsys)
+    assert [(r["status"], r["loss.lambda_gp"]) for r in rows] == [("completed", "0.1"), ("completed", "10")]
+
+
+# Stand-ins for SLURM's commands: sbatch runs each array task of the submission file right
+# here with the variables SLURM would set; srun drops its options. Everything between them
+# (the sbatch file, submitit's pickles, its job environment, Hydra's launcher) is the real code.
+FAKE_SBATCH = r"""#!/bin/bash
+cp "$1" "$(dirname "$0")/submitted.sh"
+last=$(grep -oP '^#SBATCH --array=0-\K[0-9]+' "$1" || echo 0)
+for i in $(seq 0 "$last"); do
+  SLURM_JOB_ID=42$i SLURM_ARRAY_JOB_ID=42 SLURM_ARRAY_TASK_ID=$i SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 \
+  SLURM_NTASKS=1 SLURM_JOB_NUM_NODES=1 SLURM_JOB_NODELIST=localhost bash "$1" > "$(dirname "$0")/task_$i.log" 2>&1 &
+done
+echo "Submitted batch job 42"
+"""
+FAKE_SRUN = r"""#!/bin/bash
+while [[ "$1" == -* ]]; do case "$1" in --output|--error) shift 2;; *) shift;; esac; done
+exec "$@"
+"""
+
+
+@pytest.mark.slow
+def test_slurm_preset_submits_an_array_job_with_its_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in {"sbatch": FAKE_SBATCH, "srun": FAKE_SRUN, "sacct": "#!/bin/bash\n", "squeue": "#!/bin/bash\n",
+                       "scancel": "#!/bin/bash\n"}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    # cpus_per_task=1 rather than the preset's 4: this machine may have only 2 cores
+    out, sweep_dir = sweep(tmp_path, "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                           "hydra.launcher.cpus_per_task=1", "threads=auto", "loss.lambda_gp=0.1,10")
+    assert out.returncode == 0, out.stderr[-3000:] + (bin_dir / "task_0.log").read_text()[-3000:]
+    submitted = (bin_dir / "submitted.sh").read_text()
+    for line in ("--partition=gpu", "--gpus-per-task=1", "--cpus-per-task=1", "--mem=16GB", "--time=240",
+                 "--array=0-1%2"):
+        assert f"#SBATCH {line}\n" in submitted
+    runs = run_dirs(sweep_dir)
+    assert [read_status(run)["threads"] for run in runs] == [1, 1]  # threads=auto: the job's cpus_per_task
+    _, rows = report_rows(sweep_dir, capsys)
+    assert [(r["status"], r["loss.lambda_gp"]) for r in rows] == [("completed", "0.1"), ("completed", "10")]
+
+
+@pytest.mark.slow
+def test_a_failed_job_does_not_stop_the_sweep_and_the_report_marks_it(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    out, sweep_dir = sweep(tmp_path, "loss.lambda_gp=-1,0.1")
+    assert out.returncode == 2  # the sweep ran on, then said that a job failed
+    assert "1 of 2 jobs of the sweep failed" in out.stderr and "job 0: loss.lambda_gp=-1" in out.stderr
+    assert "Traceback" not in out.stderr
+    failed, done = run_dirs(sweep_dir)
+    assert read_status(failed)["status"] == "failed" and "lambda_gp" in read_status(failed)["error"]
+    assert read_status(done)["status"] == "completed"
+
+    printed, rows = report_rows(sweep_dir, capsys)
+    assert [(r["status"], r["loss.lambda_gp"]) for r in rows] == [("failed", "-1"), ("completed", "0.1")]
+    assert "1 completed, 1 failed" in printed and "failed" in printed
+    assert "out of range" in rows[0]["error"] and rows[0]["critic/wasserstein_estimate"] == ""
+
+
+@pytest.mark.slow
+def test_optuna_search_gets_each_runs_objective_and_survives_a_failed_trial(tmp_path: Path) -> None:
+    # the random sampler with seed 0 draws lambda_gp 0.1, then -1 (refused: a failed trial)
+    out, sweep_dir = sweep(tmp_path, "hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+                           "hydra.sweeper.n_trials=2", "loss.lambda_gp=choice(-1, 0.1)",
+                           "optimizer.lr=tag(log, interval(1e-5, 1e-3))")
+    assert out.returncode == 2 and "1 of 2 jobs of the sweep failed" in out.stderr, out.stderr[-3000:]
+    done, failed = (read_status(run) for run in run_dirs(sweep_dir))
+    assert (done["status"], failed["status"]) == ("completed", "failed") and "loss.lambda_gp=-1" in failed["overrides"]
+    result = OmegaConf.load(sweep_dir / "optimization_results.yaml")  # Optuna went on past the failed trial
+    assert result.best_value == pytest.approx(done["objective"]["critic/wasserstein_estimate"])
+    assert result.best_params["loss.lambda_gp"] == 0.1 and 1e-5 <= result.best_params["optimizer.lr"] <= 1e-3
+
+
+def write_run(root: Path, name: str, overrides: list[str], status: dict | None) -> None:
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (run / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    if status is not None:
+        (run / "status.json").write_text(json.dumps({"overrides": overrides, **status}))
+
+
+def test_report_shows_every_state_sorts_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    job = 0
+    for loss in ("wgan_gp", "lsgan"):
+        for lam in ("0.1", "10"):
+            for seed in ("0", "1"):
+                modes = float(8 if lam == "0.1" else 2) + int(seed) + (loss == "lsgan")
+                write_run(tmp_path, f"{job}_x", [f"loss={loss}", f"loss.lambda_gp={lam}", f"seed={seed}"],
+                          {"status": "completed", "objective": {"metrics/modes_covered": modes},
+                           "metrics": {"metrics/modes_covered": modes, "critic/wasserstein_estimate": 0.5, "step": 3000}})
+                job += 1
+    write_run(tmp_path, f"{job}_x", ["loss=wgan_gp", "loss.lambda_gp=100", "seed=0"],
+              {"status": "failed", "error": "Training diverged: loss/critic became non-finite. The run stopped."})
+    write_run(tmp_path, f"{job + 1}_x", ["loss=wgan_gp", "loss.lambda_gp=1", "seed=0"], {"status": "running"})
+    write_run(tmp_path, f"{job + 2}_x", ["loss=wgan_gp", "loss.lambda_gp=1", "seed=1"], None)  # never wrote a status
+
+    printed, rows = report_rows(tmp_path, capsys, "sort=-metrics/modes_covered", "x=loss.lambda_gp")
+    assert [r["status"] for r in rows] == ["completed"] * 8 + ["failed", "running", "unknown"]
+    modes = [float(r["metrics/modes_covered"]) for r in rows[:8]]
+    assert modes == sorted(modes, reverse=True) and modes[0] == 10
+    assert set(rows[0]) >= {"loss", "loss.lambda_gp", "seed", "error", "path"}
+    assert "Training diverged" in rows[8]["error"]
+    assert "8 completed, 1 failed, 1 running, 1 unknown" in printed
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| failed |" in markdown and "| running |" in markdown and "Training diverged" in markdown
+
+    with pytest.raises(SystemExit) as stop:  # a metric no run has: the names it does have
+        run_cli("report", str(tmp_path), "plot=metrics/fid")
+    assert stop.value.code == 2 and "metrics/modes_covered" in capsys.readouterr().err
+
+
+def test_threads_auto_shares_the_cores_between_parallel_jobs() -> None:
+    joblib = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+                               "n_jobs": -1})
+    assert job_threads("auto", joblib, cpus=2) == 1
+    assert job_threads("auto", OmegaConf.merge(joblib, {"n_jobs": 2}), cpus=8) == 4
+    assert job_threads("auto", OmegaConf.merge(joblib, {"n_jobs": -2}), cpus=8) == 1  # 7 jobs at once
+    assert job_threads("auto", OmegaConf.merge(joblib, {"n_jobs": 16}), cpus=2) == 1
+    slurm = OmegaConf.create({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+                              "cpus_per_task": 4})
+    assert job_threads("auto", slurm, cpus=64) == 4
+    assert job_threads("auto", None, cpus=2) is None  # one job at a time: torch's default
+    assert job_threads(3, joblib, cpus=2) == 3
+    with pytest.raises(GanLabError, match="threads=0"):
+        job_threads(0, None)
+
+
+def test_missing_objective_names_the_available_scalars(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(GanLabError, match="loss/critic"):
+        objective_value({"loss/critic": 1.0, "step": 4.0}, "metrics/fid")
+    threads = torch.get_num_threads()
+    with pytest.raises(SystemExit) as stop:
+        run_cli("train", *SWEEP_TINY, "threads=1", "objective=metrics/nope", f"hydra.run.dir={tmp_path}")
+    torch.set_num_threads(threads)  # threads=1 set it for this whole process
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "objective='metrics/nope'" in err and "critic/wasserstein_estimate" in err
+    assert read_status(tmp_path)["status"] == "failed"
+
+
+def test_slurm_preset_and_optuna_sweeper_compose() -> None:
+    with initialize_config_module(config_module="gan_lab.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+        launcher = cfg.hydra.launcher
+        assert launcher._target_.endswith("SlurmLauncher")
+        assert (launcher.partition, launcher.gpus_per_task, launcher.cpus_per_task, launcher.timeout_min) == ("gpu", 1, 4, 240)
+        assert job_threads("auto", launcher, cpus=os.cpu_count()) == 4
+        cfg = compose("train", overrides=["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+                                          "objective=metrics/modes_covered"], return_hydra_config=True)
+        assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.objective == "metrics/modes_covered"
