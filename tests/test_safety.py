@@ -97,9 +97,9 @@ def nan_after(calls: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
     original, count = Critic.forward, {"n": 0}
 
-    def forward(self, x):
+    def forward(self, x, y=None):
         count["n"] += 1
-        out = original(self, x)
+        out = original(self, x, y)
         return out * float("nan") if count["n"] >= calls else out
 
     monkeypatch.setattr(Critic, "forward", forward)
@@ -109,9 +109,9 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path, ca
     run_cli("train", *SMALL, "loss=nonsaturating", "train.steps=4", "train.checkpoint_every=4",
             f"hydra.run.dir={tmp_path}")
     good = (tmp_path / "checkpoints" / "last.pt").read_bytes()
-    # nonsaturating, resumed at step 4: each step calls the critic 3 times (real, fake,
-    # generator step), so calls 7-9 are step 7; call 8 is the critic on fakes
-    nan_after(8, monkeypatch)
+    # nonsaturating, resumed at step 4: each step calls the critic twice (real and fake in
+    # one forward, then the generator step), so call 5 is step 7's critic step
+    nan_after(5, monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         run_cli("train", *SMALL, "loss=nonsaturating", "train.steps=12", "train.checkpoint_every=4",
                 "train.log_every=4", f"hydra.run.dir={tmp_path}")
@@ -124,7 +124,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path, ca
 
 
 def test_nan_skip_option_continues_and_counts(tmp_path: Path, monkeypatch) -> None:
-    nan_after(20, monkeypatch)
+    # two critic calls per step and one more at each log step (4, 8): call 12 is step 6's critic step
+    nan_after(12, monkeypatch)
     run_cli("train", *SMALL, "loss=nonsaturating", "train.steps=8", "train.log_every=4", "train.nonfinite=skip",
             f"hydra.run.dir={tmp_path}")
     state = load_checkpoint(tmp_path)
@@ -132,7 +133,7 @@ def test_nan_skip_option_continues_and_counts(tmp_path: Path, monkeypatch) -> No
     assert all(torch.isfinite(t).all() for t in state["G"].values())
     assert all(torch.isfinite(t).all() for t in state["critic"].values())
     skipped = [e.value for e in read_events(tmp_path).Scalars("train/skipped_updates")]
-    assert skipped[0] == 0 and skipped[-1] >= 2 * 2  # every update of steps 7 and 8 (critic and G) skipped
+    assert skipped[0] == 0 and skipped[-1] == 6  # every update of steps 6 to 8 (critic and G) skipped
 
 
 def test_resume_with_a_changed_model_is_refused_and_lists_the_key(tmp_path: Path, capsys) -> None:
