@@ -25,6 +25,16 @@ from gan_lab.errors import GanLabError
 from gan_lab.sweeps import find_runs, read_status
 
 OPTIONS = {"sort": None, "columns": None, "plot": None, "x": None, "out": None}
+USAGE = """usage: gan-lab report [sweep dir] [sort=[-]KEY] [columns=a,b|all] [plot=a,b|none] [x=KEY] [out=DIR]
+
+One row per run of a sweep (default: the newest in outputs/multirun): its status, the swept
+keys and the final metrics. Writes report.csv, report.md and report.png (metrics against x,
+one line per combination of the other swept keys, mean and std over seeds) to out (default:
+the sweep directory).
+  sort=-metrics/modes_covered   sort by any metric or swept key; a leading - sorts descending
+  columns=all                   every final scalar instead of the objective, metrics/* and a few basics
+  plot=metrics/modes_covered,critic/wasserstein_estimate   x=loss.lambda_gp
+"""
 STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan", "unknown": "dim"}
 # Shown by default after the objective and any metrics/*: scalars every run has (columns=all: every one).
 BASIC = ["critic/wasserstein_estimate", "step", "time/seconds"]
@@ -233,6 +243,9 @@ def report_command(args: list[str]) -> None:
     """`gan-lab report [dir] [sort=metric] [columns=a,b|all] [plot=a,b|none] [x=key] [out=dir]`."""
     from gan_lab.cli import parse_options
 
+    if {"-h", "--help"} & set(args):
+        print(USAGE)
+        return
     positional = [a for a in args if "=" not in a]
     if len(positional) > 1:
         raise GanLabError(f"gan-lab report takes one directory, got {len(positional)}: {' '.join(positional)}.")

@@ -354,8 +354,8 @@ def table(config: str, threads: int, results: dict[str, Result], cuda: bool) -> 
         total, steps = sum(r.seconds), sum(r.steps)
         per_round = [a / b for a, b in zip(base.seconds, r.seconds)]
         ratio = f"{sum(base.seconds) / total:.2f}x ({min(per_round):.2f}-{max(per_round):.2f})"
-        row = (f"| {config} | {threads} | {name} | {steps * N_CRITIC * BATCH / total:,.0f} | {steps / total:.2f} | {ratio} "
-               f"| {r.peak_rss_mib:,.0f} (+{r.built_rss_mib:,.0f})")
+        row = (f"| {config} | {threads} | {name} | {steps * N_CRITIC * BATCH / total:,.0f} | {steps / total:.2f} "
+               f"| {ratio} | {r.peak_rss_mib:,.0f} (+{r.built_rss_mib:,.0f})")
         rows.append(row + (f" | {r.cuda_peak_mib:,.0f} |" if cuda else " |"))
     return rows
 
@@ -369,7 +369,8 @@ def main() -> None:
                         help="timed generator steps per variant (default per configuration: "
                              + ", ".join(f"{k} {v}" for k, v in CONFIGS.items()) + ")")
     parser.add_argument("--warmup", type=int, default=3, help="untimed generator steps per variant first")
-    parser.add_argument("--rounds", type=int, default=4, help="the timed steps alternate (a) and (b) in this many rounds")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="the timed steps alternate (a) and (b) in this many rounds")
     parser.add_argument("--threads", default=str(physical_cores()),
                         help="torch CPU threads, or a comma-separated list to measure each (default: physical cores)")
     parser.add_argument("--data-root", default=os.environ.get("GAN_LAB_DATA_ROOT", "data"),
@@ -427,7 +428,8 @@ def main() -> None:
             "(b) alternated in rounds, so both ran under the same load."
             if load_before[0] > 0.5 * (os.cpu_count() or 1) else "."),
         f"- Batch {BATCH}, WGAN-GP (lambda {LAMBDA_GP:g}, n_critic {N_CRITIC}), Adam lr {LR:g} betas {BETAS}, "
-        f"the same initial weights; {args.warmup} untimed generator steps first, then {args.rounds} alternating rounds.",
+        f"the same initial weights; {args.warmup} untimed generator steps first, then {args.rounds} alternating "
+        "rounds.",
         "", *lines, "",
     ]
     out = Path(args.out)

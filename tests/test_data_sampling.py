@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -81,26 +82,29 @@ def test_ring8_labels_cover_all_modes_and_samples_sit_at_their_centers() -> None
     assert torch.equal(torch.cdist(x, data.centers).argmin(dim=1), y)
 
 
-def hot_loop(device: torch.device, steps: int = 3) -> dict[str, torch.Tensor]:
-    """A few WGAN-GP iterations of gan-lab's loop body on ring8 held on `device`."""
+def hot_loop(device: torch.device) -> Callable[[int], dict[str, torch.Tensor]]:
+    """WGAN-GP iterations of gan-lab's loop body on ring8 held on `device`; building happens here, not per step."""
     torch.manual_seed(0)
     data = ToyMixture("ring8", sigma=0.01, device=device)
     G, critic = (net.to(device) for net in mlp((2,), z_dim=2, hidden=32, depth=2))
     loss = Wasserstein(n_critic=2, lambda_gp=0.1)
     opt_g, opt_d = (torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.0, 0.9)) for net in (G, critic))
     guard = NonFiniteGuard("stop", device)
-    for step in range(1, steps + 1):
-        for _ in range(loss.n_critic):
-            x, y = data.sample(16)
-            assert x.device == device and y.device == device
-            z = torch.randn(16, 2, device=device)
-            stats = critic_step(G, critic, loss, opt_d, x, z, y, guard, step)
-        stats.update(generator_step(G, critic, loss, opt_g, torch.randn(16, 2, device=device), None, guard, step))
-    return stats
+
+    def run(steps: int) -> dict[str, torch.Tensor]:
+        for step in range(1, steps + 1):
+            for _ in range(loss.n_critic):
+                x, y = data.sample(16)
+                assert x.device == device and y.device == device
+                z = torch.randn(16, 2, device=device)
+                stats = critic_step(G, critic, loss, opt_d, x, z, y, guard, step)
+            stats.update(generator_step(G, critic, loss, opt_g, torch.randn(16, 2, device=device), None, guard, step))
+        return stats
+    return run
 
 
 def test_hot_loop_scalars_stay_tensors_on_the_device() -> None:
-    stats = hot_loop(torch.device("cpu"))
+    stats = hot_loop(torch.device("cpu"))(3)
     assert {"loss/critic", "loss/gradient_penalty", "loss/generator", "grad_norm/critic"} <= set(stats)
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in stats.values())  # read only at log time
     assert all(torch.isfinite(v) for v in stats.values())
@@ -109,10 +113,11 @@ def test_hot_loop_scalars_stay_tensors_on_the_device() -> None:
 @cuda
 def test_cuda_hot_loop_has_no_host_round_trip() -> None:
     device = torch.device("cuda")
-    hot_loop(device, steps=1)  # warm-up: lazy CUDA initialisation may synchronise once
+    run = hot_loop(device)  # the models and data move to the GPU here, before the checked steps
+    run(1)  # warm-up: lazy CUDA initialisation (cuBLAS handles, optimizer state) may synchronise once
     torch.cuda.set_sync_debug_mode("error")  # any synchronising call (.item(), a host copy) now raises
     try:
-        stats = hot_loop(device)
+        stats = run(3)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(v.device.type == "cuda" for v in stats.values())

@@ -31,8 +31,13 @@ def sweep(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess,
     # One thread per job unless a test sets it: on a busy 2-core machine a tiny job with
     # torch's default 2 threads took 6-10 s, with 1 thread 1-3 s.
     threads = [] if any(o.startswith("threads=") for o in overrides) else ["threads=1"]
-    out = subprocess.run([sys.executable, "-m", "gan_lab", "train", "-m", *overrides, *SWEEP_TINY, *threads,
-                          f"hydra.sweep.dir={sweep_dir}"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    command = [sys.executable, "-m", "gan_lab", "train", "-m", *overrides, *SWEEP_TINY, *threads,
+               f"hydra.sweep.dir={sweep_dir}"]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    except subprocess.TimeoutExpired as late:  # a failed assert then shows what the sweep printed
+        text = (late.stderr or b"").decode(errors="replace") if isinstance(late.stderr, bytes) else late.stderr or ""
+        out = subprocess.CompletedProcess(command, -9, "", f"timed out after 300 s\n{text}")
     return out, sweep_dir
 
 
@@ -130,7 +135,8 @@ def test_slurm_preset_submits_an_array_job_with_its_resources(tmp_path: Path, mo
     # cpus_per_task=1 rather than the preset's 4: this machine may have only 2 cores
     out, sweep_dir = sweep(tmp_path, "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                            "hydra.launcher.cpus_per_task=1", "threads=auto", "loss.lambda_gp=0.1,10")
-    assert out.returncode == 0, out.stderr[-3000:] + (bin_dir / "task_0.log").read_text()[-3000:]
+    logs = "".join(p.read_text()[-2000:] for p in sorted(bin_dir.glob("task_*.log")))
+    assert out.returncode == 0, out.stderr[-3000:] + logs
     submitted = (bin_dir / "submitted.sh").read_text()
     for line in ("--partition=gpu", "--gpus-per-task=1", "--cpus-per-task=1", "--mem=16GB", "--time=240",
                  "--array=0-1%2"):
