@@ -106,7 +106,8 @@ class NonFiniteGuard:
 
 # Keys that may change between a checkpoint and its resume: they do not change the math.
 HARMLESS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
-            "train.keep_checkpoints", "train.nonfinite", "train.eval_every", "metrics", "inception_weights",
+            "train.keep_checkpoints", "train.nonfinite", "train.eval_every",
+            "train.cuda_graph", "train.compile", "metrics", "inception_weights",
             "objective", "threads", "device", "resume", "resume_force",
             "data.root", "data.download", "data.recommended.")
 

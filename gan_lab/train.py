@@ -12,13 +12,13 @@ import time
 from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from gan_lab import distributed
+from gan_lab import distributed, graphs
 from gan_lab.checkpoint import save_checkpoint
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Loss, clip_weights, gp_from_norms, grad_norms, input_grad_norms, interpolates
@@ -38,6 +38,9 @@ class TrainSettings:
     keep_checkpoints: int = 3  # how many step_N.pt files to keep (last.pt is always kept)
     nonfinite: str = "stop"  # stop at the first NaN/inf loss or gradient norm, or skip such updates
     eval_every: int = 1000  # compute metrics/* every this many generator steps (0: only at the end)
+    cuda_graph: str | bool = "auto"  # capture the whole iteration as one CUDA graph: auto (on CUDA), true, false
+    precision: str = "fp32"  # fp32, or bf16: forward passes under autocast, the penalty's gradient norm in fp32
+    compile: str | bool = False  # torch.compile what is off the penalty's double backward: false, true, or a backend
 
     def __post_init__(self) -> None:
         minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "sample_every": 1,
@@ -47,13 +50,39 @@ class TrainSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise GanLabError(f"train.{key}={value!r} is out of range: it must be a whole number "
                                   f">= {low}. Fix the override, e.g. train.{key}={max(low, 1) * 10}.")
+        if self.cuda_graph not in ("auto", True, False):
+            raise GanLabError(f"train.cuda_graph={self.cuda_graph!r} is not known: use auto (on when the run is "
+                              f"on CUDA), true or false.")
+        if self.precision not in PRECISIONS:
+            raise GanLabError(f"train.precision={self.precision!r} is not known: use fp32 or bf16.")
+        if not isinstance(self.compile, (bool, str)) or self.compile == "":
+            raise GanLabError(f"train.compile={self.compile!r} is not known: use false, true (inductor) or the "
+                              f"name of a torch.compile backend such as aot_eager.")
+
+    @property
+    def amp(self) -> torch.dtype | None:
+        """The autocast dtype of the forward passes (None: full float32)."""
+        return PRECISIONS[self.precision]
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast(x: Tensor, dtype: torch.dtype | None) -> Any:
+    """Forward passes under autocast to dtype on x's device; a no-op for None (float32)."""
+    return torch.autocast(x.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer, x: Tensor, z: Tensor,
-                y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int = 0) -> dict[str, Tensor]:
-    """One critic update on a real batch x (labels y) and fakes G(z, y); returns named scalars."""
-    with torch.no_grad():
-        fake = G(z, y)  # no graph through G: the critic step must not train the generator
+                y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int | Tensor = 0,
+                amp: torch.dtype | None = None) -> dict[str, Tensor]:
+    """One critic update on a real batch x (labels y) and fakes G(z, y); returns named scalars.
+
+    `step` is the generator step (a device tensor inside a CUDA graph); `amp` the autocast
+    dtype of the forward passes, whose scores are taken back to float32 for the losses.
+    """
+    with torch.no_grad(), autocast(x, amp):
+        fake = G(z, y).float()  # no graph through G: the critic step must not train the generator
     # Points the critic scores: real, fake, and the interpolates of the gradient penalty.
     # Those whose input gradient is penalised are leaves that require grad.
     if loss.lambda_r1 > 0:
@@ -61,14 +90,16 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
     parts = [x, fake]
     if loss.lambda_gp > 0:
         parts.append(interpolates(x.detach(), fake).requires_grad_(True))
-    outs = critic_forward(critic, parts, y)
+    with autocast(x, amp):
+        outs = [out.float() for out in critic_forward(critic, parts, y)]
     real_out, fake_out = outs[0], outs[1]
     adversarial = loss.d_loss(real_out, fake_out)
     total = adversarial
     stats = {"loss/critic": adversarial.detach()}
     if loss.lambda_gp > 0:
         # create_graph: the penalty is a function of the critic's gradient, so its own
-        # gradient w.r.t. the critic's parameters needs a double backward
+        # gradient w.r.t. the critic's parameters needs a double backward. The interpolates
+        # are float32 leaves, so the gradient and its norm are float32 under bf16 too.
         gp = gp_from_norms(grad_norms(outs[2], parts[2], create_graph=True))
         total = total + loss.lambda_gp * gp
         stats["loss/gradient_penalty"] = (loss.lambda_gp * gp).detach()
@@ -116,10 +147,13 @@ def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> 
 
 
 def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer, z: Tensor,
-                   y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int = 0) -> dict[str, Tensor]:
+                   y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int | Tensor = 0,
+                   amp: torch.dtype | None = None) -> dict[str, Tensor]:
     """One generator update on fresh z (and labels y for a conditional G); returns named scalars."""
     critic.requires_grad_(False)  # the critic's gradients are not needed: skip computing them
-    g_loss = loss.g_loss(critic(G(z, y), y))
+    with autocast(z, amp):
+        scores = critic(G(z, y), y).float()
+    g_loss = loss.g_loss(scores)
     opt.zero_grad(set_to_none=True)
     g_loss.backward()
     critic.requires_grad_(True)
@@ -177,6 +211,39 @@ def restore(state: dict[str, Any], G: nn.Module, critic: nn.Module, opt_g: torch
     return int(state["step"])
 
 
+@dataclass
+class Iteration:
+    """One generator step of training: n_critic critic steps on fresh batches, then the generator step.
+
+    Each network appears twice: as the step that trains it runs it (DDP-wrapped under torchrun,
+    compiled under train.compile) and as the other step runs it (no gradient reduced).
+    """
+
+    G: nn.Module  # the generator as the generator step trains it
+    critic: nn.Module  # the critic as the critic step trains it
+    G_frozen: nn.Module  # the generator as the critic step runs it, under no_grad
+    critic_frozen: nn.Module  # the critic as the generator step runs it, its parameters frozen
+    loss: Loss
+    data: Any
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    batch_size: int
+    guard: NonFiniteGuard
+    amp: torch.dtype | None = None
+
+    def __call__(self, step: int | Tensor) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor | None, Tensor]]:
+        """Train one generator step; returns the named scalars and the last critic step's (x, y, z)."""
+        z_dim, n_classes = self.G_frozen.z_dim, self.G_frozen.n_classes
+        for _ in range(self.loss.n_critic):
+            x, y = self.data.sample(self.batch_size)  # a fresh real batch and fresh z every critic step
+            z = torch.randn(self.batch_size, z_dim, device=x.device)
+            stats = critic_step(self.G_frozen, self.critic, self.loss, self.opt_d, x, z, y, self.guard, step, self.amp)
+        y_g = torch.randint(n_classes, (self.batch_size,), device=x.device) if n_classes else None
+        stats.update(generator_step(self.G, self.critic_frozen, self.loss, self.opt_g, torch.randn_like(z), y_g,
+                                    self.guard, step, self.amp))
+        return stats, (x, y, z)
+
+
 def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.optim.Optimizer,
           opt_d: torch.optim.Optimizer, settings: TrainSettings, tracker: Tracker, run_dir: Path,
           config: dict[str, Any], resume: dict[str, Any] | None = None,
@@ -188,11 +255,16 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     # DDP wrappers all-reduce gradients; the plain modules serve where no gradient is reduced
     # (G under no_grad in the critic step, the frozen critic in the generator step, logging)
     G_ddp, critic_ddp = distributed.wrap(G), distributed.wrap(critic)
+    guard = NonFiniteGuard(settings.nonfinite, device)
+    iteration = Iteration(G_ddp, critic_ddp, G, critic, loss, data, opt_g, opt_d, settings.batch_size, guard,
+                          settings.amp)
+    if settings.compile:
+        iteration = graphs.compiled(iteration, settings.compile, penalised=loss.lambda_gp > 0 or loss.lambda_r1 > 0)
+    run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip)
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
     fixed_y = torch.arange(n_fixed, device=device) % G.n_classes if G.n_classes else None  # each class in turn
-    guard = NonFiniteGuard(settings.nonfinite, device)
     saved = f"the checkpoint of step {start} was not touched" if start else "no checkpoint had been written yet"
 
     def checkpoint(step: int) -> str:
@@ -209,12 +281,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     started = time.perf_counter()
     with StopSignal() as stop:
         for step in range(start + 1, settings.steps + 1):
-            for _ in range(loss.n_critic):
-                x, y = data.sample(settings.batch_size)  # a fresh real batch and fresh z every critic step
-                z = torch.randn(settings.batch_size, G.z_dim, device=device)
-                stats = critic_step(G, critic_ddp, loss, opt_d, x, z, y, guard, step)
-            y_g = torch.randint(G.n_classes, (settings.batch_size,), device=device) if G.n_classes else None
-            stats.update(generator_step(G_ddp, critic, loss, opt_g, torch.randn_like(z), y_g, guard, step))
+            stats, (x, y, z) = run_iteration(step)
             stopping = distributed.any_rank(stop.signum is not None, device)  # DDP: all ranks stop at one step
 
             final = step == settings.steps
@@ -222,7 +289,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                 with observing(device):
                     with torch.no_grad():
                         fake = G(z, y)
-                    stats.update(critic_input_stats(critic, x, fake, y))
+                    stats = {**stats, **critic_input_stats(critic, x, fake, y)}  # a new dict: a graph's stays as captured
                 if guard.skip:
                     stats["train/skipped_updates"] = guard.skipped
                 last = scalars_to_floats(distributed.average(stats))  # the mean over ranks

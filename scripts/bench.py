@@ -5,12 +5,15 @@
     critic forwards for real, fake and interpolates, `autograd.grad(create_graph=True)`, and
     `.item()` + print of both losses every generator step. Ring8 is sampled point by point
     with numpy, as the official WGAN-GP toy code does.
-(b) gan-lab eager: `gan_lab.train.critic_step` / `generator_step` on `gan_lab.data` sets held
-    on the device, called exactly as `gan_lab.train.train` calls them (scalars read at log steps).
+(b) gan-lab eager: `gan_lab.train.Iteration` (critic_step / generator_step on `gan_lab.data` sets
+    held on the device), called exactly as `gan_lab.train.train` calls it (scalars read at log steps).
+(c) gan-lab CUDA graph (on CUDA): the same iteration through `gan_lab.graphs.runner`, captured
+    whole after 3 eager warm-up steps and replayed, as `gan-lab train` does on CUDA.
+Extra rows: gan-lab at `--precision bf16` (train.precision=bf16; graphed on CUDA): not the same math.
 
 Both run the same networks (same initial weights), batch size, loss (WGAN-GP, lambda 10,
 n_critic 5), optimizer (Adam 1e-4, betas (0, 0.9)) and number of generator steps. The timed
-steps are split into rounds that alternate (a) and (b), so a machine whose load changes
+steps are split into rounds that alternate the variants' order, so a machine whose load changes
 during the run slows both alike; the ratio's range over the rounds shows how steady it was.
 
     python scripts/bench.py --data-root ../shared/data                 # all configurations, ~2.5 min on 2 idle cores
@@ -43,7 +46,8 @@ from gan_lab.losses import Wasserstein
 from gan_lab.models import Critic, Generator, dcgan, mlp
 from gan_lab.safety import NonFiniteGuard
 from gan_lab.tracker import scalars_to_floats
-from gan_lab.train import critic_input_stats, critic_step, generator_step, observing
+from gan_lab import graphs
+from gan_lab.train import PRECISIONS, Iteration, critic_input_stats, observing
 
 BATCH, N_CRITIC, LAMBDA_GP, LR, BETAS = 64, 5, 10.0, 1e-4, (0.0, 0.9)
 LOG_EVERY = 50  # gan-lab's default train.log_every: its loop reads the scalars back this often
@@ -253,44 +257,45 @@ class Textbook:
             self.batches_done += 1
 
 
-# ---------------------------------------------------------------- (b) gan-lab eager
+# ---------------------------------------------------------------- (b), (c) gan-lab
 
-class GanLabEager:
-    """gan-lab's loop body: the data on the device, critic_step / generator_step, scalars read at log steps."""
+class GanLab:
+    """gan-lab's loop body: `gan_lab.train.Iteration` (data on the device, critic_step / generator_step),
+    run eagerly or as a CUDA graph by `gan_lab.graphs.runner`, scalars read at log steps."""
 
-    name = "(b) gan-lab eager"
-
-    def __init__(self, config: str, device: torch.device, data_root: str, seed: int):
+    def __init__(self, config: str, device: torch.device, data_root: str, seed: int, graph: bool = False,
+                 precision: str = "fp32"):
+        self.name = (f"({'c' if graph else 'b'}) gan-lab {'CUDA graph' if graph else 'eager'}"
+                     + (f", {precision}" if precision != "fp32" else ""))
         self.G, self.critic, _ = build_models(config, "gan-lab", seed)
         self.G, self.critic = self.G.to(device), self.critic.to(device)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=LR, betas=BETAS)
-        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=LR, betas=BETAS)
-        self.loss = Wasserstein(n_critic=N_CRITIC, lambda_gp=LAMBDA_GP)
-        self.data = (ToyMixture("ring8", sigma=0.01, device=device) if config == "mlp_ring8"
-                     else ImageData("mnist", root=data_root, download=False, device=device))
+        opt_g = torch.optim.Adam(self.G.parameters(), lr=LR, betas=BETAS)
+        opt_d = torch.optim.Adam(self.critic.parameters(), lr=LR, betas=BETAS)
+        data = (ToyMixture("ring8", sigma=0.01, device=device) if config == "mlp_ring8"
+                else ImageData("mnist", root=data_root, download=False, device=device))
         self.guard = NonFiniteGuard("stop", device)
+        loss = Wasserstein(n_critic=N_CRITIC, lambda_gp=LAMBDA_GP)
+        # the networks as gan_lab.train.train passes them without DDP: each plays both roles
+        iteration = Iteration(self.G, self.critic, self.G, self.critic, loss, data, opt_g, opt_d, BATCH,
+                              self.guard, PRECISIONS[precision])
+        self.iterate = graphs.runner(iteration, graph, device, 0, skip=False)
         self.device = device
         self.step = 0
         torch.manual_seed(seed)
 
     def run(self, generator_steps: int) -> None:
-        G, critic, loss, guard, batch_size = self.G, self.critic, self.loss, self.guard, BATCH
         for _ in range(generator_steps):
             self.step += 1
             step = self.step
-            # from here to the log step: the body of gan_lab.train.train, without DDP wrappers
-            for _ in range(loss.n_critic):
-                x, y = self.data.sample(batch_size)
-                z = torch.randn(batch_size, G.z_dim, device=self.device)
-                stats = critic_step(G, critic, loss, self.opt_d, x, z, y, guard, step)
-            stats.update(generator_step(G, critic, loss, self.opt_g, torch.randn_like(z), None, guard, step))
+            # from here to the log step: the body of gan_lab.train.train
+            stats, (x, y, z) = self.iterate(step)
             if step % LOG_EVERY == 0:
                 with observing(self.device):
                     with torch.no_grad():
-                        fake = G(z, y)
-                    stats.update(critic_input_stats(critic, x, fake, y))
+                        fake = self.G(z, y)
+                    stats = {**stats, **critic_input_stats(self.critic, x, fake, y)}
                 scalars_to_floats(stats)  # the log step's one read-back
-                guard.check("benchmark")
+                self.guard.check("benchmark")
 
 
 # ---------------------------------------------------------------- timing
@@ -310,13 +315,20 @@ def sync(device: torch.device) -> None:
 
 
 def bench_config(config: str, device: torch.device, data_root: str, iters: int, warmup: int, rounds: int,
-                 seed: int) -> dict[str, Result]:
-    """Build both variants, warm them up, then time them in alternating rounds."""
+                 seed: int, precisions: list[str]) -> dict[str, Result]:
+    """Build the variants, warm them up, then time them in rounds, each round in another order."""
     variants, results = {}, {}
-    for cls in (Textbook, GanLabEager):
+    makers = [lambda: Textbook(config, device, data_root, seed), lambda: GanLab(config, device, data_root, seed)]
+    if device.type == "cuda":
+        makers.append(lambda: GanLab(config, device, data_root, seed, graph=True))
+    for precision in precisions:
+        makers.append(lambda precision=precision: GanLab(config, device, data_root, seed,
+                                                         graph=device.type == "cuda", precision=precision))
+    for make in makers:
         before = current_rss_mib()
-        variants[cls.name] = cls(config, device, data_root, seed)
-        results[cls.name] = Result(built_rss_mib=current_rss_mib() - before)
+        variant = make()
+        variants[variant.name] = variant
+        results[variant.name] = Result(built_rss_mib=current_rss_mib() - before)
     resettable = reset_peak_rss()
     for variant in variants.values():
         variant.run(warmup)
@@ -348,14 +360,14 @@ def bench_config(config: str, device: torch.device, data_root: str, iters: int, 
 
 def table(config: str, threads: int, results: dict[str, Result], cuda: bool) -> list[str]:
     """Markdown rows for one configuration: rates, ratio to (a) with its range over rounds, memory."""
-    base = results[Textbook.name]
+    base, eager = results[Textbook.name], results["(b) gan-lab eager"]
     rows = []
     for name, r in results.items():
         total, steps = sum(r.seconds), sum(r.steps)
         per_round = [a / b for a, b in zip(base.seconds, r.seconds)]
         ratio = f"{sum(base.seconds) / total:.2f}x ({min(per_round):.2f}-{max(per_round):.2f})"
         row = (f"| {config} | {threads} | {name} | {steps * N_CRITIC * BATCH / total:,.0f} | {steps / total:.2f} "
-               f"| {ratio} | {r.peak_rss_mib:,.0f} (+{r.built_rss_mib:,.0f})")
+               f"| {ratio} | {sum(eager.seconds) / total:.2f}x | {r.peak_rss_mib:,.0f} (+{r.built_rss_mib:,.0f})")
         rows.append(row + (f" | {r.cuda_peak_mib:,.0f} |" if cuda else " |"))
     return rows
 
@@ -368,7 +380,10 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=None,
                         help="timed generator steps per variant (default per configuration: "
                              + ", ".join(f"{k} {v}" for k, v in CONFIGS.items()) + ")")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed generator steps per variant first")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed generator steps per variant first (a CUDA graph is captured at the 4th)")
+    parser.add_argument("--precision", default="bf16",
+                        help="extra gan-lab rows at these precisions (comma-separated; '' for none)")
     parser.add_argument("--rounds", type=int, default=4,
                         help="the timed steps alternate (a) and (b) in this many rounds")
     parser.add_argument("--threads", default=str(physical_cores()),
@@ -400,8 +415,8 @@ def main() -> None:
               f"{torch.get_num_threads()} threads; {physical_cores()} physical cores, {os.cpu_count()} logical CPUs")
     print(header, flush=True)
     lines = ["| configuration | threads | variant | critic images/s | generator steps/s | vs (a) (range over rounds) "
-             "| peak RSS MiB (+ built) |" + (" CUDA max allocated MiB |" if cuda else ""),
-             "|---|--:|---|--:|--:|--:|--:|" + ("--:|" if cuda else "")]
+             "| vs (b) | peak RSS MiB (+ built) |" + (" CUDA max allocated MiB |" if cuda else ""),
+             "|---|--:|---|--:|--:|--:|--:|--:|" + ("--:|" if cuda else "")]
     started = time.perf_counter()
     loads = []  # the 1-minute load average after each measurement (this benchmark adds up to `threads` to it)
     for config in configs:
@@ -409,7 +424,8 @@ def main() -> None:
             torch.set_num_threads(threads)
             iters = args.iters or CONFIGS[config]
             t0 = time.perf_counter()
-            results = bench_config(config, device, args.data_root, iters, args.warmup, args.rounds, args.seed)
+            results = bench_config(config, device, args.data_root, iters, args.warmup, args.rounds, args.seed,
+                                   [p for p in args.precision.split(",") if p and p != "fp32"])
             rows = table(config, threads, results, cuda)
             print("\n".join(rows) + f"\n  ({iters} generator steps per variant, {time.perf_counter() - t0:.0f} s)",
                   flush=True)
@@ -424,8 +440,8 @@ def main() -> None:
         f"- {header}.",
         f"- Load average before (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)}; 1-minute load after "
         f"each measurement (this benchmark adds up to its thread count): {', '.join(f'{x:.2f}' for x in loads)}" + (
-            f". The {os.cpu_count()}-CPU machine was not idle before the start: absolute rates may be low; (a) and "
-            "(b) alternated in rounds, so both ran under the same load."
+            f". The {os.cpu_count()}-CPU machine was not idle before the start: absolute rates may be low; the "
+            "variants alternated in rounds, so all ran under the same load."
             if load_before[0] > 0.5 * (os.cpu_count() or 1) else "."),
         f"- Batch {BATCH}, WGAN-GP (lambda {LAMBDA_GP:g}, n_critic {N_CRITIC}), Adam lr {LR:g} betas {BETAS}, "
         f"the same initial weights; {args.warmup} untimed generator steps first, then {args.rounds} alternating "

@@ -1,0 +1,193 @@
+"""The fast paths: CUDA graphs (CUDA only), bf16 autocast and torch.compile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, TINY_MLP, run_cli
+from gan_lab import graphs
+from gan_lab.checkpoint import load_checkpoint
+from gan_lab.data import ToyMixture
+from gan_lab.errors import GanLabError
+from gan_lab.losses import Hinge, Wasserstein
+from gan_lab.models import dcgan, mlp
+from gan_lab.safety import NonFiniteGuard
+from gan_lab.train import Iteration
+from test_train import read_events
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp"):
+    """A seeded WGAN-GP iteration on ring8 (or DCGAN on random 'images'), as gan_lab.train builds it."""
+    torch.manual_seed(seed)
+    if model == "mlp":
+        G, critic = mlp((2,), z_dim=2, hidden=64, depth=3)
+        data = ToyMixture("ring8", sigma=0.02, device=device)
+    else:
+        G, critic = dcgan((1, 28, 28), z_dim=16, width=16, critic_norm="layer")
+        data = ImagesOnDevice(device)
+    G, critic = G.to(device), critic.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    loss = loss or Wasserstein(n_critic=5, lambda_gp=10.0)
+    guard = NonFiniteGuard("stop", torch.device(device))
+    return Iteration(G, critic, G, critic, loss, data, opt_g, opt_d, 32, guard, amp)
+
+
+class ImagesOnDevice:
+    """512 random uint8 'images' held on the device, sampled like gan_lab.data.ImageData."""
+
+    def __init__(self, device: str):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (512, 1, 28, 28), generator=g, dtype=torch.uint8).to(device)
+        self.shape, self.n_classes, self.size = (1, 28, 28), 0, 512
+
+    def sample(self, batch_size: int):
+        idx = torch.randint(self.size, (batch_size,), device=self.images.device)
+        return self.images.index_select(0, idx).float().div_(127.5).sub_(1.0), None
+
+
+def losses_over(run, steps: int) -> torch.Tensor:
+    """(steps, 2) critic and generator losses, read back after every step."""
+    out = []
+    for step in range(1, steps + 1):
+        stats, _ = run(step)
+        out.append(torch.stack([stats["loss/critic"], stats["loss/generator"]]).float().cpu())
+    return torch.stack(out)
+
+
+# ---------------------------------------------------------------- CUDA graphs (skipped without CUDA)
+
+@cuda
+@pytest.mark.parametrize("model", ["mlp", "dcgan"])
+def test_graph_and_eager_give_the_same_losses(model: str) -> None:
+    eager = build("cuda", model=model)
+    graphs.runner(eager, False, torch.device("cuda"), 0, skip=False)
+    graphed_iteration = build("cuda", model=model)
+    graphed = graphs.runner(graphed_iteration, True, torch.device("cuda"), 0, skip=False)
+    assert isinstance(graphed, graphs.GraphedIteration)
+    torch.manual_seed(1)
+    a = losses_over(eager, 300)
+    torch.manual_seed(1)
+    b = losses_over(graphed, 300)
+    assert graphed.graph is not None and not graphed.eager  # really captured and replayed
+    torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+    # the same weights at the end, not only the same losses
+    for p, q in zip(eager.critic.parameters(), graphed_iteration.critic.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4)
+
+
+@cuda
+def test_graph_guard_records_the_step_a_nan_appeared() -> None:
+    iteration = build("cuda")
+    run = graphs.runner(iteration, True, torch.device("cuda"), 0, skip=False)
+    for step in range(1, 11):
+        run(step)
+    iteration.guard.check("fine")  # nothing non-finite yet
+    with torch.no_grad():
+        next(iteration.critic.parameters()).fill_(float("nan"))  # the graph reads this very tensor
+    for step in range(11, 16):
+        run(step)
+    with pytest.raises(GanLabError, match="at generator step 11"):
+        iteration.guard.check("the last good checkpoint")
+
+
+@cuda
+def test_graph_cli_run_resumes_eagerly(tmp_path: Path) -> None:
+    run_cli("train", *TINY, *TINY_MLP, "device=cuda", "train.steps=8", "train.checkpoint_every=4",
+            f"hydra.run.dir={tmp_path}")
+    state = load_checkpoint(tmp_path)
+    assert state["opt_d"]["param_groups"][0]["capturable"] is True
+    run_cli("train", *TINY, *TINY_MLP, "device=cuda", "train.steps=12", "train.cuda_graph=false",
+            f"hydra.run.dir={tmp_path}")
+    run_cli("train", *TINY, *TINY_MLP, "device=cpu", "train.steps=16", f"hydra.run.dir={tmp_path}")
+    assert load_checkpoint(tmp_path)["step"] == 16
+    values = [e.value for e in read_events(tmp_path).Scalars("loss/critic")]
+    assert len(values) == 8 and all(torch.isfinite(torch.tensor(values)))
+
+
+@cuda
+def test_graph_with_skip_falls_back_with_a_warning(tmp_path: Path, capsys) -> None:
+    run_cli("train", *TINY, *TINY_MLP, "device=cuda", "train.nonfinite=skip", "train.cuda_graph=true",
+            f"hydra.run.dir={tmp_path}")
+    out = " ".join(capsys.readouterr().err.split())
+    assert "no CUDA graph for this run: train.nonfinite=skip" in out
+    assert load_checkpoint(tmp_path)["step"] == 4
+
+
+@cuda
+def test_graph_bf16_and_compile_run(tmp_path: Path, capsys) -> None:
+    run_cli("train", *TINY, *TINY_MLP, "device=cuda", "train.precision=bf16", "train.compile=aot_eager",
+            "train.steps=6", f"hydra.run.dir={tmp_path}")
+    out = " ".join(capsys.readouterr().err.split())
+    assert "CUDA graph" in out and "compiled generator" in out
+    penalty = [e.value for e in read_events(tmp_path).Scalars("loss/gradient_penalty")]
+    assert penalty and all(torch.isfinite(torch.tensor(penalty)))
+
+
+# ---------------------------------------------------------------- CPU: bf16, compile, settings
+
+def test_bf16_runs_and_the_penalty_stays_finite(tmp_path: Path) -> None:
+    run_cli("train", *TINY, *TINY_MLP, "train.precision=bf16", "train.steps=6", f"hydra.run.dir={tmp_path}")
+    events = read_events(tmp_path)
+    penalty = [e.value for e in events.Scalars("loss/gradient_penalty")]
+    assert len(penalty) == 3 and all(torch.isfinite(torch.tensor(penalty)))
+    assert load_checkpoint(tmp_path)["config"]["train"]["precision"] == "bf16"
+
+
+def test_bf16_penalty_norm_is_float32() -> None:
+    iteration = build("cpu", amp=torch.bfloat16)
+    stats, _ = iteration(1)
+    assert stats["loss/gradient_penalty"].dtype == torch.float32
+    assert stats["loss/critic"].dtype == torch.float32 and torch.isfinite(stats["loss/critic"])
+
+
+def test_compile_penalised_compiles_the_generator_only(tmp_path: Path, capsys) -> None:
+    run_cli("train", *TINY, *TINY_MLP, "train.compile=aot_eager", f"hydra.run.dir={tmp_path}")
+    out = " ".join(capsys.readouterr().err.split())
+    assert "compiled generator (" in out and "the critic stays eager" in out
+    assert load_checkpoint(tmp_path)["step"] == 4  # state dicts of the plain modules: no _orig_mod. prefix
+    assert not any(k.startswith("_orig_mod") for k in load_checkpoint(tmp_path)["G"])
+
+
+def test_compile_without_penalty_compiles_both_and_matches_eager() -> None:
+    eager = build("cpu", loss=Hinge(n_critic=1))
+    torch.manual_seed(3)
+    a = losses_over(eager, 5)
+    compiled = graphs.compiled(build("cpu", loss=Hinge(n_critic=1)), "aot_eager", penalised=False)
+    torch.manual_seed(3)
+    b = losses_over(compiled, 5)
+    assert compiled.graphs["generator"] >= 1 and compiled.graphs["critic"] >= 1
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.cuda_graph=true", "train.cuda_graph=true needs the run on a CUDA device"),
+    ("train.cuda_graph=sometimes", "train.cuda_graph='sometimes' is not known"),
+    ("train.precision=fp16", "train.precision='fp16' is not known: use fp32 or bf16"),
+    ("train.compile=nonsense", "train.compile='nonsense' is not a torch.compile backend"),
+])
+def test_bad_fast_path_settings(override: str, message: str, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *TINY, *TINY_MLP, override, f"hydra.run.dir={tmp_path}")
+    assert exit_info.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_set_capturable_moves_step_counts() -> None:
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.Adam([p], capturable=False)
+    p.grad = torch.ones(3)
+    opt.step()
+    graphs.set_capturable(opt, False)
+    assert opt.state[p]["step"].device.type == "cpu" and opt.param_groups[0]["capturable"] is False
+    state = opt.state_dict()
+    state["param_groups"][0]["capturable"] = True  # as a graphed run saves it
+    opt.load_state_dict(state)
+    graphs.set_capturable(opt, False)  # resuming eagerly on the CPU
+    opt.step()
+    assert opt.param_groups[0]["capturable"] is False and float(opt.state[p]["step"]) == 2
