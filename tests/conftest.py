@@ -12,6 +12,10 @@ import torch
 
 from gan_lab.cli import main
 
+# cuBLAS picks deterministic kernels only with a fixed workspace, read when CUDA starts: set
+# before any test touches the GPU (test_graphs compares graphed and eager runs exactly).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 # Classifiers trained on the tests' tiny data must never land in the user's cache.
 os.environ["GAN_LAB_CACHE"] = tempfile.mkdtemp(prefix="gan-lab-test-cache-")
 
