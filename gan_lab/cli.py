@@ -25,6 +25,7 @@ from rich.tree import Tree
 
 from gan_lab import sweeps
 from gan_lab.checkpoint import LAST, load_checkpoint
+from gan_lab.data import build_data
 from gan_lab.errors import GanLabError
 from gan_lab.safety import Interrupted, config_differences
 from gan_lab.sweeps import job_threads, objective_value, write_status
@@ -153,8 +154,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     device = distributed.device_for(distributed.launched(), str(cfg.device)) or choose_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))  # the same initial weights on every rank
 
-    data_cfg = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k != "recommended"])
-    data = _build("data set", lambda: instantiate(data_cfg, device=device))
+    data = _build("data set", lambda: build_data(plain["data"], device))
     G, critic = _build("model", lambda: instantiate(cfg.model, shape=data.shape, n_classes=data.n_classes))
     G, critic = G.to(device), critic.to(device)
     loss = _build("loss", lambda: instantiate(cfg.loss))

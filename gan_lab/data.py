@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 from urllib.error import URLError
 
 import torch
 from torch import Tensor
 
 from gan_lab.errors import GanLabError
+
+
+def build_data(node: dict, device: str | torch.device = "cpu") -> Any:
+    """The data set a config's `data` node describes (its `recommended` defaults are for other groups)."""
+    from hydra.utils import instantiate
+
+    return instantiate({k: v for k, v in node.items() if k != "recommended"}, device=device)
 
 
 class ToyMixture:

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from gan_lab.checkpoint import load_checkpoint, resolve_checkpoint
-from gan_lab.data import ImageData, StackedMNIST, ToyMixture
+from gan_lab.data import ImageData, StackedMNIST, ToyMixture, build_data
 from gan_lab.errors import GanLabError
 from gan_lab.metrics import histogram_kl, mixture_metrics
 
@@ -165,12 +165,6 @@ def load_generator(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dic
     return G.to(device), config, file
 
 
-def build_data(config: dict[str, Any], device: str = "cpu") -> Any:
-    """The data set a checkpoint was trained on, from its saved config."""
-    data_cfg = {k: v for k, v in config["data"].items() if k != "recommended"}
-    return instantiate(data_cfg, device=device)
-
-
 def run_dir_of(file: Path) -> Path:
     """checkpoints/last.pt -> the run directory; a loose .pt -> its folder."""
     return file.parent.parent if file.parent.name == "checkpoints" else file.parent
@@ -189,7 +183,7 @@ def eval_command(args: list[str]) -> None:
         raise GanLabError("gan-lab eval needs checkpoint=<run directory or .pt file>.")
     torch.manual_seed(int(opts["seed"]))
     G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
-    data = build_data(config, opts["device"])
+    data = build_data(config["data"], opts["device"])
     evaluator = make_evaluator(data, config["data"].get("root"), inception_weights=opts["inception_weights"])
     if evaluator is None:
         raise GanLabError(f"gan-lab has no built-in metric for data '{config['data'].get('name')}' yet: "
@@ -252,7 +246,7 @@ def sample_command(args: list[str]) -> None:
     else:
         from gan_lab.plots import scatter_2d
 
-        real, _ = build_data(config).sample(max(n, 1000))
+        real, _ = build_data(config["data"]).sample(max(n, 1000))
         scatter_2d(real, x, step).savefig(out / f"{name}.png", dpi=100)
     console.print(f"{n} samples of {file} (step {step}) -> {out / name}.png and .pt", soft_wrap=True,
                   highlight=False)

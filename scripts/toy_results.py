@@ -7,6 +7,7 @@ the VEEGAN / PacGAN protocol, beside the rows those papers published.
 
     python scripts/toy_results.py                       # 6 losses x 2 data sets x 5 seeds
     python scripts/toy_results.py --losses wgan_gp --seeds 2 --steps 500 --out /tmp/r.md
+    python scripts/toy_results.py --losses wgan_gp --steps 20000 --device cuda --jobs 3 --out /tmp/r.md  # longer, on a GPU
     python scripts/toy_results.py --data mnist --seeds 2 --steps 5000 --out docs/results_mnist.md \
         --extra data.root=../shared/data          # digit coverage with gan-lab's classifier (slow on a CPU)
 """
@@ -40,12 +41,13 @@ PUBLISHED = {
 }
 
 
-def run_one(loss: str, data: str, seed: int, steps: int | None, root: Path, threads: int, extra: list[str]) -> dict:
+def run_one(loss: str, data: str, seed: int, steps: int | None, root: Path, threads: int, extra: list[str],
+            device: str = "cpu") -> dict:
     """Train and evaluate one run; returns its metrics (or the error)."""
     run_dir = root / f"{data}_{loss}_seed{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "gan_lab", "train", f"loss={loss}", f"data={data}", f"seed={seed}",
-           "device=cpu", "metrics=false", "train.sample_every=1000000", f"hydra.run.dir={run_dir}"]
+           f"device={device}", "metrics=false", "train.sample_every=1000000", f"hydra.run.dir={run_dir}"]
     cmd += ([f"train.steps={steps}"] if steps else []) + extra
     started = time.perf_counter()
     train = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -114,18 +116,21 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("outputs/toy_results"))
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run, e.g. data.root=...")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: on CUDA each run replays CUDA graphs")
     args = parser.parse_args()
 
     started = time.perf_counter()
     grid = [(loss, data, seed) for data in args.data for loss in args.losses for seed in range(args.seeds)]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda job: run_one(*job, args.steps, args.root, threads, args.extra), grid))
+        results = list(pool.map(lambda job: run_one(*job, args.steps, args.root, threads, args.extra, args.device),
+                                grid))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = ["# Mode coverage on the 2-D mixtures", "",
              f"Measured with `python scripts/{Path(__file__).name} {' '.join(sys.argv[1:])}` at commit "
              f"{commit or 'unknown'}, {len(grid)} runs in {(time.perf_counter() - started) / 60:.0f} min on "
-             f"{os.cpu_count()} CPU cores ({args.jobs} runs at a time).", "",
+             f"{os.cpu_count()} CPU cores{' and ' + args.device if args.device != 'cpu' else ''} "
+             f"({args.jobs} runs at a time).", "",
              "Settings: each loss's preset (optimizer, n_critic, clip, lambda_gp = 0.1 for WGAN-GP on 2-D data), "
              "`model=mlp` (3 x 128 ReLU, z_dim 2), batch 256, "
              f"{args.steps or 3000} generator steps, seeds 0..{args.seeds - 1}. Protocol (VEEGAN / PacGAN): "
@@ -139,6 +144,8 @@ def main() -> None:
         lines += ["Failed runs: " + "; ".join(f"{r['data']} {r['loss']} seed {r['seed']}: {r['error']}"
                                              for r in failures), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.exists() and "\n## Notes" in (old := args.out.read_text()):
+        lines.append(old[old.index("\n## Notes") + 1:])  # hand-written notes below the generated tables stay
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
 

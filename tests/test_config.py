@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import gan_lab.data
 from gan_lab.cli import build_optimizer
 from gan_lab.losses import Loss
 
@@ -28,10 +29,10 @@ def compose_train(*overrides: str):
 
 
 def build_data(cfg, root: Path):
-    data_cfg = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k != "recommended"])
-    if "root" in data_cfg:
-        data_cfg.root, data_cfg.download = str(root), False
-    return instantiate(data_cfg, device="cpu")
+    node = OmegaConf.to_container(cfg.data, resolve=True)
+    if "root" in node:
+        node["root"], node["download"] = str(root), False
+    return gan_lab.data.build_data(node, "cpu")
 
 
 def test_groups_have_the_documented_options() -> None:
