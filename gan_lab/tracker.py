@@ -5,6 +5,7 @@ Training code reports named scalars and samples; the tracker decides how they lo
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,19 @@ class _SpeedColumn(ProgressColumn):
         return Text(f"{task.speed:6.1f} it/s" if task.speed else "   ... it/s", style="cyan")
 
 
+def _after_earlier_event_files(log_dir: Path) -> None:
+    """Wait, if need be, until this second is later than every event file's in log_dir.
+
+    TensorBoard reads a directory's event files in name order, and the name starts with the
+    second the file was created in (then host and pid). A resume's purge only drops the
+    earlier events when its file is read after theirs, so its name must sort after theirs.
+    """
+    seconds = [int(f.name.split(".")[3]) for f in log_dir.glob("events.out.tfevents.*")
+               if len(f.name.split(".")) > 3 and f.name.split(".")[3].isdigit()]
+    while seconds and time.time() < max(seconds) + 1:
+        time.sleep(0.05)  # at most a second, and only for a resume started within a second of its first run
+
+
 class Tracker:
     """Writes scalars, samples and hparams to TensorBoard and shows a rich progress bar."""
 
@@ -34,6 +48,8 @@ class Tracker:
         self.live = console.is_terminal
         # purge_step: when a run resumes in its own directory, drop the events its previous
         # life wrote after the checkpoint, so the curves continue without a fold
+        if start_step:
+            _after_earlier_event_files(self.log_dir)
         self.writer = SummaryWriter(str(self.log_dir), purge_step=start_step + 1 if start_step else None)
         self.progress = Progress(
             TextColumn("[bold]step"), BarColumn(), MofNCompleteColumn(), _SpeedColumn(),

@@ -269,8 +269,9 @@ class GanLab:
                      + (f", {precision}" if precision != "fp32" else ""))
         self.G, self.critic, _ = build_models(config, "gan-lab", seed)
         self.G, self.critic = self.G.to(device), self.critic.to(device)
-        opt_g = torch.optim.Adam(self.G.parameters(), lr=LR, betas=BETAS)
-        opt_d = torch.optim.Adam(self.critic.parameters(), lr=LR, betas=BETAS)
+        # fused, as gan-lab's conf/optimizer/adam*.yaml build it (the textbook uses torch's default)
+        opt_g = torch.optim.Adam(self.G.parameters(), lr=LR, betas=BETAS, fused=True)
+        opt_d = torch.optim.Adam(self.critic.parameters(), lr=LR, betas=BETAS, fused=True)
         data = (ToyMixture("ring8", sigma=0.01, device=device) if config == "mlp_ring8"
                 else ImageData("mnist", root=data_root, download=False, device=device))
         self.guard = NonFiniteGuard("stop", device)

@@ -177,3 +177,20 @@ def test_unwritable_output_directory(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert out.returncode == 2 and "Cannot create the output directory" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_resumed_event_file_is_read_after_the_first_lifes(tmp_path: Path) -> None:
+    # A resume within the same second as its first life: TensorBoard orders event files by
+    # name (second, host, pid), so the resume's file must not sort before the first one.
+    from gan_lab.tracker import Tracker
+
+    with Tracker(tmp_path, 10) as tracker:
+        tracker.scalars(5, {"loss/critic": 1.0})
+        tracker.scalars(8, {"loss/critic": 9.0})  # logged after the checkpoint at 5: purged below
+    (first,) = tmp_path.glob("events.out.tfevents.*")
+    parts = first.name.split(".")
+    parts[5] = "99999999"  # as if the first life's pid were larger than this process's
+    first.rename(tmp_path / ".".join(parts))
+    with Tracker(tmp_path, 10, start_step=5) as tracker:
+        tracker.scalars(6, {"loss/critic": 2.0})
+    assert [e.step for e in read_events(tmp_path).Scalars("loss/critic")] == [5, 6]
