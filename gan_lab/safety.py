@@ -107,7 +107,7 @@ class NonFiniteGuard:
 # Keys that may change between a checkpoint and its resume: they do not change the math.
 HARMLESS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.nonfinite", "train.eval_every",
-            "train.cuda_graph", "train.compile", "metrics", "inception_weights",
+            "train.cuda_graph", "train.compile", "optimizer.fused", "metrics", "inception_weights",
             "objective", "threads", "device", "resume", "resume_force",
             "data.root", "data.download", "data.recommended.")
 
@@ -118,9 +118,13 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+# Keys added after checkpoints were first written, with the value the older runs trained with.
+ADDED = {"train.precision": "fp32"}
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Training-relevant keys whose values differ, as 'key: saved -> current' lines."""
-    before, after = _flatten(saved), _flatten(current)
+    before, after = {**ADDED, **_flatten(saved)}, _flatten(current)
     keys = sorted(set(before) | set(after))
     return [f"{k}: {before.get(k, '<absent>')} -> {after.get(k, '<absent>')}" for k in keys
             if before.get(k, "<absent>") != after.get(k, "<absent>") and not k.startswith(HARMLESS)]

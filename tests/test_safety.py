@@ -16,6 +16,7 @@ from torch.testing import assert_close
 
 from conftest import TINY, TINY_MLP, run_cli
 from gan_lab.checkpoint import load_checkpoint
+from gan_lab.safety import config_differences
 from test_train import read_events
 
 SMALL = ["train.batch_size=16", "device=cpu", *TINY_MLP]
@@ -151,6 +152,22 @@ def test_resume_with_changed_intervals_continues(tmp_path: Path) -> None:
     run_cli("train", *TINY, *TINY_MLP, "train.steps=6", "train.log_every=3", f"hydra.run.dir={tmp_path / 'next'}",
             f"resume={tmp_path}")
     assert load_checkpoint(tmp_path / "next")["step"] == 6
+
+
+def test_checkpoint_of_an_older_config_resumes(tmp_path: Path) -> None:
+    # a checkpoint written before train.precision, train.cuda_graph, train.compile and
+    # optimizer.fused existed trained in fp32 with unfused Adam: none of that blocks its resume
+    run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    for key in ("precision", "cuda_graph", "compile"):
+        del state["config"]["train"][key]
+    del state["config"]["optimizer"]["fused"]
+    torch.save(state, path)
+    run_cli("train", *TINY, *TINY_MLP, "train.steps=6", f"hydra.run.dir={tmp_path}")
+    assert load_checkpoint(tmp_path)["step"] == 6
+    assert config_differences({"train": {}}, {"train": {"precision": "bf16"}}) == [
+        "train.precision: fp32 -> bf16"]  # a real change is still caught
 
 
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
