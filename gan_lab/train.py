@@ -199,13 +199,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load an optimizer's state (moments, step counts); its settings (lr, betas, ...) stay the config's.
+
+    torch's load_state_dict also restores the saved param_groups' settings, which would silently
+    keep the old learning rate of a run resumed with resume_force=true and a new one.
+    """
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, configured in zip(opt.param_groups, settings):
+        group.update(configured)
+
+
 def restore(state: dict[str, Any], G: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer,
             opt_d: torch.optim.Optimizer) -> int:
     """Load a checkpoint's weights, optimizer and RNG states; returns its step."""
     G.load_state_dict(state["G"])
     critic.load_state_dict(state["critic"])
-    opt_g.load_state_dict(state["opt_g"])
-    opt_d.load_state_dict(state["opt_d"])
+    load_optimizer(opt_g, state["opt_g"])
+    load_optimizer(opt_d, state["opt_d"])
     rng = state["rng"]  # a list, one per rank, when a DDP run wrote it
     set_rng_state(rng[distributed.rank() % len(rng)] if isinstance(rng, list) else rng)
     return int(state["step"])

@@ -169,6 +169,17 @@ def test_checkpoint_of_an_older_config_resumes(tmp_path: Path) -> None:
         "train.precision: fp32 -> bf16"]  # a real change is still caught
 
 
+def test_forced_resume_trains_with_the_new_learning_rate(tmp_path: Path) -> None:
+    run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    assert load_checkpoint(tmp_path)["opt_d"]["param_groups"][0]["lr"] == 1e-4
+    run_cli("train", *TINY, *TINY_MLP, "train.steps=6", "optimizer.lr=2e-5", "resume_force=true",
+            f"hydra.run.dir={tmp_path}")
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 6
+    assert state["opt_d"]["param_groups"][0]["lr"] == state["opt_g"]["param_groups"][0]["lr"] == 2e-5
+    assert all(s["step"] == 6 * 5 for s in state["opt_d"]["state"].values())  # the moments carried on
+
+
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     good = (tmp_path / "checkpoints" / "last.pt").read_bytes()
