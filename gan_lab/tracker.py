@@ -33,8 +33,8 @@ def _after_earlier_event_files(log_dir: Path) -> None:
     second the file was created in (then host and pid). A resume's purge only drops the
     earlier events when its file is read after theirs, so its name must sort after theirs.
     """
-    seconds = [int(f.name.split(".")[3]) for f in log_dir.glob("events.out.tfevents.*")
-               if len(f.name.split(".")) > 3 and f.name.split(".")[3].isdigit()]
+    stamps = [f.name.split(".")[3] for f in log_dir.glob("events.out.tfevents.*")]  # events.out.tfevents.<second>.
+    seconds = [int(stamp) for stamp in stamps if stamp.isdigit()]
     while seconds and time.time() < max(seconds) + 1:
         time.sleep(0.05)  # at most a second, and only for a resume started within a second of its first run
 
