@@ -169,6 +169,20 @@ def critic_input_stats(critic: nn.Module, x: Tensor, fake: Tensor, y: Tensor | N
     return {"grad_norm/critic_input": norms.mean(), "grad_norm/critic_input_std": norms.std()}
 
 
+def with_critic_input_stats(G: nn.Module, critic: nn.Module, stats: dict[str, Tensor],
+                            batch: tuple[Tensor, Tensor | None, Tensor]) -> dict[str, Tensor]:
+    """A log step's scalars: the iteration's, plus critic_input_stats at its last critic batch.
+
+    Drawn from a forked RNG (observing), and returned as a new dict, so a CUDA graph's
+    captured one stays as it is.
+    """
+    x, y, z = batch
+    with observing(x.device):
+        with torch.no_grad():
+            fake = G(z, y)
+        return {**stats, **critic_input_stats(critic, x, fake, y)}
+
+
 def _grad_norm(module: nn.Module) -> Tensor:
     # global L2 norm of all parameter gradients, computed on the device (no sync)
     grads = [p.grad for p in module.parameters() if p.grad is not None]
@@ -293,15 +307,12 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     started = time.perf_counter()
     with StopSignal() as stop:
         for step in range(start + 1, settings.steps + 1):
-            stats, (x, y, z) = run_iteration(step)
+            stats, batch = run_iteration(step)
             stopping = distributed.any_rank(stop.signum is not None, device)  # DDP: all ranks stop at one step
 
             final = step == settings.steps
             if step % settings.log_every == 0 or final:
-                with observing(device):
-                    with torch.no_grad():
-                        fake = G(z, y)
-                    stats = {**stats, **critic_input_stats(critic, x, fake, y)}  # a new dict: a graph's stays as captured
+                stats = with_critic_input_stats(G, critic, stats, batch)
                 if guard.skip:
                     stats["train/skipped_updates"] = guard.skipped
                 last = scalars_to_floats(distributed.average(stats))  # the mean over ranks

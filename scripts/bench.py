@@ -41,13 +41,13 @@ import torch
 from torch import Tensor, autograd, nn
 from torchvision import datasets, transforms  # imported up front: its import is not counted as a variant's memory
 
+from gan_lab import graphs
 from gan_lab.data import ImageData, ToyMixture
 from gan_lab.losses import Wasserstein
 from gan_lab.models import Critic, Generator, dcgan, mlp
 from gan_lab.safety import NonFiniteGuard
 from gan_lab.tracker import scalars_to_floats
-from gan_lab import graphs
-from gan_lab.train import PRECISIONS, Iteration, critic_input_stats, observing
+from gan_lab.train import PRECISIONS, Iteration, with_critic_input_stats
 
 BATCH, N_CRITIC, LAMBDA_GP, LR, BETAS = 64, 5, 10.0, 1e-4, (0.0, 0.9)
 LOG_EVERY = 50  # gan-lab's default train.log_every: its loop reads the scalars back this often
@@ -289,12 +289,9 @@ class GanLab:
             self.step += 1
             step = self.step
             # from here to the log step: the body of gan_lab.train.train
-            stats, (x, y, z) = self.iterate(step)
+            stats, batch = self.iterate(step)
             if step % LOG_EVERY == 0:
-                with observing(self.device):
-                    with torch.no_grad():
-                        fake = self.G(z, y)
-                    stats = {**stats, **critic_input_stats(self.critic, x, fake, y)}
+                stats = with_critic_input_stats(self.G, self.critic, stats, batch)
                 scalars_to_floats(stats)  # the log step's one read-back
                 self.guard.check("benchmark")
 
