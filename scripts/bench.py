@@ -48,6 +48,7 @@ from gan_lab.models import Critic, Generator, dcgan, mlp
 from gan_lab.safety import NonFiniteGuard
 from gan_lab.tracker import scalars_to_floats
 from gan_lab.train import PRECISIONS, Iteration, with_critic_input_stats
+from generated_doc import write_keeping_notes  # scripts/generated_doc.py
 
 BATCH, N_CRITIC, LAMBDA_GP, LR, BETAS = 64, 5, 10.0, 1e-4, (0.0, 0.9)
 LOG_EVERY = 50  # gan-lab's default train.log_every: its loop reads the scalars back this often
@@ -447,13 +448,7 @@ def main() -> None:
         "", *lines, "",
     ]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():  # keep the hand-written notes below the generated block
-        old = out.read_text()
-        marker = "\n## Notes"
-        if marker in old:
-            report.append(old[old.index(marker) + 1:])
-    out.write_text("\n".join(report))
+    write_keeping_notes(out, report)
     print(f"wrote {out}")
 
 

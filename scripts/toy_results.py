@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from generated_doc import write_keeping_notes  # scripts/generated_doc.py
+
 LOSSES = ["minimax", "nonsaturating", "wgan_clip", "wgan_gp", "lsgan", "hinge"]
 DATA = ["ring8", "grid25"]
 
@@ -143,10 +145,7 @@ def main() -> None:
     if failures:
         lines += ["Failed runs: " + "; ".join(f"{r['data']} {r['loss']} seed {r['seed']}: {r['error']}"
                                              for r in failures), ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.exists() and "\n## Notes" in (old := args.out.read_text()):
-        lines.append(old[old.index("\n## Notes") + 1:])  # hand-written notes below the generated tables stay
-    args.out.write_text("\n".join(lines))
+    write_keeping_notes(args.out, lines)
     print("\n".join(lines))
 
 
