@@ -108,8 +108,11 @@ class GraphedIteration:
         return captured
 
 
-def graph_blocker(skip: bool) -> str | None:
+def graph_blocker(skip: bool, lr_schedule: str = "constant") -> str | None:
     """Why this run cannot use a CUDA graph, or None when it can."""
+    if lr_schedule != "constant":
+        return (f"train.lr_schedule={lr_schedule} changes the learning rates on the host every step, and the "
+                f"captured optimizer steps would keep the first one")
     if skip:
         return ("train.nonfinite=skip decides on the host, before every update, whether to apply it, "
                 "and a graph cannot wait for that answer")
@@ -119,13 +122,13 @@ def graph_blocker(skip: bool) -> str | None:
 
 
 def runner(iteration: Any, mode: str | bool, device: torch.device, start: int,
-           skip: bool) -> Callable[[int], Result]:
+           skip: bool, lr_schedule: str = "constant") -> Callable[[int], Result]:
     """The callable the loop runs once per generator step: `iteration` itself, or its CUDA graph."""
     use = device.type == "cuda" and mode in ("auto", True)
     if mode is True and device.type != "cuda":
         raise GanLabError(f"train.cuda_graph=true needs the run on a CUDA device, and it is on {device}. "
                           f"Use train.cuda_graph=auto (on whenever the run is on CUDA) or false.")
-    blocker = graph_blocker(skip) if use else None
+    blocker = graph_blocker(skip, lr_schedule) if use else None
     if blocker:
         warn(f"no CUDA graph for this run: {blocker}. It trains eagerly (the same math, slower).")
         use = False

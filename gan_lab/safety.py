@@ -119,12 +119,14 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # Keys added after checkpoints were first written, with the value the older runs trained with.
-ADDED = {"train.precision": "fp32"}
+ADDED = {"train.precision": "fp32", "train.lr_schedule": "constant"}
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Training-relevant keys whose values differ, as 'key: saved -> current' lines."""
-    before, after = {**ADDED, **_flatten(saved)}, _flatten(current)
+    before, after = {**ADDED, **_flatten(saved)}, {**ADDED, **_flatten(current)}
     keys = sorted(set(before) | set(after))
+    scheduled = after.get("train.lr_schedule", "constant") != "constant"  # then the lr at each step depends on steps
     return [f"{k}: {before.get(k, '<absent>')} -> {after.get(k, '<absent>')}" for k in keys
-            if before.get(k, "<absent>") != after.get(k, "<absent>") and not k.startswith(HARMLESS)]
+            if before.get(k, "<absent>") != after.get(k, "<absent>")
+            and (not k.startswith(HARMLESS) or (scheduled and k == "train.steps"))]

@@ -41,6 +41,7 @@ class TrainSettings:
     cuda_graph: str | bool = "auto"  # capture the whole iteration as one CUDA graph: auto (on CUDA), true, false
     precision: str = "fp32"  # fp32, or bf16: forward passes under autocast, the penalty's gradient norm in fp32
     compile: str | bool = False  # torch.compile what is off the penalty's double backward: false, true, or a backend
+    lr_schedule: str = "constant"  # constant, or linear: both learning rates fall linearly to 0 at the last step
 
     def __post_init__(self) -> None:
         minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "sample_every": 1,
@@ -55,6 +56,9 @@ class TrainSettings:
                               f"on CUDA), true or false.")
         if self.precision not in PRECISIONS:
             raise GanLabError(f"train.precision={self.precision!r} is not known: use fp32 or bf16.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise GanLabError(f"train.lr_schedule={self.lr_schedule!r} is not known: use constant, or linear "
+                              f"(both learning rates fall linearly to 0 at train.steps).")
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
             raise GanLabError(f"train.compile={self.compile!r} is not known: use false, true (inductor) or the "
                               f"name of a torch.compile backend such as aot_eager.")
@@ -66,6 +70,24 @@ class TrainSettings:
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+LR_SCHEDULES = ("constant", "linear")
+
+
+def lr_schedules(schedule: str, optimizers: tuple[torch.optim.Optimizer, ...], steps: int,
+                 start: int) -> list[torch.optim.lr_scheduler.LRScheduler]:
+    """torch schedulers that set each optimizer's lr for generator step start + 1 on, one .step() per step.
+
+    linear (the WGAN-GP paper's CIFAR-10 schedule): the update of generator step s uses
+    lr * (1 - (s - 1) / steps), so the last update is lr / steps. The factor is a function of
+    the step alone, so a resumed run (even with a new train.steps) needs no scheduler state.
+    """
+    if schedule == "constant":
+        return []
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]  # the configured lr: restore() put it back over the checkpoint's
+    return [torch.optim.lr_scheduler.LambdaLR(opt, lambda done: max(0.0, 1 - (start + done) / steps))
+            for opt in optimizers]
 
 
 def autocast(x: Tensor, dtype: torch.dtype | None) -> Any:
@@ -286,7 +308,8 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                           settings.amp)
     if settings.compile:
         iteration = graphs.compiled(iteration, settings.compile, penalised=loss.lambda_gp > 0 or loss.lambda_r1 > 0)
-    run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip)
+    run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule)
+    schedules = lr_schedules(settings.lr_schedule, (opt_g, opt_d), settings.steps, start)
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
@@ -315,6 +338,9 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                 stats = with_critic_input_stats(G, critic, stats, batch)
                 if guard.skip:
                     stats["train/skipped_updates"] = guard.skipped
+                if schedules:  # the learning rates this step's updates used
+                    stats["train/lr_generator"], stats["train/lr_critic"] = (
+                        torch.tensor(opt.param_groups[0]["lr"], device=device) for opt in (opt_g, opt_d))
                 last = scalars_to_floats(distributed.average(stats))  # the mean over ranks
                 tracker.scalars(step, last)
                 guard.check(saved)
@@ -329,6 +355,8 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
             if step % settings.checkpoint_every == 0 or final or stopping:
                 guard.check(saved)  # never overwrite a good checkpoint with a diverged state
                 saved = checkpoint(step)
+            for schedule in schedules:
+                schedule.step()  # the lr of the next step
             tracker.advance(step)
             if stopping:
                 raise Interrupted(stop.signum or signal.SIGTERM, step)

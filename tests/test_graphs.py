@@ -192,12 +192,19 @@ def test_compile_without_penalty_compiles_both_and_matches_eager() -> None:
     ("train.cuda_graph=sometimes", "train.cuda_graph='sometimes' is not known"),
     ("train.precision=fp16", "train.precision='fp16' is not known: use fp32 or bf16"),
     ("train.compile=nonsense", "train.compile='nonsense' is not a torch.compile backend"),
+    ("train.lr_schedule=cosine", "train.lr_schedule='cosine' is not known: use constant, or linear"),
 ])
 def test_bad_fast_path_settings(override: str, message: str, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         run_cli("train", *TINY, *TINY_MLP, override, f"hydra.run.dir={tmp_path}")
     assert exit_info.value.code == 2
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_graph_blockers_name_the_setting() -> None:
+    assert graphs.graph_blocker(skip=False) is None
+    assert "train.lr_schedule=linear" in graphs.graph_blocker(skip=False, lr_schedule="linear")
+    assert "train.nonfinite=skip" in graphs.graph_blocker(skip=True)
 
 
 def test_set_capturable_moves_step_counts() -> None:

@@ -154,12 +154,12 @@ def test_resume_with_changed_intervals_continues(tmp_path: Path) -> None:
 
 
 def test_checkpoint_of_an_older_config_resumes(tmp_path: Path) -> None:
-    # a checkpoint written before train.precision, train.cuda_graph, train.compile and
-    # optimizer.fused existed trained in fp32 with unfused Adam: none of that blocks its resume
+    # a checkpoint written before train.precision, train.cuda_graph, train.compile, train.lr_schedule
+    # and optimizer.fused existed trained in fp32 at a constant lr with unfused Adam: none of that blocks its resume
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     path = tmp_path / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
-    for key in ("precision", "cuda_graph", "compile"):
+    for key in ("precision", "cuda_graph", "compile", "lr_schedule"):
         del state["config"]["train"][key]
     del state["config"]["optimizer"]["fused"]
     torch.save(state, path)
@@ -178,6 +178,21 @@ def test_forced_resume_trains_with_the_new_learning_rate(tmp_path: Path) -> None
     assert state["step"] == 6
     assert state["opt_d"]["param_groups"][0]["lr"] == state["opt_g"]["param_groups"][0]["lr"] == 2e-5
     assert all(s["step"] == 6 * 5 for s in state["opt_d"]["state"].values())  # the moments carried on
+
+
+def test_linear_schedule_resume_refuses_new_steps_and_decays_a_forced_new_lr(tmp_path: Path, capsys) -> None:
+    scheduled = [*TINY, *TINY_MLP, "train.lr_schedule=linear"]
+    run_cli("train", *scheduled, f"hydra.run.dir={tmp_path}")
+    # under a schedule train.steps sets every step's lr: changing it is a change of training
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *scheduled, "train.steps=8", f"hydra.run.dir={tmp_path}")
+    assert exit_info.value.code == 2
+    assert "train.steps: 4 -> 8" in " ".join(capsys.readouterr().err.split())
+    assert load_checkpoint(tmp_path)["step"] == 4
+    # forced, the schedule decays the new lr (not the checkpoint's) from where the run is
+    run_cli("train", *scheduled, "train.steps=8", "optimizer.lr=2e-4", "resume_force=true", f"hydra.run.dir={tmp_path}")
+    lrs = {e.step: e.value for e in read_events(tmp_path).Scalars("train/lr_critic")}
+    assert lrs[6] == pytest.approx(2e-4 * (1 - 5 / 8)) and lrs[8] == pytest.approx(2e-4 / 8)
 
 
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
