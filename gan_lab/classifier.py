@@ -25,7 +25,7 @@ from gan_lab.errors import GanLabError
 from gan_lab.metrics import frechet_distance, histogram_kl
 
 __all__ = ["Classifier", "train_classifier", "evaluate_accuracy", "default_cache_dir", "classifier_path",
-           "load_or_train_classifier", "class_metrics", "DEFAULT_EPOCHS", "DEFAULT_BATCH_SIZE"]
+           "load_or_train_classifier", "class_metrics", "classifier_command", "DEFAULT_EPOCHS", "DEFAULT_BATCH_SIZE"]
 
 FORMAT, VERSION = "gan-lab-classifier", 1
 DATA_SETS = ("mnist", "fashion_mnist")  # 1 x 28 x 28, 10 classes: what the architecture expects
@@ -139,16 +139,18 @@ def classifier_path(cache_dir: Path, data_name: str) -> Path:
 
 def load_or_train_classifier(data_name: str, root: str, cache_dir: str | Path | None = None, *,
                              download: bool = False, device: str | torch.device = "cpu",
-                             epochs: int = DEFAULT_EPOCHS, seed: int = 0, progress: bool = True) -> Classifier:
+                             epochs: int = DEFAULT_EPOCHS, seed: int = 0, progress: bool = True,
+                             retrain: bool = False) -> Classifier:
     """The cached classifier for mnist or fashion_mnist, trained on its train split (and cached) on first use.
 
-    A cached file is reused whatever epochs and seed are asked for; delete it to retrain.
+    A cached file is reused whatever epochs and seed are asked for, unless retrain=True: then a
+    new one is trained and replaces the file only once it is complete.
     """
     if data_name not in DATA_SETS:
         raise GanLabError(f"There is no built-in classifier for data set {data_name!r}: class metrics "
                           f"are available for {' and '.join(DATA_SETS)} only.")
     path = classifier_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), data_name)
-    if path.exists():
+    if path.exists() and not retrain:
         return _load(path, data_name).to(device)
 
     images, labels = _load_torchvision(data_name, root, download, train=True)
@@ -230,3 +232,44 @@ def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n
         "confidence": fake_logits.softmax(dim=1).max(dim=1).values.mean().item(),
         "frechet_distance": frechet_distance(real_features, fake_features),
     }
+
+
+def classifier_command(args: list[str]) -> None:
+    """`gan-lab classifier train data=mnist [data.root=...] [force=true]`: make the metrics' classifier now.
+
+    The metrics train it on first use anyway; this makes it explicitly (e.g. before a sweep, so
+    parallel jobs do not each train one), reports its test accuracy, and with force=true
+    replaces a cached one.
+    """
+    from gan_lab.cli import choose_device, parse_options
+    from gan_lab.tracker import console
+
+    if not args or args[0] != "train":
+        raise GanLabError("gan-lab classifier takes one action: train, e.g. gan-lab classifier train data=mnist "
+                          "data.root=../shared/data (keys: data, data.root, data.download, seed, epochs, device, "
+                          "force, cache_dir).")
+    aliases = {"data.root=": "root=", "data.download=": "download="}  # the spelling `gan-lab train` uses
+    args = [next((new + a[len(old):] for old, new in aliases.items() if a.startswith(old)), a) for a in args[1:]]
+    opts = parse_options(args, {"data": "mnist", "root": os.environ.get("GAN_LAB_DATA_ROOT", "data"),
+                                "download": True, "seed": 0, "epochs": DEFAULT_EPOCHS, "device": "auto",
+                                "force": False, "cache_dir": None}, "classifier train")
+    for key in ("seed", "epochs"):
+        low = 1 if key == "epochs" else 0
+        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < low:
+            raise GanLabError(f"gan-lab classifier train: {key}={opts[key]!r} must be a whole number >= {low}.")
+    for key in ("download", "force"):
+        if not isinstance(opts[key], bool):
+            raise GanLabError(f"gan-lab classifier train: {key}={opts[key]!r} must be true or false.")
+    name = str(opts["data"])
+    cache_dir = Path(str(opts["cache_dir"])) if opts["cache_dir"] else default_cache_dir()
+    path = classifier_path(cache_dir, name)
+    if name in DATA_SETS and path.exists() and not opts["force"]:
+        _load(path, name)  # an unusable file says so here
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        console.print(f"The {name} classifier is already cached at {path} (test accuracy "
+                      f"{saved['test_accuracy']:.2%}, epochs {saved['epochs']}, seed {saved['seed']}); the metrics "
+                      f"use it. Pass force=true to train a new one in its place.", soft_wrap=True, highlight=False)
+        return
+    load_or_train_classifier(name, str(opts["root"]), cache_dir, download=opts["download"],
+                             device=choose_device(str(opts["device"])), epochs=opts["epochs"], seed=opts["seed"],
+                             retrain=True)

@@ -39,6 +39,8 @@ commands:
   sample   sample from a checkpoint: gan-lab sample checkpoint=<run dir or .pt> n=64 [interpolate=true]
   eval     every metric that applies to a checkpoint's data: gan-lab eval checkpoint=<run dir or .pt>
   report   one table of a sweep's runs (+ CSV, Markdown, PNG): gan-lab report <sweep dir> [sort=-metric] [x=key]
+  classifier  train the digit classifier the MNIST-like metrics use: gan-lab classifier train data=mnist
+           [data.root=...] [force=true] (the metrics otherwise train it on first use)
 
 examples:
   gan-lab train
@@ -345,6 +347,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "sample": _lazy("gan_lab.evaluate", "sample_command"),
     "eval": _lazy("gan_lab.evaluate", "eval_command"),
     "report": _lazy("gan_lab.report", "report_command"),
+    "classifier": _lazy("gan_lab.classifier", "classifier_command"),
 }
 
 

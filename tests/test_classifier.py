@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import make_tiny_mnist
+from conftest import make_tiny_mnist, run_cli
 from gan_lab import classifier as classifier_module
 from gan_lab.classifier import (Classifier, class_metrics, classifier_path, default_cache_dir, evaluate_accuracy,
                                 load_or_train_classifier, train_classifier)
@@ -154,3 +154,39 @@ def test_collapse_to_one_class(trained: tuple[Classifier, torch.Tensor, torch.Te
     halves = class_metrics(model, real[0::2], real[1::2])
     assert collapsed["frechet_distance"] > 10 * halves["frechet_distance"]
     assert halves["classes_covered"] == 10
+
+
+def test_classifier_command_trains_reports_reuses_and_retrains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, cache = make_tiny_mnist(tmp_path / "data", "MNIST", n=64), tmp_path / "cache"
+    common = ["classifier", "train", "data=mnist", f"data.root={root}", "data.download=false", f"cache_dir={cache}",
+              "epochs=1", "device=cpu"]
+    run_cli(*common, "seed=3")
+    assert "test accuracy" in capsys.readouterr().out
+    path = classifier_path(cache, "mnist")
+    first = torch.load(path, weights_only=True)
+    assert first["seed"] == 3 and first["epochs"] == 1
+    # a second call keeps the cached one and says so
+    run_cli(*common, "seed=4")
+    assert "already cached" in " ".join(capsys.readouterr().err.split())
+    assert torch.load(path, weights_only=True)["seed"] == 3
+    # force=true trains a new one in its place
+    run_cli(*common, "seed=4", "force=true")
+    second = torch.load(path, weights_only=True)
+    assert second["seed"] == 4 and sorted(cache.iterdir()) == [path]
+    assert any(not torch.equal(v, second["state_dict"][k]) for k, v in first["state_dict"].items())
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "gan-lab classifier takes one action: train"),
+    (["train", "epochs=0"], "epochs=0 must be a whole number >= 1"),
+    (["train", "data=cifar10"], "no built-in classifier for data set 'cifar10'"),
+    (["train", "colour=red"], "unknown argument 'colour=red'"),
+    (["train", "data.root=/nonexistent/folder", "data.download=false"], "Could not load mnist from /nonexistent/folder"),
+])
+def test_classifier_command_bad_input(args: list[str], message: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("classifier", *args, f"cache_dir={tmp_path}") if args else run_cli("classifier")
+    assert exit_info.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not list(tmp_path.iterdir())  # nothing half-written into the cache
