@@ -45,6 +45,16 @@ def generate(G: nn.Module, n: int, y: Tensor | None = None, batch_size: int = 25
         G.train(was_training)
 
 
+def label_accuracy(predicted: Tensor, requested: Tensor, n_classes: int) -> dict[str, float]:
+    """How often conditional samples are recognised as their requested label: overall and per class."""
+    hit = (predicted == requested).double()
+    metrics = {"metrics/label_accuracy": float(hit.mean())}
+    for c in range(n_classes):
+        asked = requested == c
+        metrics[f"metrics/label_accuracy/class_{c}"] = float(hit[asked].mean()) if asked.any() else math.nan
+    return metrics
+
+
 def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str | None = None,
                    inception_weights: str | None = None) -> Callable[[nn.Module], dict[str, float]] | None:
     """A function G -> {"metrics/...": value} for this data set, or None when none applies."""
@@ -54,8 +64,8 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
             fake = generate(G, MIXTURE_SAMPLES, y)
             metrics = {f"metrics/{k}": float(v) for k, v in mixture_metrics(fake, data.centers, data.sigma).items()}
             if y is not None:  # conditional: how often the nearest mode is the requested one
-                nearest = torch.cdist(fake.double(), data.centers.double()).argmin(1)
-                metrics["metrics/label_accuracy"] = float((nearest == y).double().mean())
+                metrics.update(label_accuracy(torch.cdist(fake.double(), data.centers.double()).argmin(1), y,
+                                              G.n_classes))
             return metrics
         return mixture
     if isinstance(data, StackedMNIST):
@@ -88,7 +98,7 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
                 with torch.no_grad():
                     model.eval()
                     predicted = torch.cat([model(fake[i:i + 1000]).argmax(1) for i in range(0, n, 1000)])
-                metrics["metrics/label_accuracy"] = float((predicted == y).double().mean())
+                metrics.update(label_accuracy(predicted, y, G.n_classes))
             return metrics
         return classes
     return None

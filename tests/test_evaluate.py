@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,17 @@ def test_conditional_models_take_labels(model: str) -> None:
     assert not torch.allclose(critic(x, y), critic(x, (y + 1) % 10))
 
 
+def test_label_accuracy_overall_and_per_class() -> None:
+    from gan_lab.evaluate import label_accuracy
+
+    requested = torch.tensor([0, 0, 1, 1, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 1, 0, 0, 0])  # class 0: 1/2, class 1: 3/4, class 2: 0/2
+    got = label_accuracy(predicted, requested, n_classes=4)
+    assert got["metrics/label_accuracy"] == pytest.approx(4 / 8)
+    assert [got[f"metrics/label_accuracy/class_{c}"] for c in range(3)] == pytest.approx([0.5, 0.75, 0.0])
+    assert math.isnan(got["metrics/label_accuracy/class_3"])  # never requested: undefined, not 0
+
+
 def test_conditional_needs_labelled_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         run_cli("train", "data=swissroll", "model.conditional=true", *TINY, f"hydra.run.dir={tmp_path}")
@@ -134,7 +146,8 @@ def test_conditional_needs_labelled_data(tmp_path: Path, capsys: pytest.CaptureF
 @pytest.mark.parametrize("loss", ["wgan_gp", "nonsaturating", "hinge"])
 def test_conditional_ring8_trains_and_samples_the_requested_label(loss: str, tmp_path: Path) -> None:
     run_cli("train", f"loss={loss}", "model.conditional=true", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
-    assert "metrics/label_accuracy" in read_events(tmp_path).Tags()["scalars"]
+    tags = set(read_events(tmp_path).Tags()["scalars"])
+    assert {"metrics/label_accuracy", *(f"metrics/label_accuracy/class_{c}" for c in range(8))} <= tags
     run_cli("sample", f"checkpoint={tmp_path}", "n=20", "label=3")
     samples = torch.load(tmp_path / "samples" / "sample_step4_seed0_label3.pt", weights_only=True)
     assert samples.shape == (20, 2)
