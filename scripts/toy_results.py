@@ -71,7 +71,7 @@ def mean_se(values: list[float]) -> str:
     mean = statistics.fmean(finite)
     se = statistics.stdev(finite) / math.sqrt(len(finite)) if len(finite) > 1 else 0.0
     note = f" ({len(values) - len(finite)} undefined)" if len(finite) < len(values) else ""
-    return f"{mean:.2f} ± {se:.2f}{note}"
+    return f"{mean:#.3g} ± {se:.2g}{note}"  # significant digits: a reverse KL of 0.004 is not "0.00"
 
 
 def digit_table(results: list[dict], data: str, losses: list[str]) -> list[str]:
