@@ -330,6 +330,8 @@ def train_command(args: list[str]) -> None:
     train_app()
     if sweeps.last_sweep and sweeps.last_sweep[2]:  # set by the SweepSummary callback of a multirun
         raise GanLabError(sweeps.failure_message(*sweeps.last_sweep))
+    if info.enabled:
+        distributed.finish()
 
 
 # Subcommands: name -> function taking the remaining arguments.

@@ -18,10 +18,12 @@ unwrapped and frozen, so only G's gradients are reduced there.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -109,10 +111,20 @@ def gather(obj: Any) -> list[Any] | Any:
     return out
 
 
-def shutdown() -> None:
-    """Leave the process group."""
+def finish() -> NoReturn:
+    """End a torchrun process whose work is done: leave the group, flush the output, exit 0.
+
+    The exit skips the interpreter's teardown, where gloo's threads can abort the process
+    ("terminate called without an active exception", SIGABRT) and make torchrun report a
+    successful run as failed. The event files and checkpoints are closed before this point.
+    """
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def active() -> bool:
