@@ -151,7 +151,7 @@ def load_or_train_classifier(data_name: str, root: str, cache_dir: str | Path | 
                           f"are available for {' and '.join(DATA_SETS)} only.")
     path = classifier_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), data_name)
     if path.exists() and not retrain:
-        return _load(path, data_name).to(device)
+        return _load(path, data_name)[0].to(device)
 
     images, labels = _load_torchvision(data_name, root, download, train=True)
     started = time.perf_counter()
@@ -182,7 +182,8 @@ def _save(path: Path, payload: dict) -> None:
         raise
 
 
-def _load(path: Path, data_name: str) -> Classifier:
+def _load(path: Path, data_name: str) -> tuple[Classifier, dict]:
+    """The cached classifier at path, in eval mode, and the file's payload (test accuracy, seed, epochs, ...)."""
     def unusable(why: str) -> GanLabError:
         return GanLabError(f"The cached classifier {path} is unusable ({why}). Delete the file and run "
                            f"again: gan-lab will retrain the {data_name} classifier and cache it afresh.")
@@ -205,7 +206,7 @@ def _load(path: Path, data_name: str) -> Classifier:
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError, AttributeError) as err:
         raise unusable(f"its weights do not fit the classifier: {type(err).__name__}") from None
-    return model.eval()
+    return model.eval(), payload
 
 
 @torch.no_grad()
@@ -253,8 +254,7 @@ def classifier_command(args: list[str]) -> None:
     opts = parse_options(args, {"data": "mnist", "root": os.environ.get("GAN_LAB_DATA_ROOT", "data"),
                                 "download": True, "seed": 0, "epochs": DEFAULT_EPOCHS, "device": "auto",
                                 "force": False, "cache_dir": None}, "classifier train")
-    for key in ("seed", "epochs"):
-        low = 1 if key == "epochs" else 0
+    for key, low in {"seed": 0, "epochs": 1}.items():
         if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < low:
             raise GanLabError(f"gan-lab classifier train: {key}={opts[key]!r} must be a whole number >= {low}.")
     for key in ("download", "force"):
@@ -264,8 +264,7 @@ def classifier_command(args: list[str]) -> None:
     cache_dir = Path(str(opts["cache_dir"])) if opts["cache_dir"] else default_cache_dir()
     path = classifier_path(cache_dir, name)
     if name in DATA_SETS and path.exists() and not opts["force"]:
-        _load(path, name)  # an unusable file says so here
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        _, saved = _load(path, name)  # an unusable file says so here
         console.print(f"The {name} classifier is already cached at {path} (test accuracy "
                       f"{saved['test_accuracy']:.2%}, epochs {saved['epochs']}, seed {saved['seed']}); the metrics "
                       f"use it. Pass force=true to train a new one in its place.", soft_wrap=True, highlight=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -61,11 +60,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
     b = BATCH // world
     parts = [t[rank * b:(rank + 1) * b] for t in global_batches()]  # each rank its own share
     torch.save(train_steps(*parts), f"{out}/rank{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
-    # gloo's threads can abort the interpreter's own teardown ("terminate called without an
-    # active exception"), failing the spawn after the work is done: leave without it
-    os._exit(0)
+    distributed.finish()  # barrier, leave the group, exit without the teardown gloo can abort
 
 
 @pytest.mark.slow
