@@ -125,8 +125,8 @@ def print_config(cfg: DictConfig) -> None:
     console.print(tree)
 
 
-def summary_table(result: dict[str, float], run_dir: Path) -> Table:
-    """The end-of-run table: final losses, steps, time and where the outputs are."""
+def summary_table(result: dict[str, float]) -> Table:
+    """The end-of-run table: final losses, metrics, steps and time."""
     table = Table(title="gan-lab train: done", show_header=False, title_justify="left")
     table.add_column(style="cyan")
     table.add_column(justify="right")
@@ -135,10 +135,14 @@ def summary_table(result: dict[str, float], run_dir: Path) -> Table:
     for tag, value in result.items():
         if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/", "metrics/")):
             table.add_row(tag, f"{value:.4f}")
-    table.add_row("run directory", str(run_dir))
-    table.add_row("checkpoint", str(run_dir / "checkpoints" / "last.pt"))
-    table.add_row("tensorboard", f"tensorboard --logdir {run_dir.parent}")
     return table
+
+
+def print_outputs(run_dir: Path) -> None:
+    """Where the run's outputs are, as whole lines (a table cell would cut long paths)."""
+    for name, where in (("run directory", run_dir), ("checkpoint", run_dir / "checkpoints" / "last.pt"),
+                        ("compare runs", f"tensorboard --logdir {run_dir.parent}")):
+        console.print(f"[cyan]{name}[/]: {escape(str(where))}", soft_wrap=True, highlight=False)
 
 
 def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -189,7 +193,8 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     with reporter(run_dir, settings.steps, start_step=start) as tracker:
         result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume, evaluator)
         tracker.hparams(_hparams(plain), {k: v for k, v in result.items() if "/" in k})
-    console.print(summary_table(result, run_dir))
+    console.print(summary_table(result))
+    print_outputs(run_dir)
     return result
 
 
