@@ -135,9 +135,10 @@ def _load_torchvision(name: str, root: str, download: bool, train: bool) -> tupl
         how = ("The download failed (no internet?): put the files there by hand, or point data.root at a "
                "folder that has them" if download else
                "Pass data.download=true to fetch it, or point data.root at a folder that has it")
+        reason = " ".join(str(err).split()) or type(err).__name__  # torchvision's lines, as one paragraph
         raise GanLabError(
             f"Could not load {name} from {where} (torchvision looks for {os.path.join(where, folder)}): "
-            f"{str(err).strip() or type(err).__name__}. {how}, e.g. data.root=../shared/data "
+            f"{reason.rstrip('.')}. {how}, e.g. data.root=../shared/data "
             f"(or set GAN_LAB_DATA_ROOT)."
         ) from None
     images = torch.as_tensor(ds.data)

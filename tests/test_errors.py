@@ -68,7 +68,7 @@ def test_missing_data_names_the_directory(download: str, tmp_path: Path, capsys:
     import torchvision.datasets.utils as tv_utils
 
     def no_internet(*args, **kwargs):
-        raise OSError("Name or service not known")
+        raise OSError("Tried mirror A, got:\nName or service not known\nTried mirror B")  # torchvision's shape
 
     monkeypatch.setattr(tv_utils, "download_url", no_internet)  # a failed download, with or without internet
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", no_internet)
@@ -77,7 +77,11 @@ def test_missing_data_names_the_directory(download: str, tmp_path: Path, capsys:
         run_cli("train", "data=mnist", f"data.root={root}", f"data.download={download}", *TINY,
                 f"hydra.run.dir={tmp_path / 'run'}")
     assert exit_info.value.code == 2
-    err = " ".join(capsys.readouterr().err.split())
+    printed = capsys.readouterr().err
+    message = next(line for line in printed.splitlines() if line.startswith("gan-lab: error:"))
+    assert message.endswith("GAN_LAB_DATA_ROOT)."), "one paragraph, one line"
+    assert ("Tried mirror B" in message) == (download == "true")
+    err = " ".join(printed.split())
     assert f"Could not load mnist from {root}" in err and "data.root=" in err
     assert ("download failed" in err) == (download == "true")
 
