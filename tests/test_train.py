@@ -152,8 +152,8 @@ def test_wgan_gp_learns_the_ring8_modes(tmp_path: Path) -> None:
     # step 250 the runs touched 6-8 modes with <= 1% of samples near them), hence both checks.
     run_cli("train", "train.steps=1500", "train.eval_every=1500", "train.sample_every=1500",
             "train.checkpoint_every=1500", "seed=0", "device=cpu", f"hydra.run.dir={tmp_path}")
-    coverage = read_events(tmp_path).Scalars("metrics/modes_covered")
-    quality = read_events(tmp_path).Scalars("metrics/high_quality")
+    events = read_events(tmp_path)
+    coverage, quality = events.Scalars("metrics/modes_covered"), events.Scalars("metrics/high_quality")
     assert [e.step for e in coverage] == [1500]
     assert coverage[-1].value >= 7, f"WGAN-GP covered only {coverage[-1].value:.0f} of the 8 ring8 modes"
     assert quality[-1].value >= 0.1, f"only {quality[-1].value:.1%} of samples lie within 3 sigma of a mode"
