@@ -21,6 +21,7 @@ from gan_lab.checkpoint import load_checkpoint, resolve_checkpoint
 from gan_lab.data import ImageData, StackedMNIST, ToyMixture, build_data
 from gan_lab.errors import GanLabError
 from gan_lab.metrics import histogram_kl, mixture_metrics
+from gan_lab.provenance import code_version
 
 MIXTURE_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 IMAGE_SAMPLES = 10000
@@ -191,6 +192,7 @@ def eval_command(args: list[str]) -> None:
                                 "inception_weights": os.environ.get("GAN_LAB_INCEPTION_WEIGHTS")}, "eval")
     if not opts["checkpoint"]:
         raise GanLabError("gan-lab eval needs checkpoint=<run directory or .pt file>.")
+    code = code_version()  # the code as it is when the evaluation starts
     torch.manual_seed(int(opts["seed"]))
     G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
     data = build_data(config["data"], opts["device"])
@@ -202,7 +204,7 @@ def eval_command(args: list[str]) -> None:
     out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "eval.json"
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
     finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
-    out.write_text(json.dumps({"checkpoint": str(file), "seed": opts["seed"], **finite}, indent=2))
+    out.write_text(json.dumps({"checkpoint": str(file), "seed": opts["seed"], "code": code, **finite}, indent=2))
     console.print(f"[bold]gan-lab eval[/] {file}", soft_wrap=True, highlight=False)
     table = Table()
     table.add_column("metric", style="cyan")

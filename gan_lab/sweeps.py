@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from gan_lab.errors import GanLabError
+from gan_lab.provenance import code_version
 
 STATUS = "status.json"
 STATES = ("running", "completed", "failed", "interrupted")
@@ -27,9 +28,9 @@ last_sweep: tuple[Path, int, list[Path]] | None = None
 
 
 def write_status(run_dir: Path, status: str, **fields: Any) -> None:
-    """Write run_dir/status.json atomically (a report may read it while the job runs)."""
+    """Write run_dir/status.json atomically (a report may read it while the job runs), with the code's version."""
     assert status in STATES, status
-    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
+    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": code_version(), **fields}
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".{STATUS}.{os.getpid()}.tmp"
     # allow_nan: a diverged run's final scalars may hold NaN; Python's json reads it back

@@ -48,7 +48,7 @@ from gan_lab.models import Critic, Generator, dcgan, mlp
 from gan_lab.safety import NonFiniteGuard
 from gan_lab.tracker import scalars_to_floats
 from gan_lab.train import PRECISIONS, Iteration, with_critic_input_stats
-from generated_doc import write_keeping_notes  # scripts/generated_doc.py
+from generated_doc import made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
 BATCH, N_CRITIC, LAMBDA_GP, LR, BETAS = 64, 5, 10.0, 1e-4, (0.0, 0.9)
 LOG_EVERY = 50  # gan-lab's default train.log_every: its loop reads the scalars back this often
@@ -391,7 +391,10 @@ def main() -> None:
                         help="folder holding MNIST/raw")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/performance.md")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="measure a tree with uncommitted changes (the doc then says so)")
     args = parser.parse_args()
+    commit, dirty = source_state(args.allow_dirty)  # the code imported above is the code measured
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -435,7 +438,8 @@ def main() -> None:
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     report = [
         "# Performance: gan-lab against the textbook WGAN-GP loop", "",
-        f"Measured {when} with `{command}` ({time.perf_counter() - started:.0f} s in all).", "",
+        f"Measured {when} with `{command}` at {made_at(commit, dirty)} "
+        f"({time.perf_counter() - started:.0f} s in all).", "",
         f"- {header}.",
         f"- Load average before (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)}; 1-minute load after "
         f"each measurement (this benchmark adds up to its thread count): {', '.join(f'{x:.2f}' for x in loads)}" + (

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from generated_doc import write_keeping_notes  # scripts/generated_doc.py
+from generated_doc import cpu_name, made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
 LOSSES = ["minimax", "nonsaturating", "wgan_clip", "wgan_gp", "lsgan", "hinge"]
 DATA = ["ring8", "grid25"]
@@ -58,6 +58,8 @@ def run_one(loss: str, data: str, seed: int, steps: int | None, root: Path, thre
     subprocess.run([sys.executable, "-m", "gan_lab", "eval", f"checkpoint={run_dir}", "seed=0"],
                    capture_output=True, text=True, env=env, check=True)
     metrics = json.loads((run_dir / "eval.json").read_text())
+    trained = json.loads((run_dir / "status.json").read_text()).get("code", {})
+    metrics["code"] = [trained, metrics.get("code", {})]  # the code that trained and that evaluated the run
     shown = ", ".join(f"{k.removeprefix('metrics/')} {v:.3g}" for k, v in metrics.items()
                       if k.startswith("metrics/") and v is not None)
     print(f"{data:7s} {loss:14s} seed {seed}: {shown} ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -128,21 +130,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run, e.g. data.root=...")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: on CUDA each run replays CUDA graphs")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run from a tree with uncommitted changes (the doc then says so)")
     args = parser.parse_args()
 
+    commit, dirty = source_state(args.allow_dirty)  # at the start: what every run must have used
     started = time.perf_counter()
     grid = [(loss, data, seed) for data in args.data for loss in args.losses for seed in range(args.seeds)]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda job: run_one(*job, args.steps, args.root, threads, args.extra, args.device),
                                 grid))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # every run (train and eval, each in its own process) must report the commit the script started from
+    moved = sorted({str(code.get("commit", "unknown"))[:7] for r in results if "error" not in r for code in r["code"]
+                    if code.get("commit") != commit or code.get("dirty") != dirty})
+    if moved:
+        sys.exit(f"error: the tree changed while the runs trained (runs report {', '.join(moved)}, the script started "
+                 f"at {commit[:7]}{' with uncommitted changes' if dirty else ''}); {args.out} was not written.")
     toy = all(data in PUBLISHED for data in args.data)
     extra = f", and {' '.join(f'`{o}`' for o in args.extra)} for every run" if args.extra else ""
     lines = ["# Mode coverage on the 2-D mixtures" if toy else "# Class coverage", "",
-             f"Measured with `python scripts/{Path(__file__).name} {' '.join(sys.argv[1:])}` at commit "
-             f"{commit or 'unknown'}, {len(grid)} runs in {(time.perf_counter() - started) / 60:.0f} min on "
-             f"{os.cpu_count()} CPU cores{' and ' + args.device if args.device != 'cpu' else ''} "
+             f"Measured with `python scripts/{Path(__file__).name} {' '.join(sys.argv[1:])}` at "
+             f"{made_at(commit, dirty)}, {len(grid)} runs in {(time.perf_counter() - started) / 60:.0f} min on "
+             f"{os.cpu_count()} CPU cores ({cpu_name()}){' and ' + args.device if args.device != 'cpu' else ''} "
              f"({args.jobs} runs at a time).", ""]
     if toy:
         lines += ["Settings: each loss's preset (optimizer, n_critic, clip, lambda_gp for WGAN-GP = the data set's: "
