@@ -30,6 +30,9 @@ class ToyMixture:
     """A mixture of equal-weight isotropic 2-D Gaussians (the PacGAN / VEEGAN protocol)."""
 
     def __init__(self, name: str, sigma: float, device: str | torch.device = "cpu", radius: float = 1.0):
+        if not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
+            raise GanLabError(f"data.radius={radius!r} is out of range: the ring's radius must be a number > 0 "
+                              f"(PacGAN: 1), e.g. data.radius=1.")
         if name == "ring8":
             # 8 modes at angles 2*pi*k/8 on a circle of the given radius
             angles = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8

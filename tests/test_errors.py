@@ -26,6 +26,8 @@ USER_ERRORS = [
     (["model.critic_norm=batch"], "gradient penalty on a critic with batch norm"),
     (["model=dcgan"], "model=dcgan needs square 28x28 or 32x32 images"),
     (["data.sigma=0"], "data.sigma=0"),
+    (["data.radius=-1"], "data.radius=-1 is out of range"),
+    (["data.radius=abc"], "data.radius='abc' is out of range"),
     (["device=tpu"], "device='tpu'"),
     (["resume=/nonexistent/run"], "No checkpoint at /nonexistent/run"),
     (["optimizer.lr=0"], "optimizer.lr=0 is out of range"),
