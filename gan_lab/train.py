@@ -195,11 +195,11 @@ def with_critic_input_stats(G: nn.Module, critic: nn.Module, stats: dict[str, Te
                             batch: tuple[Tensor, Tensor | None, Tensor]) -> dict[str, Tensor]:
     """A log step's scalars: the iteration's, plus critic_input_stats at its last critic batch.
 
-    Drawn from a forked RNG (observing), and returned as a new dict, so a CUDA graph's
-    captured one stays as it is.
+    Drawn from a forked RNG with both networks in eval mode (observing), and returned as a
+    new dict, so a CUDA graph's captured one stays as it is.
     """
     x, y, z = batch
-    with observing(x.device):
+    with observing(x.device, G, critic):
         with torch.no_grad():
             fake = G(z, y)
         return {**stats, **critic_input_stats(critic, x, fake, y)}
@@ -212,12 +212,28 @@ def _grad_norm(module: nn.Module) -> Tensor:
 
 
 @contextmanager
-def observing(device: torch.device, seed: int | None = None) -> Iterator[None]:
-    """Logging, sampling and metrics draw from a forked RNG: watching never changes training."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield
+def observing(device: torch.device, *networks: nn.Module, seed: int | None = None) -> Iterator[None]:
+    """Logging, sampling and metrics: watching never changes training.
+
+    Observers draw from a forked RNG and run `networks` in eval mode, restoring each
+    submodule's own mode after. In training mode a forward moves state that is part of the
+    run: spectral norm advances its power iteration (u, v) and batch norm its running
+    statistics. In eval mode spectral norm divides by the sigma of the stored u, v and
+    batch norm normalises with the running statistics, so samples, metrics and the critic's
+    input gradients at log steps do not depend on their batch, and the final weights and
+    buffers are the same whatever the log / sample / eval / checkpoint intervals.
+    """
+    modes = [(module, module.training) for net in networks for module in net.modules()]
+    try:
+        for net in networks:
+            net.eval()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training  # each its own: a mixed state comes back as it was
 
 
 def rng_state() -> dict[str, Any]:
@@ -345,10 +361,10 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                 tracker.scalars(step, last)
                 guard.check(saved)
             if main and (step % settings.sample_every == 0 or final):
-                with observing(device):
+                with observing(device, G, critic):
                     _log_samples(G, critic, data, fixed_z, fixed_y, tracker, step, run_dir)
             if main and evaluator is not None and ((settings.eval_every and step % settings.eval_every == 0) or final):
-                with observing(device, seed=0):  # the same z for every evaluation: comparable numbers
+                with observing(device, G, critic, seed=0):  # the same z every evaluation: comparable numbers
                     metrics = evaluator(G)
                 tracker.scalars(step, metrics)
                 last.update(metrics)
