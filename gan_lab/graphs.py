@@ -15,6 +15,19 @@ What makes an iteration capturable:
 - nothing reads a value back to the host: the step counter the non-finite guard records is
   a device tensor incremented inside the graph, and the loop reads the captured scalars
   only at log steps, before the next replay overwrites them.
+
+Learning-rate schedules (gan_lab.schedules) are part of the captured iteration. A graph
+replays kernels with the arguments they were recorded with, so an lr passed as a Python
+float would stay the first step's forever. Under a schedule the learning rates are therefore
+tensors on the device (float32), and the iteration's first act is to write them in place
+from the step: `lr.copy_(configured * factor(step))`, with `step` the graph's own counter,
+incremented inside the graph. The optimizer steps read the lr from device memory: the fused
+Adam / AdamW / SGD kernels take a pointer to it, and capturable Adam, AdamW and (on its
+foreach path) RMSprop multiply by it with tensor ops. The eager loop runs the very same code
+with the step as an int (float64 lr tensors on the CPU, which train bitwise as float lrs did).
+An optimizer that would read a tensor lr back to the host (unfused SGD: `alpha=-lr`) cannot be
+captured under a schedule; graph_blocker names it and the run trains eagerly. A constant lr
+stays a float: nothing changes it, so the graph may keep it.
 """
 
 from __future__ import annotations
@@ -108,11 +121,29 @@ class GraphedIteration:
         return captured
 
 
-def graph_blocker(skip: bool, lr_schedule: str = "constant") -> str | None:
+def reads_lr_on_device(opt: torch.optim.Optimizer) -> bool:
+    """Whether a (capturable) optimizer's step reads a tensor lr in device memory, never on the host."""
+    for group in opt.param_groups:
+        if group.get("fused"):
+            continue  # the fused kernels take a pointer to the lr
+        if "capturable" not in opt.defaults:
+            return False  # e.g. unfused SGD: param.add_(grad, alpha=-lr) reads the lr on the host
+        if not isinstance(opt, torch.optim.Adam) and group.get("foreach") is False:
+            return False  # RMSprop's single-tensor path: addcdiv_(value=-lr) reads it on the host
+    return True
+
+
+def graph_blocker(skip: bool, lr_schedule: str = "constant",
+                  optimizers: tuple[torch.optim.Optimizer, ...] = ()) -> str | None:
     """Why this run cannot use a CUDA graph, or None when it can."""
     if lr_schedule != "constant":
-        return (f"train.lr_schedule={lr_schedule} changes the learning rates on the host every step, and the "
-                f"captured optimizer steps would keep the first one")
+        for opt in optimizers:
+            if not reads_lr_on_device(opt):
+                name = type(opt).__name__
+                fix = ("add +optimizer.fused=true: fused SGD reads it on the device" if isinstance(opt, torch.optim.SGD)
+                       else "use Adam, AdamW, or RMSprop on its default foreach path")
+                return (f"train.lr_schedule={lr_schedule} with optimizer {name}: this {name} reads its learning "
+                        f"rate on the host, so the captured steps would keep the first one ({fix})")
     if skip:
         return ("train.nonfinite=skip decides on the host, before every update, whether to apply it, "
                 "and a graph cannot wait for that answer")
@@ -128,7 +159,7 @@ def runner(iteration: Any, mode: str | bool, device: torch.device, start: int,
     if mode is True and device.type != "cuda":
         raise GanLabError(f"train.cuda_graph=true needs the run on a CUDA device, and it is on {device}. "
                           f"Use train.cuda_graph=auto (on whenever the run is on CUDA) or false.")
-    blocker = graph_blocker(skip, lr_schedule) if use else None
+    blocker = graph_blocker(skip, lr_schedule, (iteration.opt_g, iteration.opt_d)) if use else None
     if blocker:
         warn(f"no CUDA graph for this run: {blocker}. It trains eagerly (the same math, slower).")
         use = False

@@ -23,6 +23,7 @@ from gan_lab.checkpoint import save_checkpoint
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Loss, clip_weights, gp_from_norms, grad_norms, input_grad_norms, interpolates
 from gan_lab.safety import Interrupted, NonFiniteGuard, StopSignal
+from gan_lab.schedules import SCHEDULES, LRSchedule, lr_schedule
 from gan_lab.tracker import Tracker, scalars_to_floats
 
 
@@ -56,7 +57,7 @@ class TrainSettings:
                               f"on CUDA), true or false.")
         if self.precision not in PRECISIONS:
             raise GanLabError(f"train.precision={self.precision!r} is not known: use fp32 or bf16.")
-        if self.lr_schedule not in LR_SCHEDULES:
+        if self.lr_schedule not in SCHEDULES:
             raise GanLabError(f"train.lr_schedule={self.lr_schedule!r} is not known: use constant, or linear "
                               f"(both learning rates fall linearly to 0 at train.steps).")
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
@@ -70,24 +71,6 @@ class TrainSettings:
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-LR_SCHEDULES = ("constant", "linear")
-
-
-def lr_schedules(schedule: str, optimizers: tuple[torch.optim.Optimizer, ...], steps: int,
-                 start: int) -> list[torch.optim.lr_scheduler.LRScheduler]:
-    """torch schedulers that set each optimizer's lr for generator step start + 1 on, one .step() per step.
-
-    linear (the WGAN-GP paper's CIFAR-10 schedule): the update of generator step s uses
-    lr * (1 - (s - 1) / steps), so the last update is lr / steps. The factor is a function of
-    the step alone, so a resumed run (even with a new train.steps) needs no scheduler state.
-    """
-    if schedule == "constant":
-        return []
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group["initial_lr"] = group["lr"]  # the configured lr: restore() put it back over the checkpoint's
-    return [torch.optim.lr_scheduler.LambdaLR(opt, lambda done: max(0.0, 1 - (start + done) / steps))
-            for opt in optimizers]
 
 
 def autocast(x: Tensor, dtype: torch.dtype | None) -> Any:
@@ -294,9 +277,12 @@ class Iteration:
     batch_size: int
     guard: NonFiniteGuard
     amp: torch.dtype | None = None
+    lr_schedule: LRSchedule | None = None  # sets both learning rates from the step (None: constant)
 
     def __call__(self, step: int | Tensor) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor | None, Tensor]]:
         """Train one generator step; returns the named scalars and the last critic step's (x, y, z)."""
+        if self.lr_schedule is not None:
+            self.lr_schedule(step)  # inside the iteration, so a CUDA graph captures it too
         z_dim, n_classes = self.G_frozen.z_dim, self.G_frozen.n_classes
         for _ in range(self.loss.n_critic):
             x, y = self.data.sample(self.batch_size)  # a fresh real batch and fresh z every critic step
@@ -320,12 +306,12 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     # (G under no_grad in the critic step, the frozen critic in the generator step, logging)
     G_ddp, critic_ddp = distributed.wrap(G), distributed.wrap(critic)
     guard = NonFiniteGuard(settings.nonfinite, device)
+    schedule = lr_schedule(settings.lr_schedule, (opt_g, opt_d), settings.steps, device)  # after restore()
     iteration = Iteration(G_ddp, critic_ddp, G, critic, loss, data, opt_g, opt_d, settings.batch_size, guard,
-                          settings.amp)
+                          settings.amp, schedule)
     if settings.compile:
         iteration = graphs.compiled(iteration, settings.compile, penalised=loss.lambda_gp > 0 or loss.lambda_r1 > 0)
     run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule)
-    schedules = lr_schedules(settings.lr_schedule, (opt_g, opt_d), settings.steps, start)
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
@@ -354,9 +340,9 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                 stats = with_critic_input_stats(G, critic, stats, batch)
                 if guard.skip:
                     stats["train/skipped_updates"] = guard.skipped
-                if schedules:  # the learning rates this step's updates used
+                if schedule is not None:  # the learning rates this step's updates used (device tensors)
                     stats["train/lr_generator"], stats["train/lr_critic"] = (
-                        torch.tensor(opt.param_groups[0]["lr"], device=device) for opt in (opt_g, opt_d))
+                        opt.param_groups[0]["lr"] for opt in (opt_g, opt_d))
                 last = scalars_to_floats(distributed.average(stats))  # the mean over ranks
                 tracker.scalars(step, last)
                 guard.check(saved)
@@ -371,8 +357,6 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
             if step % settings.checkpoint_every == 0 or final or stopping:
                 guard.check(saved)  # never overwrite a good checkpoint with a diverged state
                 saved = checkpoint(step)
-            for schedule in schedules:
-                schedule.step()  # the lr of the next step
             tracker.advance(step)
             if stopping:
                 raise Interrupted(stop.signum or signal.SIGTERM, step)

@@ -15,14 +15,19 @@ from gan_lab.errors import GanLabError
 from gan_lab.losses import Hinge, Wasserstein
 from gan_lab.models import dcgan, mlp
 from gan_lab.safety import NonFiniteGuard
+from gan_lab.schedules import LRSchedule, linear
 from gan_lab.train import Iteration
 from test_train import read_events
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp"):
-    """A seeded WGAN-GP iteration on ring8 (or DCGAN on random 'images'), as gan_lab.train builds it."""
+def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", fused: bool = False,
+          schedule_steps: int = 0):
+    """A seeded WGAN-GP iteration on ring8 (or DCGAN on random 'images'), as gan_lab.train builds it.
+
+    schedule_steps > 0: both learning rates fall linearly to 0 at that step (train.lr_schedule=linear).
+    """
     torch.manual_seed(seed)
     if model == "mlp":
         G, critic = mlp((2,), z_dim=2, hidden=64, depth=3)
@@ -31,11 +36,12 @@ def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp"):
         G, critic = dcgan((1, 28, 28), z_dim=16, width=16, critic_norm="layer")
         data = ImagesOnDevice(device)
     G, critic = G.to(device), critic.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9))
-    opt_d = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9), fused=fused or None)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.0, 0.9), fused=fused or None)
     loss = loss or Wasserstein(n_critic=5, lambda_gp=10.0)
     guard = NonFiniteGuard("stop", torch.device(device))
-    return Iteration(G, critic, G, critic, loss, data, opt_g, opt_d, 32, guard, amp)
+    schedule = LRSchedule(linear, (opt_g, opt_d), schedule_steps, torch.device(device)) if schedule_steps else None
+    return Iteration(G, critic, G, critic, loss, data, opt_g, opt_d, 32, guard, amp, schedule)
 
 
 class ImagesOnDevice:
@@ -101,6 +107,64 @@ def test_graph_and_eager_give_the_same_losses(model: str, deterministic) -> None
         # amplifies that to ~6e-2 by step 300 (losses of size 1 to 3). Different random numbers
         # or a wrong captured step would differ by O(1) at once.
         torch.testing.assert_close(b[:10], a[:10], rtol=1e-3, atol=5e-3)
+
+
+@cuda
+@pytest.mark.parametrize("fused", [False, True])
+def test_graph_with_linear_schedule_matches_eager(fused: bool, deterministic) -> None:
+    # The schedule is captured: every replay sets its own step's learning rates from the graph's
+    # step counter (fused Adam reads them through a pointer, capturable Adam as tensor operands).
+    steps = 200
+    eager = build("cuda", fused=fused, schedule_steps=steps)
+    graphs.runner(eager, False, torch.device("cuda"), 0, skip=False, lr_schedule="linear")
+    for opt in (eager.opt_g, eager.opt_d):
+        graphs.set_capturable(opt, True)  # the graph's Adam math, as in the test above
+    graphed_iteration = build("cuda", fused=fused, schedule_steps=steps)
+    graphed = graphs.runner(graphed_iteration, True, torch.device("cuda"), 0, skip=False, lr_schedule="linear")
+    assert isinstance(graphed, graphs.GraphedIteration)
+    torch.manual_seed(1)
+    a = losses_over(eager, steps)
+    torch.manual_seed(1)
+    b = losses_over(graphed, steps)
+    assert graphed.graph is not None and not graphed.eager
+    lr = graphed_iteration.opt_d.param_groups[0]["lr"]
+    assert lr.device.type == "cuda" and float(lr) == pytest.approx(1e-4 / steps, rel=1e-6)  # the last step's
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    for p, q in zip(eager.critic.parameters(), graphed_iteration.critic.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    # and the schedule really acted inside the graph: a constant lr ends elsewhere
+    constant = build("cuda", fused=fused)
+    graphs.runner(constant, True, torch.device("cuda"), 0, skip=False)
+    torch.manual_seed(1)
+    c = losses_over(constant, steps)
+    assert not torch.allclose(c[-20:], b[-20:], rtol=1e-3, atol=1e-3)
+
+
+@cuda
+def test_graph_linear_schedule_cli_runs_graphed_and_resumes_on_the_cpu(tmp_path: Path, capsys) -> None:
+    scheduled = [*TINY, *TINY_MLP, "train.lr_schedule=linear", "optimizer.lr=1e-3", "train.steps=8",
+                 "train.checkpoint_every=4", "train.log_every=1"]
+    run_cli("train", *scheduled, "device=cuda", "train.cuda_graph=true", f"hydra.run.dir={tmp_path}")
+    out = " ".join(capsys.readouterr().err.split())
+    assert "CUDA graph" in out and "no CUDA graph" not in out
+    lrs = {e.step: e.value for e in read_events(tmp_path).Scalars("train/lr_critic")}
+    assert lrs == pytest.approx({s: 1e-3 * (1 - (s - 1) / 8) for s in range(1, 9)}, rel=1e-6)  # replays too
+    state = load_checkpoint(tmp_path)
+    assert state["opt_d"]["param_groups"][0]["lr"].dtype == torch.float32  # mapped to the CPU on load
+    run_cli("train", *scheduled, "device=cpu", "train.steps=8",
+            f"resume={tmp_path / 'checkpoints' / 'step_00000004.pt'}", f"hydra.run.dir={tmp_path / 'cpu'}")
+    assert load_checkpoint(tmp_path / "cpu")["step"] == 8
+
+
+@cuda
+def test_graph_linear_schedule_with_unfused_sgd_trains_eagerly_with_a_warning(tmp_path: Path, capsys) -> None:
+    run_cli("train", *TINY, *TINY_MLP, "device=cuda", "optimizer=sgd", "train.lr_schedule=linear",
+            f"hydra.run.dir={tmp_path}")
+    out = " ".join(capsys.readouterr().err.split())
+    assert out.count("no CUDA graph for this run") == 1 and "with optimizer SGD" in out
+    run_cli("train", *TINY, *TINY_MLP, "device=cuda", "optimizer=sgd", "+optimizer.fused=true",
+            "train.lr_schedule=linear", f"hydra.run.dir={tmp_path / 'fused'}")
+    assert "no CUDA graph" not in " ".join(capsys.readouterr().err.split())
 
 
 @cuda
@@ -203,8 +267,37 @@ def test_bad_fast_path_settings(override: str, message: str, tmp_path: Path, cap
 
 def test_graph_blockers_name_the_setting() -> None:
     assert graphs.graph_blocker(skip=False) is None
-    assert "train.lr_schedule=linear" in graphs.graph_blocker(skip=False, lr_schedule="linear")
     assert "train.nonfinite=skip" in graphs.graph_blocker(skip=True)
+
+
+def test_graph_blockers_of_a_schedule_name_the_optimizer() -> None:
+    # a schedule is captured when the optimizer step reads the lr tensor in device memory
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    optim = torch.optim
+    for opt in (optim.Adam(p, fused=True), optim.Adam(p), optim.Adam(p, foreach=False), optim.AdamW(p),
+                optim.RMSprop(p), optim.SGD(p, momentum=0.5, fused=True)):
+        assert graphs.graph_blocker(False, "linear", (opt,)) is None, opt
+        assert graphs.graph_blocker(False, "constant", (opt,)) is None
+    for opt in (optim.SGD(p, lr=0.1, momentum=0.5), optim.RMSprop(p, foreach=False)):
+        name = type(opt).__name__
+        assert f"train.lr_schedule=linear with optimizer {name}" in graphs.graph_blocker(False, "linear", (opt,))
+        assert graphs.graph_blocker(False, "constant", (opt,)) is None  # a float lr is captured as it is
+
+
+def test_captured_body_with_a_schedule_trains_as_the_eager_loop() -> None:
+    # On the CPU, what a CUDA graph records: the step a device tensor incremented in place, and
+    # the learning rates written from it. It must train bitwise as the eager loop's int steps.
+    eager, body = build("cpu", schedule_steps=6), build("cpu", schedule_steps=6)
+    graphed = graphs.GraphedIteration(body, 0, torch.device("cpu"))
+    torch.manual_seed(1)
+    for step in range(1, 7):
+        eager(step)
+    torch.manual_seed(1)
+    for _ in range(6):
+        graphed._body()  # what capture records and each replay runs
+    for a, b in ((eager.G, body.G), (eager.critic, body.critic)):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert float(body.opt_g.param_groups[0]["lr"]) == 1e-4 * (1 - 5 / 6)  # the last step's, exactly
 
 
 def test_set_capturable_moves_step_counts() -> None:
@@ -220,3 +313,4 @@ def test_set_capturable_moves_step_counts() -> None:
     graphs.set_capturable(opt, False)  # resuming eagerly on the CPU
     opt.step()
     assert opt.param_groups[0]["capturable"] is False and float(opt.state[p]["step"]) == 2
+

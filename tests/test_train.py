@@ -139,6 +139,22 @@ def test_linear_lr_schedule_logs_and_resumes_exactly(tmp_path: Path) -> None:
     for net in ("G", "critic"):
         for key, value in straight[net].items():
             assert_close(resumed[net][key], value, rtol=0, atol=0)
+    # the step-4 checkpoint as a graphed CUDA run writes it, read on the CPU: float32 learning-rate
+    # tensors and capturable optimizers. It loads safely and resumes on the CPU to the same weights.
+    state = torch.load(tmp_path / "straight" / "checkpoints" / "step_00000004.pt", weights_only=True)
+    for opt in ("opt_g", "opt_d"):
+        for group in state[opt]["param_groups"]:
+            assert isinstance(group["lr"], torch.Tensor) and group["lr"].dtype == torch.float64
+            group["lr"], group["capturable"] = group["lr"].float(), True
+        for param_state in state[opt]["state"].values():
+            param_state["step"] = param_state["step"].float()
+    torch.save(state, tmp_path / "from_cuda.pt")
+    run_cli("train", *common, f"resume={tmp_path / 'from_cuda.pt'}", f"hydra.run.dir={tmp_path / 'from_cuda'}")
+    from_cuda = load_checkpoint(tmp_path / "from_cuda")
+    assert from_cuda["opt_d"]["param_groups"][0]["capturable"] is False
+    for net in ("G", "critic"):
+        for key, value in straight[net].items():
+            assert torch.equal(from_cuda[net][key], value), f"{net}.{key}"
     # and the schedule really changed the training: a constant lr ends elsewhere
     run_cli("train", *common, "train.lr_schedule=constant", f"hydra.run.dir={tmp_path / 'constant'}")
     assert not torch.equal(load_checkpoint(tmp_path / "constant")["G"]["net.0.weight"], straight["G"]["net.0.weight"])
@@ -157,3 +173,45 @@ def test_wgan_gp_learns_the_ring8_modes(tmp_path: Path) -> None:
     assert [e.step for e in coverage] == [1500]
     assert coverage[-1].value >= 7, f"WGAN-GP covered only {coverage[-1].value:.0f} of the 8 ring8 modes"
     assert quality[-1].value >= 0.1, f"only {quality[-1].value:.1%} of samples lie within 3 sigma of a mode"
+
+
+def lambdalr_iteration(monkeypatch: pytest.MonkeyPatch, steps: int) -> None:
+    """Make every Iteration set its learning rates as gan-lab did before they were tensors.
+
+    That is torch's LambdaLR on float lrs, created when training starts and stepped on the
+    host after every generator step, so step s updates with lr * max(0, 1 - (s - 1) / steps).
+    """
+    from gan_lab.train import Iteration
+
+    original = Iteration.__call__
+
+    def call(self, step):
+        if "lambdalr" not in self.__dict__:
+            self.lambdalr = [torch.optim.lr_scheduler.LambdaLR(opt, lambda done: max(0.0, 1 - done / steps))
+                             for opt in (self.opt_g, self.opt_d)]
+        out = original(self, step)
+        for schedule in self.lambdalr:
+            schedule.step()
+        return out
+
+    monkeypatch.setattr(Iteration, "__call__", call)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "sgd"])
+def test_linear_schedule_trains_bitwise_as_float_learning_rates(optimizer: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The learning rates are device tensors written from the step (the code path a CUDA graph
+    # captures); on the CPU that must train exactly as torch's LambdaLR on float lrs did.
+    common = [f"optimizer={optimizer}", "optimizer.lr=1e-3", "train.steps=6", "train.batch_size=16",
+              "train.log_every=3", "train.sample_every=6", "device=cpu", *TINY_MLP]
+    run_cli("train", *common, "train.lr_schedule=linear", f"hydra.run.dir={tmp_path / 'tensor'}")
+    tensor = load_checkpoint(tmp_path / "tensor")
+    assert isinstance(tensor["opt_d"]["param_groups"][0]["lr"], torch.Tensor)  # read with weights_only=True
+    with monkeypatch.context() as patch:
+        lambdalr_iteration(patch, steps=6)
+        run_cli("train", *common, "train.lr_schedule=constant", f"hydra.run.dir={tmp_path / 'lambdalr'}")
+    floats = load_checkpoint(tmp_path / "lambdalr")
+    assert isinstance(floats["opt_d"]["param_groups"][0]["lr"], float)
+    for net in ("G", "critic"):
+        for key, value in floats[net].items():
+            assert torch.equal(tensor[net][key], value), f"{net}.{key}"
