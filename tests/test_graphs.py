@@ -314,3 +314,13 @@ def test_set_capturable_moves_step_counts() -> None:
     opt.step()
     assert opt.param_groups[0]["capturable"] is False and float(opt.state[p]["step"]) == 2
 
+
+def test_gpu_checks_script_is_valid_bash() -> None:
+    # scripts/gpu_checks.sh runs only on a lent GPU machine: here its syntax, and that it names what exists
+    import subprocess
+
+    script = Path(__file__).parent.parent / "scripts" / "gpu_checks.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True).returncode == 0
+    text = script.read_text()
+    for test_file in ("tests/test_graphs.py", "tests/test_data_sampling.py", "scripts/bench.py"):
+        assert test_file in text and (script.parent.parent / test_file).is_file()

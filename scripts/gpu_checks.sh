@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 15 in one run on a lent CUDA machine (~7 min of script, BUDGET_S caps it):
+#   1. the CUDA tests (tests/test_graphs.py: CUDA graph == eager, with and without train.lr_schedule=linear,
+#      and tests/test_data_sampling.py);
+#   2. scripts/bench.py --device cuda: textbook vs gan-lab eager vs CUDA graph, fp32 and bf16 -> performance_gpu.md;
+#   3. the long toy recipe (grid25, 30,000 steps, Adam 1e-3 decayed linearly) as a CUDA graph, timed, metrics at
+#      the end; the same recipe eagerly over EAGER_STEPS steps for its rate (30,000 eager steps take ~15 min);
+#   4. if time is left: Stacked MNIST (modes of 1,000, reverse KL) for the baseline losses, seed 0.
+# A stage that would not fit in what is left of BUDGET_S is skipped with a line saying so; STAGES picks stages
+# (e.g. STAGES=4 for a rerun of the last one alone).
+#
+# On the CPU machine, once, from the repository root (gathers what the device cannot fetch: it has no internet):
+#     bash scripts/gpu_checks.sh --prepare     # -> .gpu_deps/ (hydra, omegaconf, antlr4), .devdata/MNIST/raw
+# then with the device tool:
+#     run(command="bash scripts/gpu_checks.sh", carry=[".gpu_deps", ".devdata"], timeout_s=560)
+# Results come back in $OUT (without $OUT: outputs/gpu_checks): gpu_checks.log, performance_gpu.md (copy it to
+# docs/), grid25_long.md and stacked_mnist.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+DEPS=.gpu_deps   # pure-Python packages the device image lacks, copied from this checkout's venv
+DATA=.devdata    # MNIST/raw in torchvision's layout, the uncompressed IDX files only (55 MB)
+
+if [[ "${1:-}" == "--prepare" ]]; then
+  set -e
+  python=${PYTHON:-.venv/bin/python}
+  site=$("$python" -c "import omegaconf, os; print(os.path.dirname(os.path.dirname(omegaconf.__file__)))")
+  rm -rf "$DEPS" && mkdir -p "$DEPS"
+  for pkg in hydra omegaconf antlr4; do cp -r "$site/$pkg" "$DEPS/"; done
+  mkdir -p "$DATA/MNIST/raw"
+  cp "${GAN_LAB_DATA_ROOT:-../shared/data}"/MNIST/raw/*-ubyte "$DATA/MNIST/raw/"
+  exclude=$(git rev-parse --git-path info/exclude)
+  for path in "/$DEPS/" "/$DATA/"; do grep -qxF "$path" "$exclude" 2>/dev/null || echo "$path" >>"$exclude"; done
+  du -sh "$DEPS" "$DATA"
+  echo "prepared; now: run(command=\"bash scripts/gpu_checks.sh\", carry=[\"$DEPS\", \"$DATA\"], timeout_s=560)"
+  exit 0
+fi
+
+BUDGET_S=${BUDGET_S:-420}          # the script's seconds: with the machine's start, < 9 min of device time
+STAGES=${STAGES:-1234}
+EAGER_STEPS=${EAGER_STEPS:-1000}   # the eager grid25 run's length (its rate is what is measured)
+STACKED_STEPS=${STACKED_STEPS:-2000}
+RESULTS=${OUT:-outputs/gpu_checks}
+mkdir -p "$RESULTS" outputs
+exec > >(tee "$RESULTS/gpu_checks.log") 2>&1
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}" GAN_LAB_DATA_ROOT="$PWD/$DATA"
+export GAN_LAB_CACHE="$PWD/outputs/cache" CUBLAS_WORKSPACE_CONFIG=:4096:8
+PY=${PYTHON:-python3}
+started=$SECONDS
+
+stage() {  # stage N SECONDS NAME: is stage N asked for, and is there time left for it?
+  local left=$((BUDGET_S - (SECONDS - started)))
+  [[ "$STAGES" == *"$1"* ]] || return 1
+  if ((left < $2)); then echo "== skipped: $3 (needs ~$2 s, $left s left of BUDGET_S=$BUDGET_S)"; return 1; fi
+  echo "== $3 (at $((SECONDS - started)) s)"
+}
+
+summary() {  # summary FIRST_COLUMN RUN_DIR...: one Markdown row per run, from its status.json
+  "$PY" - "$@" <<'EOF'
+import json, sys
+from pathlib import Path
+print(f"| {sys.argv[1]} | status | generator steps | training s | steps/s | 30,000 steps at this rate | metrics at the end |")
+print("|---|---|--:|--:|--:|--:|---|")
+for run in map(Path, sys.argv[2:]):
+    try:
+        record = json.loads((run / "status.json").read_text())
+    except (OSError, ValueError):
+        print(f"| {run.name} | no status.json | | | | | |")
+        continue
+    m = record.get("metrics") or {}
+    steps, seconds = m.get("step", 0), m.get("time/seconds", float("nan"))
+    shown = ", ".join(f"{k.removeprefix('metrics/')} {v:.4g}" for k, v in m.items()
+                      if k.startswith("metrics/") and isinstance(v, (int, float)) and "/class_" not in k)
+    rate = steps / seconds if seconds > 0 else float("nan")
+    print(f"| {run.name} | {record['status']} | {steps:.0f} | {seconds:.1f} | {rate:.1f} | "
+          f"{30000 / rate / 60:.1f} min | {shown} |")
+EOF
+}
+
+echo "== setup"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+if ! "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . ; then
+  echo "pip could not install gan-lab in place: importing it from the checkout instead"
+  ln -sfn ../conf gan_lab/conf  # the package gan_lab.conf, as pyproject.toml maps it
+  export PYTHONPATH="$PWD:$PYTHONPATH"
+fi
+"$PY" -c "import torch, hydra, gan_lab.conf; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
+[[ -f "$DATA/MNIST/raw/train-images-idx3-ubyte" ]] && mnist=1 || { mnist=0; echo "no $DATA/MNIST: MNIST parts off"; }
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+
+if stage 1 150 "1. CUDA tests"; then
+  timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_graphs.py tests/test_data_sampling.py
+  echo "pytest exit code $?"
+fi
+
+if stage 2 120 "2. bench.py --device cuda (textbook, eager, CUDA graph; fp32 and bf16)"; then
+  configs=mlp_ring8; ((mnist)) && configs=mlp_mnist,dcgan_mnist,mlp_ring8
+  timeout 220 "$PY" scripts/bench.py --device cuda --data-root "$DATA" --configs "$configs" --iters 200 \
+    --out docs/performance_gpu.md && cp docs/performance_gpu.md "$RESULTS/"
+fi
+
+LONG=(data=grid25 optimizer.lr=1e-3 train.lr_schedule=linear device=cuda seed=0
+      train.sample_every=100000 train.eval_every=0 train.checkpoint_every=10000)
+if stage 3 150 "3. grid25, lr 1e-3 decayed linearly: 30,000 steps as a CUDA graph, $EAGER_STEPS eagerly"; then
+  rm -rf outputs/gpu_grid25_graphed outputs/gpu_grid25_eager
+  timeout 200 "$PY" -m gan_lab train "${LONG[@]}" train.steps=30000 train.cuda_graph=true \
+    hydra.run.dir=outputs/gpu_grid25_graphed
+  # eager costs the same per step whatever train.steps is (the schedule is one fill and a few scalar ops)
+  timeout 120 "$PY" -m gan_lab train "${LONG[@]}" train.steps="$EAGER_STEPS" train.cuda_graph=false \
+    hydra.run.dir=outputs/gpu_grid25_eager
+  {
+    echo "# grid25, the long recipe, on $gpu"
+    echo
+    echo "\`gan-lab train ${LONG[*]}\` with \`train.steps=30000 train.cuda_graph=true\` (graphed) and"
+    echo "\`train.steps=$EAGER_STEPS train.cuda_graph=false\` (eager; its 30,000-step time is its rate's)."
+    echo
+    summary run outputs/gpu_grid25_graphed outputs/gpu_grid25_eager
+  } | tee "$RESULTS/grid25_long.md"
+fi
+
+if ((mnist)) && stage 4 100 "4. Stacked MNIST, $STACKED_STEPS steps, baseline losses, seed 0"; then
+  runs=()
+  for loss in nonsaturating wgan_gp; do
+    stage 4 45 "stacked_mnist loss=$loss" || break
+    timeout 100 "$PY" -m gan_lab train data=stacked_mnist "loss=$loss" data.download=false device=cuda seed=0 \
+      train.steps="$STACKED_STEPS" train.eval_every=0 train.sample_every=100000 "hydra.run.dir=outputs/gpu_stacked_$loss"
+    runs+=("outputs/gpu_stacked_$loss")
+  done
+  {
+    echo "# Stacked MNIST on $gpu: 1,000 modes, 26,000 samples, gan-lab's MNIST classifier on each channel"
+    echo
+    echo "\`gan-lab train data=stacked_mnist loss=<loss> train.steps=$STACKED_STEPS device=cuda seed=0\`"
+    echo
+    summary loss "${runs[@]}"
+  } | tee "$RESULTS/stacked_mnist.md"
+fi
+echo "== done in $((SECONDS - started)) s; results in $RESULTS"
