@@ -27,7 +27,9 @@ foreach path) RMSprop multiply by it with tensor ops. The eager loop runs the ve
 with the step as an int (float64 lr tensors on the CPU, which train bitwise as float lrs did).
 An optimizer that would read a tensor lr back to the host (unfused SGD: `alpha=-lr`) cannot be
 captured under a schedule; graph_blocker names it and the run trains eagerly. A constant lr
-stays a float: nothing changes it, so the graph may keep it.
+stays a float: nothing changes it, so the graph may keep it. Anything else that varies with the
+step (a generator EMA's decay and ramp-up, a penalty applied every k steps) fits the same way:
+a tensor computed from the step inside the iteration, never a Python value chosen on the host.
 """
 
 from __future__ import annotations
