@@ -9,8 +9,10 @@
 # A stage that would not fit in what is left of BUDGET_S is skipped with a line saying so; STAGES picks stages
 # (e.g. STAGES=4 for a rerun of the last one alone).
 #
-# On the CPU machine, once, from the repository root (gathers what the device cannot fetch: it has no internet):
-#     bash scripts/gpu_checks.sh --prepare     # -> .gpu_deps/ (hydra, omegaconf, antlr4), .devdata/MNIST/raw
+# On the CPU machine, once, from the repository root of a clean checkout (gathers what the device cannot fetch,
+# having no internet, into 16 MB of ignored folders):
+#     bash scripts/gpu_checks.sh --prepare   # -> .gpu_deps/ (hydra, omegaconf, antlr4; a git bundle of HEAD)
+#                                            #    and .devdata/MNIST/raw (the four .gz files)
 # then with the device tool:
 #     run(command="bash scripts/gpu_checks.sh", carry=[".gpu_deps", ".devdata"], timeout_s=560)
 # Results come back in $OUT (without $OUT: outputs/gpu_checks): gpu_checks.log, performance_gpu.md (copy it to
@@ -18,19 +20,25 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-DEPS=.gpu_deps   # pure-Python packages the device image lacks, copied from this checkout's venv
-DATA=.devdata    # MNIST/raw in torchvision's layout, the uncompressed IDX files only (55 MB)
+DEPS=.gpu_deps   # pure-Python packages the device image lacks, copied from this checkout's venv; source.bundle
+DATA=.devdata    # MNIST/raw in torchvision's layout (the .gz files travel; the device unpacks them)
+IGNORED=("/$DEPS/" "/$DATA/" "/gan_lab/conf")
 
 if [[ "${1:-}" == "--prepare" ]]; then
   set -e
   python=${PYTHON:-.venv/bin/python}
   site=$("$python" -c "import omegaconf, os; print(os.path.dirname(os.path.dirname(omegaconf.__file__)))")
-  rm -rf "$DEPS" && mkdir -p "$DEPS"
-  for pkg in hydra omegaconf antlr4; do cp -r "$site/$pkg" "$DEPS/"; done
-  mkdir -p "$DATA/MNIST/raw"
-  cp "${GAN_LAB_DATA_ROOT:-../shared/data}"/MNIST/raw/*-ubyte "$DATA/MNIST/raw/"
   exclude=$(git rev-parse --git-path info/exclude)
-  for path in "/$DEPS/" "/$DATA/"; do grep -qxF "$path" "$exclude" 2>/dev/null || echo "$path" >>"$exclude"; done
+  for path in "${IGNORED[@]}"; do grep -qxF "$path" "$exclude" 2>/dev/null || echo "$path" >>"$exclude"; done
+  if [[ -n "$(git status --porcelain)" && -z "${ALLOW_DIRTY:-}" ]]; then
+    echo "error: uncommitted changes: the docs the checks write must name a clean commit (ALLOW_DIRTY=1 to go on)"
+    exit 2
+  fi
+  rm -rf "$DEPS" && mkdir -p "$DEPS" "$DATA/MNIST/raw"
+  for pkg in hydra omegaconf antlr4; do cp -r "$site/$pkg" "$DEPS/"; done
+  # the commit, for a device copy without .git: the docs name the commit that made them (generated_doc.py)
+  git bundle create -q "$DEPS/source.bundle" HEAD
+  cp "${GAN_LAB_DATA_ROOT:-../shared/data}"/MNIST/raw/*-ubyte.gz "$DATA/MNIST/raw/"
   du -sh "$DEPS" "$DATA"
   echo "prepared; now: run(command=\"bash scripts/gpu_checks.sh\", carry=[\"$DEPS\", \"$DATA\"], timeout_s=560)"
   exit 0
@@ -79,6 +87,17 @@ EOF
 
 echo "== setup"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+if ! git rev-parse -q --verify HEAD >/dev/null 2>&1 && [[ -f "$DEPS/source.bundle" ]]; then
+  # the tree travelled without .git: make it a checkout of the bundled commit again (the files stay as they are,
+  # so `git status` tells whether they are that commit's)
+  git init -q && git fetch -q "$DEPS/source.bundle" HEAD && git update-ref HEAD FETCH_HEAD && git reset -q \
+    && printf '%s\n' "${IGNORED[@]}" >>.git/info/exclude && echo "checkout of $(git rev-parse --short HEAD) rebuilt" \
+    || echo "could not rebuild the git checkout: bench.py will refuse to write its doc"
+fi
+for gz in "$DATA"/MNIST/raw/*.gz; do  # torchvision reads the uncompressed IDX files
+  [[ -f "$gz" && ! -f "${gz%.gz}" ]] && "$PY" -c "import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]),
+open(sys.argv[1][:-3], 'wb'))" "$gz"
+done
 if ! "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . ; then
   echo "pip could not install gan-lab in place: importing it from the checkout instead"
   ln -sfn ../conf gan_lab/conf  # the package gan_lab.conf, as pyproject.toml maps it
@@ -96,7 +115,7 @@ fi
 if stage 2 120 "2. bench.py --device cuda (textbook, eager, CUDA graph; fp32 and bf16)"; then
   configs=mlp_ring8; ((mnist)) && configs=mlp_mnist,dcgan_mnist,mlp_ring8
   timeout 220 "$PY" scripts/bench.py --device cuda --data-root "$DATA" --configs "$configs" --iters 200 \
-    --out docs/performance_gpu.md && cp docs/performance_gpu.md "$RESULTS/"
+    ${ALLOW_DIRTY:+--allow-dirty} --out docs/performance_gpu.md && cp docs/performance_gpu.md "$RESULTS/"
 fi
 
 LONG=(data=grid25 optimizer.lr=1e-3 train.lr_schedule=linear device=cuda seed=0
