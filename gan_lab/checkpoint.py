@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import stat
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gan_lab.errors import GanLabError
+from gan_lab.rebuild import check_config
 
 FORMAT = "gan-lab-checkpoint"
 VERSION = 1
@@ -66,27 +67,46 @@ def resolve_checkpoint(path: str | Path) -> Path:
     for candidate in (path, path / LAST, path / "checkpoints" / LAST):
         if candidate.is_file():
             return candidate
+    if path.exists() and not path.is_dir():  # a FIFO, a socket, a device: never opened, so nothing blocks
+        raise GanLabError(f"{path.resolve()} is not a regular file, so it is not a checkpoint: give a .pt file "
+                          f"or a run directory that holds checkpoints/{LAST}.")
     raise GanLabError(f"No checkpoint at {path.resolve()}: give a .pt file or a run directory that "
                       f"holds checkpoints/{LAST} (e.g. outputs/2026-01-01/12-00-00).")
+
+
+# What every gan-lab checkpoint holds, and the type of each entry: checked before anything reads them.
+ENTRIES = {"step": int, "G": dict, "critic": dict, "opt_g": dict, "opt_d": dict, "rng": (dict, list),
+           "config": dict, "data_shape": list, "n_classes": int}
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6, the only one gan-lab writes
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a gan-lab checkpoint on the CPU without executing anything stored in it."""
     file = resolve_checkpoint(path)
+    not_torch = (f"Could not read the checkpoint {file}: it is truncated or not a PyTorch file written by "
+                 f"gan-lab train. Use another checkpoint, e.g. one of the step_*.pt files beside it.")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        # O_NONBLOCK: should the path have turned into a FIFO since it was checked, opening it cannot hang
+        with os.fdopen(os.open(file, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise GanLabError(f"{file} is not a regular file, so it is not a checkpoint.")
+            if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:  # text, random bytes, an empty file: not torch.save's zip
+                raise GanLabError(not_torch)
+            f.seek(0)
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "allowed global" not in str(err):  # not code, just bytes that are no pickle at all
-            raise GanLabError(f"Could not read the checkpoint {file}: it is truncated or not a PyTorch "
-                              f"file. Use another checkpoint, e.g. one of the step_*.pt files beside it.") from None
+            raise GanLabError(not_torch) from None
         # weights_only refuses any global that is not a tensor or a plain container
         raise GanLabError(f"Refused to load {file}: it asks to import or run code when unpickled, so it is "
                           f"not a plain gan-lab checkpoint and nothing from it was executed. Only load "
                           f"checkpoints written by gan-lab.") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise GanLabError(f"Could not read the checkpoint {file}: it is truncated or not a PyTorch "
-                          f"file ({type(err).__name__}). Use another checkpoint, e.g. one of the "
-                          f"step_*.pt files beside it.") from None
+    except GanLabError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        # any other exception means the bytes are no readable checkpoint: a zip of something else, a
+        # torn file, a damaged pickle make the weights-only unpickler raise RuntimeError, KeyError, ...
+        raise GanLabError(f"{not_torch[:-1]} ({type(err).__name__}).") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise GanLabError(f"{file} is a PyTorch file but not a gan-lab checkpoint (no "
                           f"'format: {FORMAT}' entry). Give a checkpoint written by gan-lab train.")
@@ -94,4 +114,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise GanLabError(f"{file} is a gan-lab checkpoint of format version {state.get('version')}, "
                           f"but this gan-lab reads version {VERSION}. Resume it with the gan-lab "
                           f"version that wrote it.")
+    for key, kind in ENTRIES.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise GanLabError(f"{file} says it is a gan-lab checkpoint, but its entry {key!r} is "
+                              f"{'missing' if key not in state else type(state[key]).__name__}: the file was "
+                              f"altered or damaged. Use another checkpoint, e.g. a step_*.pt file beside it.")
+    shape = state["data_shape"]
+    if not 1 <= len(shape) <= 3 or not all(type(d) is int and d >= 1 for d in shape) or state["n_classes"] < 0:
+        raise GanLabError(f"{file} holds an impossible data shape {shape} or class count {state['n_classes']}: "
+                          f"the file was altered or damaged.")
+    check_config(state["config"], file)  # the stored model and data nodes: gan-lab's builders, plain values
     return state

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from gan_lab.checkpoint import load_checkpoint, resolve_checkpoint
-from gan_lab.data import ImageData, StackedMNIST, ToyMixture, build_data
+from gan_lab.data import ImageData, StackedMNIST, ToyMixture
 from gan_lab.errors import GanLabError
 from gan_lab.metrics import histogram_kl, mixture_metrics
 from gan_lab.provenance import code_version
+from gan_lab.rebuild import rebuild_data, rebuild_generator
 
 MIXTURE_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 IMAGE_SAMPLES = 10000
@@ -170,10 +170,8 @@ def load_generator(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dic
     """Rebuild G from a checkpoint: its config names the model, its weights fill it."""
     file = resolve_checkpoint(checkpoint)
     state = load_checkpoint(file)
-    config = state["config"]
-    G, _ = instantiate(config["model"], shape=tuple(state["data_shape"]), n_classes=state["n_classes"])
-    G.load_state_dict(state["G"])
-    return G.to(device), config, file
+    # built by gan-lab's own builder from checked plain values, never by instantiating the stored config
+    return rebuild_generator(state, file).to(device), state["config"], file
 
 
 def run_dir_of(file: Path) -> Path:
@@ -195,7 +193,7 @@ def eval_command(args: list[str]) -> None:
     code = code_version()  # the code as it is when the evaluation starts
     torch.manual_seed(int(opts["seed"]))
     G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
-    data = build_data(config["data"], opts["device"])
+    data = rebuild_data(config, file, opts["device"])
     evaluator = make_evaluator(data, config["data"].get("root"), inception_weights=opts["inception_weights"])
     if evaluator is None:
         raise GanLabError(f"gan-lab has no built-in metric for data '{config['data'].get('name')}' yet: "
@@ -258,7 +256,7 @@ def sample_command(args: list[str]) -> None:
     else:
         from gan_lab.plots import scatter_2d
 
-        real, _ = build_data(config["data"]).sample(max(n, 1000))
+        real, _ = rebuild_data(config, file).sample(max(n, 1000))
         scatter_2d(real, x, step).savefig(out / f"{name}.png", dpi=100)
     console.print(f"{n} samples of {file} (step {step}) -> {out / name}.png and .pt", soft_wrap=True,
                   highlight=False)

@@ -1,0 +1,145 @@
+"""Rebuild G and the data set from a checkpoint's stored config, never running what the file names.
+
+A checkpoint's `config` is data read from a file. Handing it to Hydra's `instantiate` would
+call whatever `_target_` it names with whatever arguments: a nested
+`{_target_: builtins.open, _args_: [<file>, w]}` truncates a file. So a stored node is
+rebuilt only when its `_target_` is one of gan-lab's own builders (those that
+conf/<group>/*.yaml name) and every other key is an argument of that builder holding a
+plain value of the type its signature declares. The builder is then called directly, with
+no Hydra in between; anything else is refused before anything is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import types
+import typing
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import OmegaConf
+from torch import nn
+
+from gan_lab.errors import GanLabError
+
+# Arguments gan-lab itself passes at build time (from the data, the command line): never read from a file.
+BUILD_TIME = frozenset({"shape", "n_classes", "device"})
+# Keys a stored node may carry that are not arguments: the data set's defaults for other groups.
+NOT_BUILT = {"data": frozenset({"recommended"}), "model": frozenset()}
+
+
+@cache
+def builders(group: str) -> dict[str, Callable[..., Any]]:
+    """The builders conf/<group>/*.yaml name, by their `_target_` string."""
+    targets = {OmegaConf.load(f).get("_target_") for f in files("gan_lab.conf").joinpath(group).iterdir()
+               if f.name.endswith(".yaml")}
+    found = {}
+    for target in sorted(t for t in targets if isinstance(t, str)):
+        module, _, name = target.rpartition(".")
+        found[target] = getattr(importlib.import_module(module), name)  # gan-lab's own modules only
+    return found
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a plain value read from a file has the type a builder's annotation asks for."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if origin in (list, tuple):  # stored as a list: every item a plain value of the item type
+        item = typing.get_args(hint)[0] if typing.get_args(hint) else Any
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is type(None):
+        return value is None
+    return False  # a module, a tensor, a device, Any: nothing a file may supply
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _refuse(file: Path, key: str, why: str) -> GanLabError:
+    return GanLabError(f"Refused to rebuild anything from {file}: its config key {key} {why}. A gan-lab "
+                       f"checkpoint stores only plain values for gan-lab's own model and data builders, so "
+                       f"nothing from this file was built or run. Use a checkpoint written by gan-lab train.")
+
+
+def checked_builder(group: str, node: Any, file: Path) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """A stored `model` or `data` node -> (gan-lab's builder, its checked keyword arguments), or GanLabError."""
+    if not isinstance(node, dict):
+        raise _refuse(file, group, f"is {type(node).__name__}, not a mapping")
+    target = node.get("_target_")
+    allowed = builders(group)
+    if target not in allowed:
+        raise _refuse(file, f"{group}._target_", f"is {_show(target)}, which is not one of gan-lab's {group} "
+                                                   f"builders ({', '.join(allowed)})")
+    builder = allowed[target]
+    params = inspect.signature(builder).parameters
+    hints = typing.get_type_hints(builder.__init__ if inspect.isclass(builder) else builder)
+    kwargs: dict[str, Any] = {}
+    for key, value in node.items():
+        where = f"{group}.{key}"
+        if key == "_target_":
+            continue
+        if not isinstance(key, str) or key.startswith("_"):
+            raise _refuse(file, where, "is a Hydra directive, which a stored config may not hold")
+        if key in NOT_BUILT[group]:
+            if not isinstance(value, dict) or not all(isinstance(k, str) and _scalar(v) for k, v in value.items()):
+                raise _refuse(file, where, "is not a mapping of plain values")
+            continue
+        if key in BUILD_TIME or key not in params:
+            raise _refuse(file, where, f"is not an argument {target} takes from a config")
+        if not _fits(value, hints.get(key, Any)):
+            raise _refuse(file, where, f"is {_show(value)}, but {target} expects {_hint_name(hints.get(key))}")
+        kwargs[key] = value
+    missing = [name for name, p in params.items()
+               if p.default is p.empty and name not in BUILD_TIME and name not in kwargs and name != "self"]
+    if missing:
+        raise _refuse(file, f"{group}.{missing[0]}", f"is missing, and {target} needs it")
+    return builder, kwargs
+
+
+def check_config(config: Any, file: Path) -> None:
+    """Refuse a checkpoint whose stored model or data node is anything but gan-lab's builders with plain values."""
+    if not isinstance(config, dict):
+        raise _refuse(file, "config", "is not a mapping")
+    for group in NOT_BUILT:
+        checked_builder(group, config.get(group), file)
+
+
+def rebuild_generator(state: dict[str, Any], file: Path) -> nn.Module:
+    """G of a loaded checkpoint, built by gan-lab's own builder from checked values, with its weights."""
+    builder, kwargs = checked_builder("model", state["config"].get("model"), file)
+    G, _ = builder(shape=tuple(state["data_shape"]), n_classes=state["n_classes"], **kwargs)
+    try:
+        G.load_state_dict(state["G"])
+    except (RuntimeError, TypeError, AttributeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GanLabError(f"The generator weights in {file} do not fit the model its config describes "
+                          f"({first}). The file was altered or is not a gan-lab checkpoint.") from None
+    return G
+
+
+def rebuild_data(config: dict[str, Any], file: Path, device: str = "cpu") -> Any:
+    """The data set of a loaded checkpoint, built by gan-lab's own class from checked values."""
+    builder, kwargs = checked_builder("data", config.get("data"), file)
+    return builder(**kwargs, device=device)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
