@@ -8,6 +8,7 @@ Errors a user can cause surface as one readable paragraph and exit code 2.
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,17 +57,38 @@ def report_error(err: Exception) -> None:
     console.print(f"[bold red]gan-lab: error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
 
 
+# Modules whose frames lie between a config key and the code it reaches. An exception raised with
+# only these on its stack is about the call itself (a key the builder does not take, a target that
+# does not exist, an optimizer setting torch.optim refuses): a bad override. One raised inside a
+# model, loss or data class is a bug there, and keeps its traceback.
+_PLUMBING = ("gan_lab.cli", "hydra.", "omegaconf.", "importlib", "_frozen_importlib", "torch.optim.")
+
+
+def _bad_override(err: BaseException) -> bool:
+    """Whether a failed build is the config's fault rather than a bug in the code it calls."""
+    root = err
+    while root.__cause__ is not None:  # Hydra wraps what the call raised; judge the original
+        root = root.__cause__
+    if root is not err and not isinstance(root, (TypeError, ValueError, ImportError)):
+        return False
+    frames = [frame.f_globals.get("__name__", "") for frame, _ in traceback.walk_tb(root.__traceback__)]
+    return all(name.startswith(_PLUMBING) for name in frames)
+
+
 def _build(what: str, make: Callable[[], Any]) -> Any:
-    # Hydra wraps whatever the target raises; unwrap our own errors, explain the rest.
+    # Hydra wraps whatever the target raises: unwrap our own errors, explain a bad override in one
+    # paragraph, and let a bug inside a builder raise as itself, with the line that failed.
     try:
         return make()
-    except InstantiationException as err:
+    except (InstantiationException, TypeError, ValueError) as err:
         if isinstance(err.__cause__, GanLabError):
             raise err.__cause__ from None
-        raise GanLabError(f"Could not build the {what} from its config: {err}. "
+        if not _bad_override(err):
+            cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+            raise cause from cause.__cause__
+        what_failed = " ".join(str(err).split())  # Hydra's message spans lines: one paragraph
+        raise GanLabError(f"Could not build the {what} from its config: {what_failed}. "
                           f"Check the {what}'s overrides against `gan-lab train --cfg job`.") from None
-    except (TypeError, ValueError) as err:
-        raise GanLabError(f"Could not build the {what}: {err}. Check its overrides.") from None
 
 
 def choose_device(name: str) -> torch.device:

@@ -162,3 +162,45 @@ def test_unknown_command_and_bare_command() -> None:
     assert cli("trian").returncode == 2 and "Unknown command 'trian'" in cli("trian").stderr
     bare = cli()
     assert bare.returncode == 2 and "gan-lab train" in bare.stdout
+
+
+# A researcher's own builders with a bug in their bodies, named by `model._target_=` / `loss._target_=`.
+def buggy_model(shape: tuple[int, ...], n_classes: int = 0, **settings: object) -> None:
+    per_layer = settings["hidden"] // (settings["depth"] - 2)  # depth=2: ZeroDivisionError, the researcher's bug
+    raise AssertionError(f"unreachable {per_layer}")
+
+
+class BuggyLoss:
+    def __init__(self, **settings: object):
+        self.n_critic = len(settings["n_critic"])  # TypeError: an int has no len(), the researcher's bug
+
+
+@pytest.mark.parametrize("overrides, error, line", [
+    (["model._target_=test_errors.buggy_model"], "ZeroDivisionError", 'settings["hidden"] // (settings["depth"] - 2)'),
+    (["loss._target_=test_errors.BuggyLoss"], "TypeError", 'len(settings["n_critic"])'),
+])
+def test_a_bug_inside_a_builder_keeps_its_traceback(overrides: list[str], error: str, line: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *TINY, *TINY_MLP, *overrides, f"hydra.run.dir={tmp_path}")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1  # a bug, not a user error
+    assert "gan-lab: error" not in err and "bad override" not in err
+    assert "Traceback" in err and line in err  # the line that failed
+    assert err.rstrip().splitlines()[-2].startswith(error) or f"{error}:" in err
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["+model.hiden=64"], "unexpected keyword argument 'hiden'"),
+    (["+loss.gamma=2"], "unexpected keyword argument 'gamma'"),
+    (["model._target_=gan_lab.models.transformer"], "Error locating target 'gan_lab.models.transformer'"),
+    (["+optimizer.betaz=[0.5,0.9]"], "unexpected keyword argument 'betaz'"),
+])
+def test_a_key_the_builder_does_not_take_is_a_one_paragraph_error(overrides: list[str], fragment: str,
+                                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *TINY, *TINY_MLP, *overrides, f"hydra.run.dir={tmp_path}")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    message = next(line for line in err.splitlines() if line.startswith("gan-lab: error:"))
+    assert fragment in message and "Traceback" not in err
