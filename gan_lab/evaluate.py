@@ -26,6 +26,7 @@ from gan_lab.rebuild import rebuild_data, rebuild_generator
 MIXTURE_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 IMAGE_SAMPLES = 10000
 STACKED_SAMPLES = 26000  # the VEEGAN / PacGAN protocol for stacked MNIST
+EVAL_SEED = 0  # the seed of the z every evaluation draws, during training and in `gan-lab eval`
 
 
 def class_labels(G: nn.Module, n: int) -> Tensor | None:
@@ -34,13 +35,16 @@ def class_labels(G: nn.Module, n: int) -> Tensor | None:
 
 
 @torch.no_grad()
-def generate(G: nn.Module, n: int, y: Tensor | None = None, batch_size: int = 2500) -> Tensor:
-    """n samples from G (for labels y when conditional) in eval mode, in batches."""
+def generate(G: nn.Module, n: int, y: Tensor | None = None, batch_size: int = 2500, seed: int | None = None) -> Tensor:
+    """n samples from G (for labels y when conditional) in eval mode, in batches; z from `seed` when given."""
     device = next(G.parameters()).device
+    # z drawn on the CPU from its own seeded generator: the same z whatever the device, the global
+    # RNG's state or what was built before, so a checkpoint's metrics are a function of its weights
+    rng = torch.Generator().manual_seed(seed) if seed is not None else None
     was_training = G.training
     G.eval()  # batch norm on its running statistics: samples do not depend on their batch
     try:
-        return torch.cat([G(torch.randn(min(batch_size, n - i), G.z_dim, device=device),
+        return torch.cat([G(torch.randn(min(batch_size, n - i), G.z_dim, generator=rng).to(device),
                             None if y is None else y[i:i + batch_size]) for i in range(0, n, batch_size)])
     finally:
         G.train(was_training)
@@ -57,12 +61,17 @@ def label_accuracy(predicted: Tensor, requested: Tensor, n_classes: int) -> dict
 
 
 def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str | None = None,
-                   inception_weights: str | None = None) -> Callable[[nn.Module], dict[str, float]] | None:
-    """A function G -> {"metrics/...": value} for this data set, or None when none applies."""
+                   inception_weights: str | None = None,
+                   seed: int = EVAL_SEED) -> Callable[[nn.Module], dict[str, float]] | None:
+    """A function G -> {"metrics/...": value} for this data set, or None when none applies.
+
+    Its z come from `seed` alone, so training's final metrics and `gan-lab eval` of the same
+    checkpoint (same seed, same device) are the same numbers.
+    """
     if isinstance(data, ToyMixture):
         def mixture(G: nn.Module) -> dict[str, float]:
             y = class_labels(G, MIXTURE_SAMPLES)
-            fake = generate(G, MIXTURE_SAMPLES, y)
+            fake = generate(G, MIXTURE_SAMPLES, y, seed=seed)
             metrics = {f"metrics/{k}": float(v) for k, v in mixture_metrics(fake, data.centers, data.sigma).items()}
             if y is not None:  # conditional: how often the nearest mode is the requested one
                 metrics.update(label_accuracy(torch.cdist(fake.double(), data.centers.double()).argmin(1), y,
@@ -75,25 +84,25 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
         model = load_or_train_classifier("mnist", classifier_root or "data", cache_dir, device=data.images.device)
 
         def stacked(G: nn.Module) -> dict[str, float]:
-            fake = generate(G, STACKED_SAMPLES, class_labels(G, STACKED_SAMPLES))
+            fake = generate(G, STACKED_SAMPLES, class_labels(G, STACKED_SAMPLES), seed=seed)
             modes = stacked_modes(model, fake)
             counts = torch.bincount(modes, minlength=1000)
             return {"metrics/modes_covered": float((counts > 0).sum()), "metrics/n_modes": 1000.0,
                     "metrics/reverse_kl": histogram_kl(counts, torch.full((1000,), 1e-3, dtype=torch.float64))}
         return stacked
     if isinstance(data, ImageData) and data.shape[0] == 3:
-        return inception_evaluator(data, inception_weights)
+        return inception_evaluator(data, inception_weights, seed)
     if isinstance(data, ImageData) and data.name in ("mnist", "fashion_mnist"):
         from gan_lab.classifier import class_metrics, load_or_train_classifier
 
         device = data.images.device
         model = load_or_train_classifier(data.name, classifier_root or "data", cache_dir, device=device)
-        n = min(IMAGE_SAMPLES, data.size)
+        n = eval_samples(data)
         real = data.images[:n].float().div(127.5).sub(1)
 
         def classes(G: nn.Module) -> dict[str, float]:
             y = class_labels(G, n)
-            fake = generate(G, n, y)
+            fake = generate(G, n, y, seed=seed)
             metrics = {f"metrics/{k}": float(v) for k, v in class_metrics(model, fake, real).items()}
             if y is not None:  # conditional: how often the classifier recognises the requested label
                 with torch.no_grad():
@@ -103,6 +112,15 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
             return metrics
         return classes
     return None
+
+
+def eval_samples(data: Any) -> int:
+    """How many samples make_evaluator's metrics draw for this data set (the protocols' sizes)."""
+    if isinstance(data, ToyMixture):
+        return MIXTURE_SAMPLES
+    if isinstance(data, StackedMNIST):
+        return STACKED_SAMPLES
+    return min(IMAGE_SAMPLES, data.size or IMAGE_SAMPLES)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -118,14 +136,15 @@ class _Images(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def inception_evaluator(data: ImageData, weights: str | None) -> Callable[[nn.Module], dict[str, float]]:
+def inception_evaluator(data: ImageData, weights: str | None,
+                        seed: int = EVAL_SEED) -> Callable[[nn.Module], dict[str, float]]:
     """FID, Inception Score and KID through torch-fidelity, the field's reference implementation.
 
     The Inception weights come from `weights` (a local .pth, torch-fidelity's
     weights-inception-2015-12-05-6726825d.pth) or torch-fidelity's own download. Without
     them the run says so once and goes on with the metrics it has.
     """
-    n = min(IMAGE_SAMPLES, data.size)
+    n = eval_samples(data)
     real = data.images[:n].cpu()
     state = {"off": False}
 
@@ -134,7 +153,7 @@ def inception_evaluator(data: ImageData, weights: str | None) -> Callable[[nn.Mo
             return {}
         import torch_fidelity
 
-        fake = generate(G, n, class_labels(G, n)).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+        fake = generate(G, n, class_labels(G, n), seed=seed).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
         try:
             m = torch_fidelity.calculate_metrics(
                 input1=_Images(fake), input2=_Images(real), isc=True, fid=True, kid=True,
@@ -186,15 +205,18 @@ def eval_command(args: list[str]) -> None:
     from gan_lab.cli import parse_options
     from gan_lab.tracker import console
 
-    opts = parse_options(args, {"checkpoint": None, "seed": 0, "device": "cpu", "out": None,
+    opts = parse_options(args, {"checkpoint": None, "seed": EVAL_SEED, "device": "cpu", "out": None,
                                 "inception_weights": os.environ.get("GAN_LAB_INCEPTION_WEIGHTS")}, "eval")
     if not opts["checkpoint"]:
         raise GanLabError("gan-lab eval needs checkpoint=<run directory or .pt file>.")
+    seed = opts["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise GanLabError(f"seed={seed} is out of range: the seed of the evaluation's z must be a whole number >= 0.")
     code = code_version()  # the code as it is when the evaluation starts
-    torch.manual_seed(int(opts["seed"]))
     G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
     data = rebuild_data(config, file, opts["device"])
-    evaluator = make_evaluator(data, config["data"].get("root"), inception_weights=opts["inception_weights"])
+    evaluator = make_evaluator(data, config["data"].get("root"), inception_weights=opts["inception_weights"],
+                               seed=seed)
     if evaluator is None:
         raise GanLabError(f"gan-lab has no built-in metric for data '{config['data'].get('name')}' yet: "
                           f"metrics exist for ring8, grid25, mnist, fashion_mnist, stacked_mnist and RGB images (Inception).")
@@ -202,8 +224,16 @@ def eval_command(args: list[str]) -> None:
     out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "eval.json"
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
     finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
-    out.write_text(json.dumps({"checkpoint": str(file), "seed": opts["seed"], "code": code, **finite}, indent=2))
+    n = eval_samples(data)
+    out.write_text(json.dumps({"checkpoint": str(file), "seed": seed, "samples": n, "device": str(opts["device"]),
+                               "code": code, **finite}, indent=2))
     console.print(f"[bold]gan-lab eval[/] {file}", soft_wrap=True, highlight=False)
+    # the protocol, and whether it is the one behind the run's own final metrics/* (status.json, TensorBoard)
+    same = (f"the run's own final metrics/* used the same, so they match on the device the run trained on"
+            if seed == EVAL_SEED else f"the run's own metrics/* used seed {EVAL_SEED}, so these differ from them "
+                                      f"by sampling noise")
+    console.print(f"protocol: {n} samples, z from seed {seed} (drawn on the CPU), G in eval mode on "
+                  f"{opts['device']}; {same}.", soft_wrap=True, highlight=False)
     table = Table()
     table.add_column("metric", style="cyan")
     table.add_column("value", justify="right")

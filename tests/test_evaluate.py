@@ -66,6 +66,24 @@ def test_eval_command_writes_a_table_and_json(toy_run: Path, capsys: pytest.Capt
     assert again["metrics/high_quality"] == result["metrics/high_quality"]
 
 
+def test_eval_reproduces_the_runs_final_metrics_exactly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # enough steps that some samples reach a mode: then every metric depends on the exact z drawn
+    run_cli("train", "train.steps=80", "train.batch_size=64", "train.log_every=40", "train.sample_every=1000",
+            "optimizer.lr=1e-3", "device=cpu", *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    logged = {k: v for k, v in json.loads((tmp_path / "status.json").read_text())["metrics"].items()
+              if k.startswith("metrics/")}
+    assert logged["metrics/high_quality"] > 0 and logged["metrics/modes_covered"] > 1
+    capsys.readouterr()
+    run_cli("eval", f"checkpoint={tmp_path}")
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert {k: evaluated[k] for k in logged} == logged  # bitwise: the same z, the same G mode
+    assert evaluated["samples"] == 2500 and evaluated["seed"] == 0
+    assert "the run's own final metrics/* used the same" in " ".join(capsys.readouterr().err.split())
+    # another seed: other numbers, and the output says why
+    run_cli("eval", f"checkpoint={tmp_path}", "seed=1", f"out={tmp_path / 'seed1.json'}")
+    assert "used seed 0, so these differ" in " ".join(capsys.readouterr().err.split())
+
+
 def test_sample_command_2d(toy_run: Path, tmp_path: Path) -> None:
     run_cli("sample", f"checkpoint={toy_run}", "n=300", f"out={tmp_path}")
     samples = torch.load(tmp_path / "sample_step4_seed0.pt", weights_only=True)
@@ -109,6 +127,12 @@ def test_class_metrics_during_an_mnist_run(tmp_path: Path, tiny_mnist_root: Path
             "metrics=true", f"hydra.run.dir={tmp_path}")
     tags = read_events(tmp_path).Tags()["scalars"]
     assert {"metrics/classes_covered", "metrics/class_kl", "metrics/confidence", "metrics/frechet_distance"} <= set(tags)
+    # `gan-lab eval` of its checkpoint gives the run's final numbers (the Fréchet distance moves with any other z)
+    logged = json.loads((tmp_path / "status.json").read_text())["metrics"]
+    run_cli("eval", f"checkpoint={tmp_path}")
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert {k: evaluated[k] for k in logged if k.startswith("metrics/")} == {
+        k: v for k, v in logged.items() if k.startswith("metrics/")}
 
 
 @pytest.mark.parametrize("model", ["mlp", "dcgan"])
