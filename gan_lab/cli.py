@@ -345,6 +345,12 @@ def train_command(args: list[str]) -> None:
     """`gan-lab train [overrides]`: the Hydra app."""
     from gan_lab import distributed
 
+    # Hydra's rerun unpickles the named file: any file could run any code, so it is never offered
+    # (argparse also takes any unique prefix of it, down to --e)
+    if any(len(name) >= 3 and "--experimental-rerun".startswith(name) for name in (a.split("=", 1)[0] for a in args)):
+        raise GanLabError("gan-lab train does not take Hydra's --experimental-rerun: it unpickles the file it "
+                          "is given, which can run any code. Re-run a job with the overrides it recorded "
+                          "(<run dir>/.hydra/overrides.yaml), or continue it with resume=<run dir>.")
     info = distributed.launched()
     if info.enabled:  # under torchrun: join the group, agree on one run directory, let rank 0 talk
         distributed.init(info)

@@ -153,7 +153,8 @@ def inception_evaluator(data: ImageData, weights: str | None,
             return {}
         import torch_fidelity
 
-        fake = generate(G, n, class_labels(G, n), seed=seed).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+        fake = generate(G, n, class_labels(G, n), seed=seed)
+        fake = fake.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
         try:
             m = torch_fidelity.calculate_metrics(
                 input1=_Images(fake), input2=_Images(real), isc=True, fid=True, kid=True,

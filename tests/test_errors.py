@@ -196,8 +196,8 @@ def test_a_bug_inside_a_builder_keeps_its_traceback(overrides: list[str], error:
     (["model._target_=gan_lab.models.transformer"], "Error locating target 'gan_lab.models.transformer'"),
     (["+optimizer.betaz=[0.5,0.9]"], "unexpected keyword argument 'betaz'"),
 ])
-def test_a_key_the_builder_does_not_take_is_a_one_paragraph_error(overrides: list[str], fragment: str,
-                                                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_key_the_builder_does_not_take_is_a_one_paragraph_error(
+        overrides: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         run_cli("train", *TINY, *TINY_MLP, *overrides, f"hydra.run.dir={tmp_path}")
     err = capsys.readouterr().err

@@ -136,11 +136,14 @@ def wrong_weights(path: Path, state: dict[str, Any]) -> None:
     torch.save({**state, "G": {"net.0.weight": torch.zeros(1)}}, path)
 
 
+def random_bytes(path: Path) -> None:
+    noise = torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    path.write_bytes(noise.numpy().tobytes())
+
+
 NOT_CHECKPOINTS: dict[str, tuple[Callable[..., None], str]] = {
     "text": (lambda p: p.write_text("hello\n"), "not a PyTorch file"),
-    "random bytes": (lambda p: p.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8,
-                                                           generator=torch.Generator().manual_seed(0)).numpy().tobytes()),
-                     "not a PyTorch file"),
+    "random bytes": (random_bytes, "not a PyTorch file"),
     "zip of something else": (zip_of_something_else, "not a PyTorch file"),
     "empty file": (lambda p: p.write_bytes(b""), "not a PyTorch file"),
     "a tensor, not a dict": (tensor_file, "not a gan-lab checkpoint"),
@@ -161,3 +164,28 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(case: str, command: str, goo
     path = tmp_path / "x.pt"
     make(path, good_state) if make in (gutted_checkpoint, wrong_weights) else make(path)
     assert_refused(command, path, tmp_path, capsys, fragment)
+
+
+class Evil:
+    """Unpickling this touches a marker file: the code a crafted pickle would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("spelling", ["separate", "equals", "abbreviated"])
+def test_hydras_pickle_rerun_is_refused(spelling: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "config.pickle"
+    evil.write_bytes(pickle.dumps(Evil(marker)))
+    args = {"separate": ["--experimental-rerun", str(evil)], "equals": [f"--experimental-rerun={evil}"],
+            "abbreviated": ["--exp", str(evil)]}[spelling]  # argparse takes a unique prefix
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *args)
+    assert exit_info.value.code == 2 and not marker.exists()
+    assert "--experimental-rerun" in capsys.readouterr().err
