@@ -133,6 +133,9 @@ def rebuild_generator(state: dict[str, Any], file: Path) -> nn.Module:
 def rebuild_data(config: dict[str, Any], file: Path, device: str = "cpu") -> Any:
     """The data set of a loaded checkpoint, built by gan-lab's own class from checked values."""
     builder, kwargs = checked_builder("data", config.get("data"), file)
+    if "download" in kwargs:
+        # a file may not make gan-lab write anywhere: its data set is read where the file says, never fetched there
+        kwargs["download"] = False
     return builder(**kwargs, device=device)
 
 

@@ -189,3 +189,17 @@ def test_hydras_pickle_rerun_is_refused(spelling: str, tmp_path: Path, capsys: p
         run_cli("train", *args)
     assert exit_info.value.code == 2 and not marker.exists()
     assert "--experimental-rerun" in capsys.readouterr().err
+
+
+def test_a_checkpoint_cannot_make_eval_download_into_a_folder_it_names(good_state: dict[str, Any], tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    # the stored data node asks for MNIST with download=true into a folder of the file's choosing
+    target = tmp_path / "written-by-the-file"
+    state = {**good_state, "config": {**good_state["config"], "data": {
+        "_target_": "gan_lab.data.ImageData", "name": "mnist", "root": str(target), "download": True, "train": True}}}
+    path = tmp_path / "downloads.pt"
+    torch.save(state, path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("eval", f"checkpoint={path}", f"out={tmp_path / 'eval.json'}")
+    assert exit_info.value.code == 2 and "Could not load mnist" in capsys.readouterr().err
+    assert not target.exists()  # torchvision's download would have created it
