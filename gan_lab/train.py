@@ -249,10 +249,16 @@ def load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
 def restore(state: dict[str, Any], G: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer,
             opt_d: torch.optim.Optimizer) -> int:
     """Load a checkpoint's weights, optimizer and RNG states; returns its step."""
-    G.load_state_dict(state["G"])
-    critic.load_state_dict(state["critic"])
-    load_optimizer(opt_g, state["opt_g"])
-    load_optimizer(opt_d, state["opt_d"])
+    try:
+        G.load_state_dict(state["G"])
+        critic.load_state_dict(state["critic"])
+        load_optimizer(opt_g, state["opt_g"])
+        load_optimizer(opt_d, state["opt_d"])
+    except (RuntimeError, ValueError) as err:  # torch's "Error(s) in loading state_dict", a param-group mismatch
+        first = str(err).strip().splitlines()[0]
+        raise GanLabError(f"The checkpoint's weights do not fit the networks this config builds ({first}). "
+                          f"resume_force=true only carries a run over changes that keep the networks' shapes; "
+                          f"for another architecture start a fresh run directory.") from None
     rng = state["rng"]  # a list, one per rank, when a DDP run wrote it
     set_rng_state(rng[distributed.rank() % len(rng)] if isinstance(rng, list) else rng)
     return int(state["step"])

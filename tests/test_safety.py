@@ -146,6 +146,17 @@ def test_resume_with_a_changed_model_is_refused_and_lists_the_key(tmp_path: Path
     assert load_checkpoint(tmp_path)["step"] == 4  # nothing was overwritten
 
 
+def test_forcing_a_resume_onto_another_architecture_is_one_paragraph(tmp_path: Path, capsys) -> None:
+    run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *TINY, "model.hidden=48", "model.depth=2", "train.steps=8", "resume_force=true",
+                f"hydra.run.dir={tmp_path}")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "do not fit the networks" in " ".join(err.split())
+    assert load_checkpoint(tmp_path)["step"] == 4  # nothing was overwritten
+
+
 def test_resume_with_changed_intervals_continues(tmp_path: Path) -> None:
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     run_cli("train", *TINY, *TINY_MLP, "train.steps=6", "train.log_every=3", f"hydra.run.dir={tmp_path / 'next'}",
