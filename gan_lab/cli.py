@@ -121,12 +121,14 @@ def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, ne
 
 def check_compatible(loss: Any, critic: torch.nn.Module, batch_size: int, data: Any) -> None:
     """Combinations that build but cannot train correctly are refused before training."""
-    if critic.norm == "batch" and (loss.lambda_gp > 0 or loss.lambda_r1 > 0):
+    if critic.norm == "batch" and loss.penalised:
         raise GanLabError(
-            "A gradient penalty on a critic with batch norm is refused: the penalty constrains the "
+            f"A gradient penalty on a critic with batch norm is refused ({', '.join(p.tag for p in loss.penalties())} "
+            "on): the penalty constrains the "
             "gradient of each sample's score with respect to that sample, but batch norm makes every "
             "score depend on the whole batch, so the per-sample gradient is not the one penalised. "
-            "Use model.critic_norm=layer (the WGAN-GP paper's advice) or none, or turn the penalty off.")
+            "Use model.critic_norm=layer (the WGAN-GP paper's advice) or none, or turn the penalty off "
+            "(loss.lambda_gp, loss.lambda_r1, loss.lambda_r2, loss.lambda_dragan = 0).")
     if data.size is not None and batch_size > data.size:
         raise GanLabError(f"train.batch_size={batch_size} is larger than the data set ({data.size} "
                           f"samples). Use a batch size of at most {data.size}.")

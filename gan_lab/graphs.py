@@ -136,8 +136,11 @@ def reads_lr_on_device(opt: torch.optim.Optimizer) -> bool:
 
 
 def graph_blocker(skip: bool, lr_schedule: str = "constant",
-                  optimizers: tuple[torch.optim.Optimizer, ...] = ()) -> str | None:
+                  optimizers: tuple[torch.optim.Optimizer, ...] = (), lazy: bool = False) -> str | None:
     """Why this run cannot use a CUDA graph, or None when it can."""
+    if lazy:
+        return ("loss.reg_every > 1 adds the penalties on some critic steps only, and a captured iteration "
+                "replays the same steps every time")
     if lr_schedule != "constant":
         for opt in optimizers:
             if not reads_lr_on_device(opt):
@@ -155,13 +158,13 @@ def graph_blocker(skip: bool, lr_schedule: str = "constant",
 
 
 def runner(iteration: Any, mode: str | bool, device: torch.device, start: int,
-           skip: bool, lr_schedule: str = "constant") -> Callable[[int], Result]:
+           skip: bool, lr_schedule: str = "constant", lazy: bool = False) -> Callable[[int], Result]:
     """The callable the loop runs once per generator step: `iteration` itself, or its CUDA graph."""
     use = device.type == "cuda" and mode in ("auto", True)
     if mode is True and device.type != "cuda":
         raise GanLabError(f"train.cuda_graph=true needs the run on a CUDA device, and it is on {device}. "
                           f"Use train.cuda_graph=auto (on whenever the run is on CUDA) or false.")
-    blocker = graph_blocker(skip, lr_schedule, (iteration.opt_g, iteration.opt_d)) if use else None
+    blocker = graph_blocker(skip, lr_schedule, (iteration.opt_g, iteration.opt_d), lazy) if use else None
     if blocker:
         warn(f"no CUDA graph for this run: {blocker}. It trains eagerly (the same math, slower).")
         use = False
@@ -177,7 +180,7 @@ class CompiledIteration:
     """An iteration whose networks run through torch.compile, checked to have really compiled.
 
     torch.compile cannot trace a double backward, so a critic trained with a gradient penalty
-    (WGAN-GP, R1) stays eager; the generator, and a critic without a penalty, are compiled
+    (WGAN-GP, R1, R2, DRAGAN) stays eager; the generator, and a critic without a penalty, are compiled
     whole (fullgraph=True: a graph break is an error, not a silent fallback to Python).
     """
 

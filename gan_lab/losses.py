@@ -2,8 +2,14 @@
 
 A loss maps critic outputs (raw logits or scores, never probabilities: the
 sigmoid is folded into softplus for numerical stability) to the critic's and the
-generator's loss. Penalties are pure functions. Losses return tensors; the training
-loop owns backward() and step().
+generator's loss. Both methods receive the real and the fake scores; the generator
+step scores a fresh real batch only for a loss with `needs_real_in_g` (the
+relativistic ones), and passes None otherwise. Penalties are pure functions of the
+critic's scores at some points and those points; the loop scores the points and calls
+them. Losses return tensors; the training loop owns backward() and step().
+
+Adding a loss: its class here, its YAML in conf/loss/, its closed-form test. Tests and
+scripts read the list of losses from conf/loss/.
 
 Identities used below, with l a logit and sigmoid(l) = D's probability:
     -log(sigmoid(l))     = softplus(-l)
@@ -13,7 +19,7 @@ Identities used below, with l a logit and sigmoid(l) = D's probability:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,35 +30,64 @@ from gan_lab.errors import GanLabError
 
 @dataclass
 class Loss:
-    """Base class: the penalties every loss may turn on, and n_critic."""
+    """Base class: the penalties every loss may turn on, lazy regularisation, clipping and n_critic."""
 
     n_critic: int = 1  # critic steps per generator step
     lambda_gp: float = 0.0  # weight of the two-sided gradient penalty at interpolates (WGAN-GP)
     lambda_r1: float = 0.0  # weight gamma of the R1 penalty gamma/2 * E||grad C(x)||^2 on real data
+    lambda_r2: float = 0.0  # weight gamma of the R2 penalty gamma/2 * E||grad C(G(z))||^2 on fakes
+    lambda_dragan: float = 0.0  # weight of DRAGAN's E[(||grad C(x_hat)||_2 - 1)^2] around perturbed real points
+    reg_every: int = 1  # lazy regularisation: the penalties on every k-th critic step only, scaled by k (StyleGAN2)
     clip: float = 0.0  # clamp every critic weight to [-clip, clip] after each critic step (WGAN)
 
     name = "loss"
+    # whether g_loss needs the critic's scores for real data: the generator step then scores a fresh real batch
+    needs_real_in_g: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        checks = {
+        weight = "a weight >= 0 (0 turns the penalty off)"
+        checks = {  # key: (value, in range, what it must be, an example fix)
             "loss.n_critic": (self.n_critic, self.n_critic >= 1 and float(self.n_critic).is_integer(),
-                              "a whole number of critic steps per generator step, at least 1"),
-            "loss.lambda_gp": (self.lambda_gp, self.lambda_gp >= 0, "a weight >= 0 (0 turns the penalty off)"),
-            "loss.lambda_r1": (self.lambda_r1, self.lambda_r1 >= 0, "a weight >= 0 (0 turns the penalty off)"),
-            "loss.clip": (self.clip, self.clip >= 0, "a bound >= 0 (0 turns clipping off)"),
+                              "a whole number of critic steps per generator step, at least 1", "5"),
+            "loss.lambda_gp": (self.lambda_gp, self.lambda_gp >= 0, weight, "0"),
+            "loss.lambda_r1": (self.lambda_r1, self.lambda_r1 >= 0, weight, "0"),
+            "loss.lambda_r2": (self.lambda_r2, self.lambda_r2 >= 0, weight, "0"),
+            "loss.lambda_dragan": (self.lambda_dragan, self.lambda_dragan >= 0, weight, "0"),
+            "loss.reg_every": (self.reg_every, self.reg_every >= 1 and float(self.reg_every).is_integer(),
+                               "a whole number of critic steps >= 1 (1: the penalties on every step)", "16"),
+            "loss.clip": (self.clip, self.clip >= 0, "a bound >= 0 (0 turns clipping off)", "0"),
         }
-        for key, (value, ok, expected) in checks.items():
+        for key, (value, ok, expected, example) in checks.items():
             if not ok:
                 raise GanLabError(f"{key}={value} is out of range: it must be {expected}. "
-                                  f"Fix the override, e.g. {key}={'5' if key.endswith('n_critic') else '0'}.")
-        self.n_critic = int(self.n_critic)
+                                  f"Fix the override, e.g. {key}={example}.")
+        self.n_critic, self.reg_every = int(self.n_critic), int(self.reg_every)
+
+    def penalties(self) -> list[Penalty]:
+        """The gradient penalties this loss turns on (weight > 0), in the order the loop draws their points."""
+        every = [
+            # lambda * E[(||grad C(x_hat)||_2 - 1)^2], x_hat between x and G(z) (WGAN-GP)
+            Penalty("gradient_penalty", self.lambda_gp, interpolates, gradient_penalty),
+            # gamma/2 * E||grad C(x)||^2 on real data (R1, Mescheder et al. 2018)
+            Penalty("r1_penalty", 0.5 * self.lambda_r1, lambda x, fake: x, squared_gradient),
+            # gamma/2 * E||grad C(G(z))||^2 on fakes (R2; R3GAN pairs it with R1)
+            Penalty("r2_penalty", 0.5 * self.lambda_r2, lambda x, fake: fake, squared_gradient),
+            # lambda * E[(||grad C(x_hat)||_2 - 1)^2], x_hat around the real data (DRAGAN, Kodali et al. 2017)
+            Penalty("dragan_penalty", self.lambda_dragan, lambda x, fake: perturbed(x), gradient_penalty),
+        ]
+        return [penalty for penalty in every if penalty.weight > 0]
+
+    @property
+    def penalised(self) -> bool:
+        """Whether the critic step takes a double backward (any gradient penalty on)."""
+        return bool(self.penalties())
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         """The critic's loss on a batch of real and fake outputs."""
         raise NotImplementedError
 
-    def g_loss(self, fake_out: Tensor) -> Tensor:
-        """The generator's loss on the critic's outputs for fakes."""
+    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
+        """The generator's loss; real_out are scores of a fresh real batch, None unless needs_real_in_g."""
         raise NotImplementedError
 
 
@@ -65,7 +100,7 @@ class Minimax(Loss):
         # BCE, label 1 for real and 0 for fake: -E[log D(x)] - E[log(1 - D(G(z)))]
         return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
 
-    def g_loss(self, fake_out: Tensor) -> Tensor:
+    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
         # Minimise E[log(1 - D(G(z)))] = -E[softplus(l)]. It saturates: when D rejects
         # fakes confidently (l << 0) its gradient sigmoid(l) vanishes. That is the point.
         return -F.softplus(fake_out).mean()
@@ -76,7 +111,7 @@ class NonSaturating(Minimax):
 
     name = "nonsaturating"
 
-    def g_loss(self, fake_out: Tensor) -> Tensor:
+    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
         # -E[log D(G(z))] = E[softplus(-l)]: gradient 1 - sigmoid(l) is large when D rejects fakes.
         return F.softplus(-fake_out).mean()
 
@@ -90,7 +125,7 @@ class Wasserstein(Loss):
         # -(E[C(x)] - E[C(G(z))]): the critic maximises the Wasserstein estimate.
         return fake_out.mean() - real_out.mean()
 
-    def g_loss(self, fake_out: Tensor) -> Tensor:
+    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
         # -E[C(G(z))]
         return -fake_out.mean()
 
@@ -104,7 +139,7 @@ class LeastSquares(Loss):
         # 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2]
         return 0.5 * (real_out - 1).pow(2).mean() + 0.5 * fake_out.pow(2).mean()
 
-    def g_loss(self, fake_out: Tensor) -> Tensor:
+    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
         # 1/2 E[(D(G(z)) - 1)^2]
         return 0.5 * (fake_out - 1).pow(2).mean()
 
@@ -118,9 +153,70 @@ class Hinge(Loss):
         # E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]
         return F.relu(1 - real_out).mean() + F.relu(1 + fake_out).mean()
 
-    def g_loss(self, fake_out: Tensor) -> Tensor:
+    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
         # -E[D(G(z))]
         return -fake_out.mean()
+
+
+# Relativistic losses (Jolicoeur-Martineau 2018) judge real data relative to fakes, so the
+# generator's loss needs real scores too. With d = C(x) - C(G(z)):
+#     -log(sigmoid(d)) = softplus(-d)        -log(1 - sigmoid(d)) = softplus(d)
+
+class RSGAN(Loss):
+    """Relativistic standard GAN (Jolicoeur-Martineau 2018): is x more real than its paired G(z)?"""
+
+    name = "rsgan"
+    needs_real_in_g = True
+
+    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        # -E log sigmoid(C(x_i) - C(G(z_i))) = E softplus(-(C(x_i) - C(G(z_i)))), x_i paired with G(z_i)
+        return F.softplus(-(real_out - fake_out)).mean()
+
+    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
+        # real and fake swapped: -E log sigmoid(C(G(z_i)) - C(x_i)) = E softplus(-(C(G(z_i)) - C(x_i)))
+        return F.softplus(-(fake_out - real_out)).mean()
+
+
+class RpGAN(RSGAN):
+    """RpGAN (Huang et al. 2024, R3GAN): relativistic pairing, x_i and G(z_i) paired one-to-one.
+
+    The same math as RSGAN: R3GAN's critic loss E softplus(-(C(x) - C(G(z)))) and generator
+    loss E softplus(-(C(G(z)) - C(x))) over pairs are RSGAN's, named for the pairing.
+    """
+
+    name = "rpgan"
+
+
+class RaGAN(Loss):
+    """Relativistic average standard GAN (RaSGAN, Jolicoeur-Martineau 2018): x against the average fake."""
+
+    name = "ragan"
+    needs_real_in_g = True
+
+    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        # -E log sigmoid(C(x) - E C(G(z))) - E log(1 - sigmoid(C(G(z)) - E C(x)))
+        return relative_average(real_out, fake_out)
+
+    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
+        # real and fake swapped: -E log sigmoid(C(G(z)) - E C(x)) - E log(1 - sigmoid(C(x) - E C(G(z))))
+        return relative_average(fake_out, real_out)
+
+
+def relative_average(a: Tensor, b: Tensor) -> Tensor:
+    """-E log sigmoid(a - E b) - E log(1 - sigmoid(b - E a)) = E softplus(-(a - E b)) + E softplus(b - E a)."""
+    # The batch means are part of the loss (gradients flow through them), as in the paper's code;
+    # under DDP they are each rank's means.
+    return F.softplus(-(a - b.mean())).mean() + F.softplus(b - a.mean()).mean()
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """One gradient penalty: its tag (logged as loss/<tag>), weight, where it is taken, and its formula."""
+
+    tag: str
+    weight: float  # multiplies value(...): lambda, or gamma/2 for R1 and R2
+    points: Callable[[Tensor, Tensor], Tensor]  # (x, G(z)) -> the points whose input gradient is penalised
+    value: Callable[[Tensor, Tensor], Tensor]  # (the critic's scores at the points, the points) -> the penalty
 
 
 def interpolates(real: Tensor, fake: Tensor) -> Tensor:
@@ -129,6 +225,14 @@ def interpolates(real: Tensor, fake: Tensor) -> Tensor:
     # broadcast over its features; one scalar eps for the batch would sample a line.
     eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
     return eps * real + (1 - eps) * fake
+
+
+def perturbed(real: Tensor) -> Tensor:
+    """DRAGAN's points: x_hat between x and x + 0.5 * std(x) * u, u ~ U[0, 1] per feature, one eps per sample."""
+    # As the DRAGAN authors' code: the noise is scaled by the batch's standard deviation over
+    # all features, and the penalty is taken at a random point on the segment to it.
+    noisy = real + 0.5 * real.std() * torch.rand_like(real)
+    return interpolates(real, noisy)
 
 
 def grad_norms(outputs: Tensor, inputs: Tensor, create_graph: bool = False) -> Tensor:
@@ -144,22 +248,19 @@ def input_grad_norms(critic: Callable[[Tensor], Tensor], x: Tensor, create_graph
     return grad_norms(critic(x), x, create_graph)
 
 
-def gp_from_norms(norms: Tensor) -> Tensor:
-    """WGAN-GP's two-sided penalty E[(||grad C(x_hat)||_2 - 1)^2] from the per-sample norms."""
-    return (norms - 1).pow(2).mean()
+# The penalties take the critic's scores at the points and the points (leaves that require
+# grad), so the loop scores R1's x and R2's G(z) once, for the loss and the penalty alike.
+# create_graph=True: a penalty is a function of the critic's input gradient, so its own
+# gradient w.r.t. the critic's parameters needs a double backward.
+
+def gradient_penalty(scores: Tensor, points: Tensor) -> Tensor:
+    """The two-sided E[(||grad C(p)||_2 - 1)^2] at the points p (WGAN-GP at interpolates, DRAGAN near x)."""
+    return (grad_norms(scores, points, create_graph=True) - 1).pow(2).mean()
 
 
-def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-    """WGAN-GP's E[(||grad C(x_hat)||_2 - 1)^2] and the per-sample norms it used."""
-    # create_graph=True: the penalty is a function of the critic's gradient, so its own
-    # gradient w.r.t. the critic's parameters needs a double backward.
-    norms = input_grad_norms(critic, interpolates(real, fake.detach()), create_graph=True)
-    return gp_from_norms(norms), norms.detach()
-
-
-def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor:
-    """R1 (Mescheder et al. 2018): E[||grad C(x)||^2] on real data; the caller scales by gamma/2."""
-    return input_grad_norms(critic, real, create_graph=True).pow(2).mean()
+def squared_gradient(scores: Tensor, points: Tensor) -> Tensor:
+    """E[||grad C(p)||_2^2] at the points p: R1 at real data, R2 at fakes (the caller scales by gamma/2)."""
+    return grad_norms(scores, points, create_graph=True).pow(2).mean()
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import time
 from functools import partial
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from gan_lab import distributed, graphs
 from gan_lab.checkpoint import save_checkpoint
 from gan_lab.errors import GanLabError
-from gan_lab.losses import Loss, clip_weights, gp_from_norms, grad_norms, input_grad_norms, interpolates
+from gan_lab.losses import Loss, clip_weights, input_grad_norms, interpolates
 from gan_lab.safety import Interrupted, NonFiniteGuard, StopSignal
 from gan_lab.schedules import SCHEDULES, LRSchedule, lr_schedule
 from gan_lab.tracker import Tracker, scalars_to_floats
@@ -80,38 +80,38 @@ def autocast(x: Tensor, dtype: torch.dtype | None) -> Any:
 
 def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer, x: Tensor, z: Tensor,
                 y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int | Tensor = 0,
-                amp: torch.dtype | None = None) -> dict[str, Tensor]:
+                amp: torch.dtype | None = None, regularise: bool = True) -> dict[str, Tensor]:
     """One critic update on a real batch x (labels y) and fakes G(z, y); returns named scalars.
 
     `step` is the generator step (a device tensor inside a CUDA graph); `amp` the autocast
-    dtype of the forward passes, whose scores are taken back to float32 for the losses.
+    dtype of the forward passes, whose scores are taken back to float32 for the losses;
+    `regularise` whether this step adds the loss's penalties (lazy regularisation skips some).
     """
     with torch.no_grad(), autocast(x, amp):
         fake = G(z, y).float()  # no graph through G: the critic step must not train the generator
-    # Points the critic scores: real, fake, and the interpolates of the gradient penalty.
+    # Points the critic scores: real, fake, and each penalty's points (interpolates, points near x;
+    # R1's are x itself and R2's G(z) itself, scored once for the loss and the penalty).
     # Those whose input gradient is penalised are leaves that require grad.
-    if loss.lambda_r1 > 0:
-        x = x.detach().requires_grad_(True)
-    parts = [x, fake]
-    if loss.lambda_gp > 0:
-        parts.append(interpolates(x.detach(), fake).requires_grad_(True))
+    x = x.detach()
+    penalties = loss.penalties() if regularise else []
+    parts, where = [x, fake], []  # where: the index in parts of each penalty's points
+    for points in [penalty.points(x, fake) for penalty in penalties]:  # all drawn before any requires grad
+        if not any(points is part for part in parts):
+            parts.append(points)
+        where.append(next(i for i, part in enumerate(parts) if part is points))
+    for index in where:
+        parts[index].requires_grad_(True)
     with autocast(x, amp):
         outs = [out.float() for out in critic_forward(critic, parts, y)]
     real_out, fake_out = outs[0], outs[1]
     adversarial = loss.d_loss(real_out, fake_out)
     total = adversarial
     stats = {"loss/critic": adversarial.detach()}
-    if loss.lambda_gp > 0:
-        # create_graph: the penalty is a function of the critic's gradient, so its own
-        # gradient w.r.t. the critic's parameters needs a double backward. The interpolates
-        # are float32 leaves, so the gradient and its norm are float32 under bf16 too.
-        gp = gp_from_norms(grad_norms(outs[2], parts[2], create_graph=True))
-        total = total + loss.lambda_gp * gp
-        stats["loss/gradient_penalty"] = (loss.lambda_gp * gp).detach()
-    if loss.lambda_r1 > 0:
-        r1 = 0.5 * loss.lambda_r1 * grad_norms(real_out, x, create_graph=True).pow(2).mean()  # gamma/2 E||grad C(x)||^2
-        total = total + r1
-        stats["loss/r1_penalty"] = r1.detach()
+    for penalty, index in zip(penalties, where):
+        # The points are float32 leaves, so the input gradient and its norm are float32 under bf16 too.
+        value = penalty.weight * penalty.value(outs[index], parts[index])
+        total = total + loss.reg_every * value  # lazy regularisation: 1 step in reg_every, scaled to match
+        stats[f"loss/{penalty.tag}"] = value.detach()
 
     opt.zero_grad(set_to_none=True)
     total.backward()
@@ -153,12 +153,14 @@ def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> 
 
 def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer, z: Tensor,
                    y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int | Tensor = 0,
-                   amp: torch.dtype | None = None) -> dict[str, Tensor]:
-    """One generator update on fresh z (and labels y for a conditional G); returns named scalars."""
+                   amp: torch.dtype | None = None, x: Tensor | None = None) -> dict[str, Tensor]:
+    """One generator update on fresh z (labels y); x: a fresh real batch, given when the loss compares with it."""
     critic.requires_grad_(False)  # the critic's gradients are not needed: skip computing them
     with autocast(z, amp):
-        scores = critic(G(z, y), y).float()
-    g_loss = loss.g_loss(scores)
+        fake_out = critic(G(z, y), y).float()
+        # a relativistic loss's real scores: constants for G (no graph: x and the critic need no grad)
+        real_out = critic(x, y).float() if x is not None else None
+    g_loss = loss.g_loss(real_out, fake_out)
     opt.zero_grad(set_to_none=True)
     g_loss.backward()
     critic.requires_grad_(True)
@@ -285,19 +287,38 @@ class Iteration:
     amp: torch.dtype | None = None
     lr_schedule: LRSchedule | None = None  # sets both learning rates from the step (None: constant)
 
+    # lazy regularisation: the penalties' values at their last evaluation, reported on steps that skip them
+    penalty_stats: dict[str, Tensor] = field(default_factory=dict)
+
     def __call__(self, step: int | Tensor) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor | None, Tensor]]:
         """Train one generator step; returns the named scalars and the last critic step's (x, y, z)."""
         if self.lr_schedule is not None:
             self.lr_schedule(step)  # inside the iteration, so a CUDA graph captures it too
         z_dim, n_classes = self.G_frozen.z_dim, self.G_frozen.n_classes
-        for _ in range(self.loss.n_critic):
+        for i in range(self.loss.n_critic):
             x, y = self.data.sample(self.batch_size)  # a fresh real batch and fresh z every critic step
             z = torch.randn(self.batch_size, z_dim, device=x.device)
-            stats = critic_step(self.G_frozen, self.critic, self.loss, self.opt_d, x, z, y, self.guard, step, self.amp)
-        y_g = torch.randint(n_classes, (self.batch_size,), device=x.device) if n_classes else None
+            stats = critic_step(self.G_frozen, self.critic, self.loss, self.opt_d, x, z, y, self.guard, step, self.amp,
+                                regularise=self.regularises(step, i))
+            self.penalty_stats.update({k: v for k, v in stats.items() if k.endswith("_penalty")})
+        stats = {**self.penalty_stats, **stats}
+        x_g = None
+        if self.loss.needs_real_in_g:
+            # a relativistic loss compares fakes with real data in the generator step too: a fresh real
+            # batch, whose labels the fakes share (as in the critic step). The other losses make
+            # exactly the draws they always made: labels (conditional G only), then z.
+            x_g, y_g = self.data.sample(self.batch_size)
+        else:
+            y_g = torch.randint(n_classes, (self.batch_size,), device=x.device) if n_classes else None
         stats.update(generator_step(self.G, self.critic_frozen, self.loss, self.opt_g, torch.randn_like(z), y_g,
-                                    self.guard, step, self.amp))
+                                    self.guard, step, self.amp, x_g))
         return stats, (x, y, z)
+
+    def regularises(self, step: int | Tensor, i: int) -> bool:
+        """Whether critic step i of generator step `step` adds the penalties: every loss.reg_every-th critic step."""
+        if self.loss.reg_every == 1:
+            return True  # no host read of a graphed run's device step (graphs refuse reg_every > 1)
+        return ((int(step) - 1) * self.loss.n_critic + i) % self.loss.reg_every == 0
 
 
 def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.optim.Optimizer,
@@ -316,8 +337,9 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     iteration = Iteration(G_ddp, critic_ddp, G, critic, loss, data, opt_g, opt_d, settings.batch_size, guard,
                           settings.amp, schedule)
     if settings.compile:
-        iteration = graphs.compiled(iteration, settings.compile, penalised=loss.lambda_gp > 0 or loss.lambda_r1 > 0)
-    run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule)
+        iteration = graphs.compiled(iteration, settings.compile, penalised=loss.penalised)
+    run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule,
+                                  lazy=loss.penalised and loss.reg_every > 1)
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)

@@ -5,7 +5,7 @@ defaults) followed by `gan-lab eval`; the table reports modes covered, the
 high-quality percentage and the reverse KL (mean ± standard error over seeds) under
 the VEEGAN / PacGAN protocol, beside the rows those papers published.
 
-    python scripts/toy_results.py                       # 6 losses x 2 data sets x 5 seeds
+    python scripts/toy_results.py                       # every loss in conf/loss x 2 data sets x 5 seeds
     python scripts/toy_results.py --losses wgan_gp --seeds 2 --steps 500 --out /tmp/r.md
     python scripts/toy_results.py --losses wgan_gp --steps 20000 --device cuda --jobs 3 --out /tmp/r.md  # longer, on a GPU
     python scripts/toy_results.py --data mnist --seeds 2 --steps 5000 --out docs/results_mnist.md \
@@ -27,7 +27,8 @@ from pathlib import Path
 
 from generated_doc import cpu_name, made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
-LOSSES = ["minimax", "nonsaturating", "wgan_clip", "wgan_gp", "lsgan", "hinge"]
+CONF = Path(__file__).resolve().parents[1] / "conf"
+LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))  # every loss the CLI offers
 DATA = ["ring8", "grid25"]
 
 # Published rows for the same protocol (2,500 samples, 3-sigma high quality), as printed in
@@ -41,6 +42,13 @@ PUBLISHED = {
                ("VEEGAN", "24.6", "40.0", "—"), ("GAN (PacGAN paper)", "17.3", "94.8", "0.70"),
                ("PacGAN2", "23.8", "91.3", "0.13")],
 }
+
+
+def recommended(key: str, data: list[str]) -> str:
+    """A data set default the presets read (lambda_gp, gamma), as "0.1 on ring8, 1 on grid25"."""
+    from omegaconf import OmegaConf
+
+    return ", ".join(f"{OmegaConf.load(CONF / 'data' / f'{d}.yaml').recommended[key]} on {d}" for d in data)
 
 
 def run_one(loss: str, data: str, seed: int, steps: int | None, root: Path, threads: int, extra: list[str],
@@ -155,15 +163,17 @@ def main() -> None:
              f"{os.cpu_count()} CPU cores ({cpu_name()}){' and ' + args.device if args.device != 'cpu' else ''} "
              f"({args.jobs} runs at a time).", ""]
     if toy:
-        lines += ["Settings: each loss's preset (optimizer, n_critic, clip, lambda_gp for WGAN-GP = the data set's: "
-                  "0.1 on ring8, 1 on grid25), `model=mlp` (3 x 128 ReLU, z_dim 2), batch 256, "
+        lines += ["Settings: each loss's preset (optimizer, n_critic, clip; lambda_gp for WGAN-GP = the data set's: "
+                  f"{recommended('lambda_gp', args.data)}; R1 = R2 gamma for R3GAN = the data set's: "
+                  f"{recommended('gamma', args.data)}), `model=mlp` (3 x 128 ReLU, z_dim 2), batch 256, "
                   f"{args.steps or 3000} generator steps, seeds 0..{args.seeds - 1}{extra}. Protocol (VEEGAN / "
                   "PacGAN): 2,500 samples; a sample is high quality within 3 sigma of its nearest mode; a mode is "
                   "covered when it is the nearest mode of at least one high-quality sample; reverse KL is "
                   "KL(generated mode histogram of the high-quality samples || uniform). Mean ± standard error "
                   "over seeds.", ""]
     else:
-        lines += ["Settings: each loss's preset (optimizer, n_critic, clip, lambda_gp 10), the data set's defaults "
+        lines += ["Settings: each loss's preset (optimizer, n_critic, clip; lambda_gp and R3GAN's gamma the data "
+                  f"set's: {recommended('lambda_gp', args.data)}; {recommended('gamma', args.data)}), the data set's defaults "
                   "(`model=dcgan`, z_dim 100, batch 64), "
                   f"{args.steps or 'the data set’s'} generator steps, seeds 0..{args.seeds - 1}{extra}. Metrics "
                   "(`gan-lab eval`): 10,000 generated images classified by gan-lab's own classifier; classes "

@@ -9,10 +9,18 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.testing import assert_close
 
+from hydra.utils import instantiate
+
 from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli
 from gan_lab.checkpoint import load_checkpoint
+from gan_lab.data import ToyMixture
+from gan_lab.losses import RaGAN, RpGAN, Wasserstein
+from gan_lab.models import mlp
+from gan_lab.safety import NonFiniteGuard
+from gan_lab.train import Iteration, critic_step, generator_step
 
-LOSSES = ["minimax", "nonsaturating", "wgan_clip", "wgan_gp", "lsgan", "hinge"]
+CONF = Path(__file__).resolve().parents[1] / "conf"
+LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))  # every loss the CLI offers
 TAGS = {"loss/critic", "loss/generator", "critic/real", "critic/fake", "critic/wasserstein_estimate",
         "grad_norm/critic", "grad_norm/generator", "grad_norm/critic_input", "grad_norm/critic_input_std"}
 
@@ -36,27 +44,50 @@ def check_run(run_dir: Path, extra_tags: set[str], steps: int = 4) -> None:
     assert (run_dir / "samples" / f"step_{steps:08d}.png").exists()
 
 
-def penalty_tags(loss: str) -> set[str]:
-    return {"loss/gradient_penalty"} if loss == "wgan_gp" else set()
+def penalty_tags(run_dir: Path) -> set[str]:
+    """The loss/<penalty> tags the run's loss turns on, read from its checkpoint's config."""
+    loss = instantiate(load_checkpoint(run_dir)["config"]["loss"])
+    return {f"loss/{penalty.tag}" for penalty in loss.penalties()}
 
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_loss_trains_on_ring8(loss: str, tmp_path: Path) -> None:
     run_cli("train", f"loss={loss}", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
-    check_run(tmp_path, penalty_tags(loss))
+    check_run(tmp_path, penalty_tags(tmp_path))
 
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_loss_trains_dcgan_on_tiny_images(loss: str, tmp_path: Path, tiny_mnist_root: Path) -> None:
     run_cli("train", f"loss={loss}", "data=mnist", f"data.root={tiny_mnist_root}", "data.download=false",
             *TINY, *TINY_DCGAN, f"hydra.run.dir={tmp_path}")
-    check_run(tmp_path, penalty_tags(loss))
+    check_run(tmp_path, penalty_tags(tmp_path))
     assert load_checkpoint(tmp_path)["config"]["model"]["_target_"] == "gan_lab.models.dcgan"
 
 
-def test_r1_penalty_option_is_logged(tmp_path: Path) -> None:
-    run_cli("train", "loss=nonsaturating", "loss.lambda_r1=1.0", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
-    check_run(tmp_path, {"loss/r1_penalty"})
+@pytest.mark.parametrize("penalty", ["r1", "r2", "dragan"])
+def test_penalty_options_are_logged(penalty: str, tmp_path: Path) -> None:
+    run_cli("train", "loss=nonsaturating", f"loss.lambda_{penalty}=1.0", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    check_run(tmp_path, {f"loss/{penalty}_penalty"})
+
+
+@pytest.mark.parametrize("loss", ["ragan", "r3gan"])
+def test_relativistic_bf16_skip_resume_gives_the_weights_of_a_straight_run(loss: str, tmp_path: Path) -> None:
+    # the generator step's real batch comes from the same RNG stream, so a resumed run continues it
+    # exactly; r3gan also runs its penalties lazily, on every second critic step
+    common = [f"loss={loss}", "loss.reg_every=2", "train.precision=bf16", "train.nonfinite=skip",
+              "train.batch_size=16", "train.log_every=1", "train.sample_every=6", "train.checkpoint_every=3",
+              "device=cpu", *TINY_MLP]
+    run_cli("train", *common, "train.steps=6", f"hydra.run.dir={tmp_path / 'straight'}")
+    run_cli("train", *common, "train.steps=3", f"hydra.run.dir={tmp_path / 'first'}")
+    run_cli("train", *common, "train.steps=6", f"resume={tmp_path / 'first'}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    straight, resumed = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+    for net in ("G", "critic"):
+        for key, value in straight[net].items():
+            assert_close(resumed[net][key], value, rtol=0, atol=0)
+    events = read_events(tmp_path / "straight")
+    assert all(torch.isfinite(torch.tensor(e.value)) for e in events.Scalars("loss/generator"))
+    for tag in penalty_tags(tmp_path / "straight"):  # lazily computed penalties are still logged at every log step
+        assert [e.step for e in events.Scalars(tag)] == list(range(1, 7))
 
 
 def test_weight_clipping_holds_in_a_run(tmp_path: Path) -> None:
@@ -215,3 +246,58 @@ def test_linear_schedule_trains_bitwise_as_float_learning_rates(optimizer: str, 
     for net in ("G", "critic"):
         for key, value in floats[net].items():
             assert torch.equal(tensor[net][key], value), f"{net}.{key}"
+
+
+def toy_iteration(loss, conditional: bool = False) -> Iteration:
+    """A seeded ring8 iteration with tiny MLPs and SGD, as gan_lab.train builds it."""
+    torch.manual_seed(0)
+    data = ToyMixture("ring8", sigma=0.02)
+    G, critic = mlp((2,), z_dim=2, hidden=16, depth=2, conditional=conditional, n_classes=data.n_classes)
+    opt_g, opt_d = (torch.optim.SGD(net.parameters(), lr=0.01) for net in (G, critic))
+    return Iteration(G, critic, G, critic, loss, data, opt_g, opt_d, 16, NonFiniteGuard("stop", torch.device("cpu")))
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_non_relativistic_losses_draw_what_they_always_drew(conditional: bool) -> None:
+    # The loop body before relativistic losses, written out: n_critic critic steps on fresh (x, y, z),
+    # then labels (conditional G only) and z for the generator step. Iteration must make exactly these
+    # draws in this order: the same weights, bit for bit, and the same RNG state after.
+    loss = Wasserstein(n_critic=2, lambda_gp=1.0)
+    ours = toy_iteration(loss, conditional)
+    for step in (1, 2, 3):
+        ours(step)
+    ours_rng = torch.get_rng_state()
+    ref = toy_iteration(loss, conditional)
+    G, critic, n = ref.G, ref.critic, ref.batch_size
+    for step in (1, 2, 3):
+        for _ in range(loss.n_critic):
+            x, y = ref.data.sample(n)
+            z = torch.randn(n, G.z_dim)
+            critic_step(G, critic, loss, ref.opt_d, x, z, y if conditional else None)
+        y_g = torch.randint(G.n_classes, (n,)) if G.n_classes else None
+        generator_step(G, critic, loss, ref.opt_g, torch.randn_like(z), y_g)
+    assert torch.equal(ours_rng, torch.get_rng_state())
+    for a, b in zip([*ours.G.parameters(), *ours.critic.parameters()], [*G.parameters(), *critic.parameters()]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("loss, real_batches", [(Wasserstein(n_critic=2), 2), (RpGAN(n_critic=2), 3),
+                                                (RaGAN(n_critic=1), 2)])
+def test_relativistic_generator_step_scores_a_fresh_real_batch(loss, real_batches: int) -> None:
+    iteration = toy_iteration(loss)
+    drawn = []
+    sample = iteration.data.sample
+    iteration.data.sample = lambda n: drawn.append(n) or sample(n)
+    iteration(1)
+    assert len(drawn) == real_batches  # n_critic critic batches, plus one for a relativistic generator step
+
+
+def test_lazy_regularisation_every_k_critic_steps_and_its_value_carried_to_log_steps() -> None:
+    iteration = toy_iteration(Wasserstein(n_critic=2, lambda_r1=1.0, reg_every=3))
+    # global critic steps 0, 1 | 2, 3 | 4, 5 of generator steps 1, 2, 3: every third is regularised
+    assert [iteration.regularises(step, i) for step in (1, 2, 3) for i in (0, 1)] == [True, False, False, True,
+                                                                                     False, False]
+    first, _ = iteration(1)  # its last critic step skipped the penalty: the first step's value is reported
+    second, _ = iteration(2)
+    assert "loss/r1_penalty" in first and "loss/r1_penalty" in second
+    assert not torch.equal(first["loss/r1_penalty"], second["loss/r1_penalty"])  # step 2's own evaluation
