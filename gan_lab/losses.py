@@ -209,6 +209,21 @@ def relative_average(a: Tensor, b: Tensor) -> Tensor:
     return F.softplus(-(a - b.mean())).mean() + F.softplus(b - a.mean()).mean()
 
 
+class RaLSGAN(Loss):
+    """Relativistic average LSGAN (RaLSGAN, Jolicoeur-Martineau 2018): LSGAN's squares, relative to the average."""
+
+    name = "ralsgan"
+    needs_real_in_g = True
+
+    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        # E[(C(x) - E C(G(z)) - 1)^2] + E[(C(G(z)) - E C(x) + 1)^2]
+        return (real_out - fake_out.mean() - 1).pow(2).mean() + (fake_out - real_out.mean() + 1).pow(2).mean()
+
+    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
+        # real and fake swapped: E[(C(G(z)) - E C(x) - 1)^2] + E[(C(x) - E C(G(z)) + 1)^2]
+        return (fake_out - real_out.mean() - 1).pow(2).mean() + (real_out - fake_out.mean() + 1).pow(2).mean()
+
+
 @dataclass(frozen=True)
 class Penalty:
     """One gradient penalty: its tag (logged as loss/<tag>), weight, where it is taken, and its formula."""

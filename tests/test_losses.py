@@ -10,7 +10,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from gan_lab.errors import GanLabError
-from gan_lab.losses import (Hinge, LeastSquares, Minimax, NonSaturating, RaGAN, RpGAN, RSGAN, Wasserstein,
+from gan_lab.losses import (Hinge, LeastSquares, Minimax, NonSaturating, RaGAN, RaLSGAN, RpGAN, RSGAN, Wasserstein,
                             clip_weights, gradient_penalty, interpolates, perturbed, squared_gradient)
 from gan_lab.models import mlp
 from gan_lab.train import critic_step, generator_step
@@ -86,6 +86,15 @@ def test_ragan_compares_with_the_other_side_s_mean() -> None:
     assert_close(RaGAN().d_loss(REAL, FAKE), d)
     assert_close(RaGAN().g_loss(REAL, FAKE), g)
     assert RaGAN.needs_real_in_g
+
+
+def test_ralsgan_squares_the_distance_to_the_other_side_s_mean() -> None:
+    # E C(x) = 0.5, E C(G(z)) = -1.25
+    d = mean([(2.0 + 1.25 - 1) ** 2, (-1.0 + 1.25 - 1) ** 2]) + mean([(0.5 - 0.5 + 1) ** 2, (-3.0 - 0.5 + 1) ** 2])
+    g = mean([(0.5 - 0.5 - 1) ** 2, (-3.0 - 0.5 - 1) ** 2]) + mean([(2.0 + 1.25 + 1) ** 2, (-1.0 + 1.25 + 1) ** 2])
+    assert_close(RaLSGAN().d_loss(REAL, FAKE), d)
+    assert_close(RaLSGAN().g_loss(REAL, FAKE), g)
+    assert RaLSGAN.needs_real_in_g
 
 
 class Linear(nn.Module):
