@@ -12,7 +12,7 @@ from gan_lab import graphs
 from gan_lab.checkpoint import load_checkpoint
 from gan_lab.data import ToyMixture
 from gan_lab.errors import GanLabError
-from gan_lab.losses import Hinge, Wasserstein
+from gan_lab.losses import Hinge, RaGAN, RpGAN, Wasserstein
 from gan_lab.models import dcgan, mlp
 from gan_lab.safety import NonFiniteGuard
 from gan_lab.schedules import LRSchedule, linear
@@ -268,6 +268,25 @@ def test_bad_fast_path_settings(override: str, message: str, tmp_path: Path, cap
 def test_graph_blockers_name_the_setting() -> None:
     assert graphs.graph_blocker(skip=False) is None
     assert "train.nonfinite=skip" in graphs.graph_blocker(skip=True)
+    assert "loss.reg_every > 1" in graphs.graph_blocker(skip=False, lazy=True)  # lazy regularisation
+
+
+@cuda
+@pytest.mark.parametrize("loss", [RaGAN(), RpGAN(lambda_r1=0.1, lambda_r2=0.1)])
+def test_graph_replays_a_relativistic_generator_step(loss, deterministic) -> None:
+    # the generator step's fresh real batch is drawn inside the graph, like the critic's: the same
+    # losses as eager steps on the same random numbers
+    eager = build("cuda", loss=loss)
+    graphs.runner(eager, False, torch.device("cuda"), 0, skip=False)
+    for opt in (eager.opt_g, eager.opt_d):
+        graphs.set_capturable(opt, True)  # Adam's float32 device-side bias corrections, as the graph's
+    graphed = graphs.runner(build("cuda", loss=loss), True, torch.device("cuda"), 0, skip=False)
+    torch.manual_seed(1)
+    a = losses_over(eager, 50)
+    torch.manual_seed(1)
+    b = losses_over(graphed, 50)
+    assert graphed.graph is not None and not graphed.eager
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
 def test_graph_blockers_of_a_schedule_name_the_optimizer() -> None:
