@@ -30,6 +30,15 @@ captured under a schedule; graph_blocker names it and the run trains eagerly. A 
 stays a float: nothing changes it, so the graph may keep it. Anything else that varies with the
 step (a generator EMA's decay and ramp-up, a penalty applied every k steps) fits the same way:
 a tensor computed from the step inside the iteration, never a Python value chosen on the host.
+
+Lazy regularisation (`loss.reg_every=k`, StyleGAN2) is the exception, on purpose: its point is
+to skip the penalty's double backward on k - 1 critic steps in k, and a weight of 0 on the
+device would still pay for it. Which critic steps of an iteration add the penalties (its
+*phase*, `Iteration.phase(step)`) is a function of the host's step number, and takes few
+values (two when n_critic is 1), so `GraphedIteration` captures one graph per phase, each
+after an eager warm-up of that phase, and replays the one the step needs. Each graph has its
+own memory pool: they replay in any order. The penalties' last values, which a step that skips
+them reports, live in tensors that the regularising graph writes in place.
 """
 
 from __future__ import annotations
@@ -69,56 +78,64 @@ def set_capturable(opt: torch.optim.Optimizer, on: bool) -> None:
 
 
 class GraphedIteration:
-    """Replays one captured training iteration; eager for the first `warmup` calls.
+    """Replays a captured training iteration, one graph per phase; eager for the first `warmup` calls.
 
     The warm-up iterations are real training steps: they create the optimizers' state and
     let cuBLAS / cuDNN pick their kernels before capture, on a side stream as capture requires.
+    A phase (which critic steps add the penalties, see the module's docstring) seen for the first
+    time after the warm-up is run eagerly once more, then captured when it comes again.
     If capture fails, the run goes on eagerly after one warning that says why.
     """
 
-    def __init__(self, iteration: Callable[[int | Tensor], Result], start: int, device: torch.device,
-                 warmup: int = 3):
+    def __init__(self, iteration: Any, start: int, device: torch.device, warmup: int = 3):
         self.iteration, self.warmup, self.device = iteration, warmup, device
         self.step = torch.full((), start, dtype=torch.long, device=device)  # the generator step, on the device
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.captured: Result | None = None
+        self.graphs: dict[Any, tuple[torch.cuda.CUDAGraph, Result]] = {}  # phase -> its graph and outputs
+        self.warmed: set[Any] = set()
         self.calls, self.eager = 0, False
 
-    def _body(self) -> Result:
+    @property
+    def graph(self) -> torch.cuda.CUDAGraph | None:
+        """The first captured graph (None before capture): most runs have only this one."""
+        return next(iter(self.graphs.values()))[0] if self.graphs else None
+
+    def _body(self, phase: Any) -> Result:
         self.step.add_(1)
-        return self.iteration(self.step)
+        return self.iteration(self.step, phase)
 
     def __call__(self, step: int) -> Result:
-        if self.graph is not None:
-            self.graph.replay()
-            assert self.captured is not None
-            return self.captured
+        phase = self.iteration.phase(step)
+        if phase in self.graphs:
+            graph, captured = self.graphs[phase]
+            graph.replay()
+            return captured
         if self.eager:
-            return self.iteration(step)
-        if self.calls < self.warmup:
+            return self.iteration(step, phase)
+        if self.calls < self.warmup or phase not in self.warmed:
             self.calls += 1
+            self.warmed.add(phase)
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
-                out = self._body()
+                out = self._body(phase)
             torch.cuda.current_stream(self.device).wait_stream(side)
             return out
-        return self._capture(step)
+        return self._capture(step, phase)
 
-    def _capture(self, step: int) -> Result:
+    def _capture(self, step: int, phase: Any) -> Result:
         torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
-                captured = self._body()
+            with torch.cuda.graph(graph):  # a private memory pool per graph: phases replay in any order
+                captured = self._body(phase)
         except Exception as err:  # anything the capture cannot record: train eagerly instead
             torch.cuda.synchronize(self.device)
             warn(f"the training iteration could not be captured as a CUDA graph ({type(err).__name__}: "
                  f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}), so this run "
                  f"trains eagerly: the same math, slower. Pass train.cuda_graph=false to skip the attempt.")
             self.eager = True
-            return self.iteration(step)
-        self.graph, self.captured = graph, captured
+            return self.iteration(step, phase)
+        self.graphs[phase] = (graph, captured)
         graph.replay()
         return captured
 
@@ -136,11 +153,8 @@ def reads_lr_on_device(opt: torch.optim.Optimizer) -> bool:
 
 
 def graph_blocker(skip: bool, lr_schedule: str = "constant",
-                  optimizers: tuple[torch.optim.Optimizer, ...] = (), lazy: bool = False) -> str | None:
+                  optimizers: tuple[torch.optim.Optimizer, ...] = ()) -> str | None:
     """Why this run cannot use a CUDA graph, or None when it can."""
-    if lazy:
-        return ("loss.reg_every > 1 adds the penalties on some critic steps only, and a captured iteration "
-                "replays the same steps every time")
     if lr_schedule != "constant":
         for opt in optimizers:
             if not reads_lr_on_device(opt):
@@ -158,13 +172,13 @@ def graph_blocker(skip: bool, lr_schedule: str = "constant",
 
 
 def runner(iteration: Any, mode: str | bool, device: torch.device, start: int,
-           skip: bool, lr_schedule: str = "constant", lazy: bool = False) -> Callable[[int], Result]:
+           skip: bool, lr_schedule: str = "constant") -> Callable[[int], Result]:
     """The callable the loop runs once per generator step: `iteration` itself, or its CUDA graph."""
     use = device.type == "cuda" and mode in ("auto", True)
     if mode is True and device.type != "cuda":
         raise GanLabError(f"train.cuda_graph=true needs the run on a CUDA device, and it is on {device}. "
                           f"Use train.cuda_graph=auto (on whenever the run is on CUDA) or false.")
-    blocker = graph_blocker(skip, lr_schedule, (iteration.opt_g, iteration.opt_d), lazy) if use else None
+    blocker = graph_blocker(skip, lr_schedule, (iteration.opt_g, iteration.opt_d)) if use else None
     if blocker:
         warn(f"no CUDA graph for this run: {blocker}. It trains eagerly (the same math, slower).")
         use = False
@@ -217,11 +231,15 @@ class CompiledIteration:
             return inner(gm, example_inputs)
         return backend
 
-    def __call__(self, step: int | Tensor) -> Result:
+    def phase(self, step: int) -> Any:
+        """The wrapped iteration's phase of `step` (see Iteration.phase)."""
+        return self.iteration.phase(step)
+
+    def __call__(self, step: int | Tensor, phase: Any = None) -> Result:
         if self.checked:
-            return self.iteration(step)
+            return self.iteration(step, phase)
         try:
-            out = self.iteration(step)
+            out = self.iteration(step, phase)
         except Exception as err:
             if not type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
                 raise

@@ -290,8 +290,14 @@ class Iteration:
     # lazy regularisation: the penalties' values at their last evaluation, reported on steps that skip them
     penalty_stats: dict[str, Tensor] = field(default_factory=dict)
 
-    def __call__(self, step: int | Tensor) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor | None, Tensor]]:
-        """Train one generator step; returns the named scalars and the last critic step's (x, y, z)."""
+    def __call__(self, step: int | Tensor, phase: tuple[bool, ...] | None = None,
+                 ) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor | None, Tensor]]:
+        """Train one generator step; returns the named scalars and the last critic step's (x, y, z).
+
+        `phase`: which critic steps add the penalties, as self.phase(step) gives it; a CUDA graph
+        passes it from the host, since its `step` is a device tensor.
+        """
+        regularise = self.phase(int(step)) if phase is None else phase
         if self.lr_schedule is not None:
             self.lr_schedule(step)  # inside the iteration, so a CUDA graph captures it too
         z_dim, n_classes = self.G_frozen.z_dim, self.G_frozen.n_classes
@@ -299,8 +305,13 @@ class Iteration:
             x, y = self.data.sample(self.batch_size)  # a fresh real batch and fresh z every critic step
             z = torch.randn(self.batch_size, z_dim, device=x.device)
             stats = critic_step(self.G_frozen, self.critic, self.loss, self.opt_d, x, z, y, self.guard, step, self.amp,
-                                regularise=self.regularises(step, i))
-            self.penalty_stats.update({k: v for k, v in stats.items() if k.endswith("_penalty")})
+                                regularise=regularise[i])
+            for tag, value in stats.items():
+                if tag.endswith("_penalty"):
+                    # kept in place: a CUDA graph of a step that skips the penalties reports this same tensor,
+                    # which the graph of a regularising step writes
+                    held = self.penalty_stats.setdefault(tag, torch.zeros_like(value))
+                    held.copy_(value)
         stats = {**self.penalty_stats, **stats}
         x_g = None
         if self.loss.needs_real_in_g:
@@ -314,11 +325,14 @@ class Iteration:
                                     self.guard, step, self.amp, x_g))
         return stats, (x, y, z)
 
-    def regularises(self, step: int | Tensor, i: int) -> bool:
-        """Whether critic step i of generator step `step` adds the penalties: every loss.reg_every-th critic step."""
-        if self.loss.reg_every == 1:
-            return True  # no host read of a graphed run's device step (graphs refuse reg_every > 1)
-        return ((int(step) - 1) * self.loss.n_critic + i) % self.loss.reg_every == 0
+    def phase(self, step: int) -> tuple[bool, ...]:
+        """Which critic steps of generator step `step` add the penalties: every loss.reg_every-th critic step.
+
+        A function of the host's step number alone, with at most two values when n_critic is 1
+        (a CUDA graph is captured once for each value it takes).
+        """
+        n, k = self.loss.n_critic, self.loss.reg_every
+        return tuple(((step - 1) * n + i) % k == 0 for i in range(n))
 
 
 def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.optim.Optimizer,
@@ -338,8 +352,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                           settings.amp, schedule)
     if settings.compile:
         iteration = graphs.compiled(iteration, settings.compile, penalised=loss.penalised)
-    run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule,
-                                  lazy=loss.penalised and loss.reg_every > 1)
+    run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule)
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
