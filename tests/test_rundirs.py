@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -175,3 +176,15 @@ def test_hold_refuses_a_held_directory_and_frees_it_with_its_owner(tmp_path: Pat
     assert not rundirs.held_elsewhere(tmp_path)
     rundirs.hold(tmp_path)
     rundirs.release(tmp_path)
+
+
+def test_report_shows_the_resolved_values_that_differ(tmp_path: Path, capsys) -> None:
+    # a sweep over data sets: each recommends its own lambda_gp, which no override names
+    for job, data in enumerate(("ring8", "grid25")):
+        run_cli("train", *QUICK, f"data={data}", f"hydra.run.dir={tmp_path / f'{job}_{data}'}")
+    capsys.readouterr()
+    run_cli("report", str(tmp_path), "plot=none")
+    with (tmp_path / "report.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["data"], r["loss.lambda_gp"]) for r in rows] == [("ring8", "0.1"), ("grid25", "1")]
+    assert "loss.lambda_gp" in capsys.readouterr().out

@@ -44,7 +44,7 @@ def weights_equal(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2])  # SIGUSR2: SLURM's warning
 def test_signal_checkpoints_and_resume_matches_a_straight_run(sig: signal.Signals, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = start(run_dir, "train.steps=100000", "train.log_every=5", "train.checkpoint_every=100000",
