@@ -343,8 +343,6 @@ def train_job(cfg: DictConfig) -> float | None:
         console.print(f"[bold yellow]gan-lab: stopped by {stop}[/]; a checkpoint of that step is in "
                       f"{run_dir / 'checkpoints'}. Continue with the same command plus resume={run_dir} "
                       f"(or hydra.run.dir={run_dir}, which resumes on its own).", soft_wrap=True, highlight=False)
-        _close_log()
-        rundirs.release(run_dir)
         hand_over(stop.signum)  # under submitit: its checkpoint() and requeue, then it exits
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:

@@ -28,8 +28,8 @@ SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2
 
 
 def _submitit_handler(handler: Any) -> bool:
-    # submitit installs bound methods of its SignalHandler in the job process
-    return type(getattr(handler, "__self__", None)).__module__.startswith("submitit.")
+    # submitit installs bound methods of its SignalHandler (or a plugin's subclass) in the job process
+    return any(cls.__module__.startswith("submitit.") for cls in type(getattr(handler, "__self__", None)).__mro__)
 
 
 class StopSignal:
