@@ -258,6 +258,7 @@ def test_slurm_preset_and_optuna_sweeper_compose() -> None:
         launcher = cfg.hydra.launcher
         assert launcher._target_.endswith("SlurmLauncher")
         assert (launcher.partition, launcher.gpus_per_task, launcher.cpus_per_task, launcher.timeout_min) == ("gpu", 1, 4, 240)
+        assert launcher.max_num_timeout == 3  # a job that hits its time limit is requeued (SIGUSR2, checkpoint)
         assert job_threads("auto", launcher, cpus=os.cpu_count()) == 4
         cfg = compose("train", overrides=["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
                                           "objective=metrics/modes_covered"], return_hydra_config=True)
@@ -292,7 +293,10 @@ def test_sigusr2_requeues_the_job_and_it_finishes_like_a_straight_run(launcher: 
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    extra = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_task=0"] if launcher == "slurm" else []
+    # timeout_min=1: submitit counts the signal as a time limit, not a preemption (it allows a job 80% of its
+    # time, at most all but 10 minutes), so the requeue needs the preset's max_num_timeout
+    extra = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_task=0",
+             "hydra.launcher.timeout_min=1"] if launcher == "slurm" else []
     common = [*TINY_MLP, "train.batch_size=16", "device=cpu", "metrics=false", "threads=1", "train.steps=600",
               "train.log_every=5", "train.sample_every=100000", "train.checkpoint_every=100000"]
     sweep_dir = tmp_path / "sweep"
