@@ -324,6 +324,8 @@ def test_sigusr2_requeues_the_job_and_it_finishes_like_a_straight_run(launcher: 
     assert read_status(run_dir)["status"] == "completed"
     if launcher == "slurm":
         assert (bin_dir / "requeued").read_text().split() == ["42"]  # through scontrol requeue, once
+        first_life = (bin_dir / "task_0.log").read_text()
+        assert "this job is timed-out" in first_life  # submitit's time-limit path, requeued by max_num_timeout
     resumed = load_checkpoint(run_dir)
     run_cli("train", *common, f"hydra.run.dir={tmp_path / 'straight'}")
     straight = load_checkpoint(tmp_path / "straight")
