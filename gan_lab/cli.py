@@ -28,8 +28,8 @@ from gan_lab import sweeps
 from gan_lab.checkpoint import LAST, load_checkpoint
 from gan_lab.data import build_data
 from gan_lab.errors import GanLabError
-from gan_lab.safety import Interrupted, config_differences
-from gan_lab.sweeps import job_threads, objective_value, write_status
+from gan_lab.safety import Interrupted, config_differences, hand_over
+from gan_lab.sweeps import job_threads, objective_value, read_status, write_status
 from gan_lab.tracker import console
 
 USAGE = """usage: gan-lab <command> [overrides]
@@ -169,8 +169,12 @@ def print_outputs(run_dir: Path) -> None:
         console.print(f"[cyan]{name}[/]: {escape(str(where))}", soft_wrap=True, highlight=False)
 
 
-def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Build every object the config describes and train; returns the final scalars."""
+def run_training(cfg: DictConfig, run_dir: Path,
+                 on_start: Callable[[dict[str, Any]], None] = lambda plain: None) -> dict[str, float]:
+    """Build every object the config describes and train; returns the final scalars.
+
+    on_start(resolved config) is called once everything is built and checked, just before training.
+    """
     from gan_lab import distributed
     from gan_lab.train import TrainSettings, train
     from gan_lab.tracker import NullTracker, Tracker
@@ -179,7 +183,6 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         raise GanLabError(f"The config does not resolve: {err}") from None
-    print_config(cfg)
     settings = _build("train settings", lambda: TrainSettings(**plain["train"]))
     device = distributed.device_for(distributed.launched(), str(cfg.device)) or choose_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))  # the same initial weights on every rank
@@ -211,6 +214,8 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
         evaluator = make_evaluator(data, cfg.data.get("root"), inception_weights=cfg.inception_weights)
 
+    print_config(cfg)  # only now: a refused config gets its one-paragraph error alone
+    on_start(plain)
     console.print(f"[bold]device[/] {device}  [bold]run directory[/] {run_dir}")
     start = resume["step"] if resume else 0
     reporter = Tracker if distributed.is_main() else NullTracker  # rank 0 alone writes
@@ -263,52 +268,115 @@ def _hparams(plain: dict[str, Any]) -> dict[str, Any]:
 def train_job(cfg: DictConfig) -> float | None:
     """The Hydra task behind `gan-lab train`: one job of a run or of a sweep; returns its objective.
 
-    The job writes run_dir/status.json when it starts and ends (for `gan-lab report`). In a
-    sweep a user error fails only its own job: it is printed and marked, the sweeper gets
+    The job holds its run directory (gan_lab.rundirs) and writes run_dir/status.json when it
+    starts and ends (for `gan-lab report`), and run_dir/train.log with what the console showed.
+    A directory that already holds this very run, completed, is left as it is (a sweep
+    re-launched into its own directory runs only its missing, failed or interrupted jobs). A
+    refusal before training never rewrites the record of a completed or interrupted run there.
+    In a sweep a user error fails only its own job: it is printed and marked, the sweeper gets
     None (Optuna records a failed trial; NaN would crash its Hydra plugin) and the other jobs
-    go on; `gan-lab train -m` then exits 2 naming the failed jobs. Bugs are marked too, then
-    raised with their traceback.
+    go on; `gan-lab train -m` then exits 2 naming the failed jobs. A single run refused before
+    training removes the directory it created. Bugs are marked too, then raised with their traceback.
     """
-    from gan_lab import distributed
+    from gan_lab import distributed, rundirs, runlog
 
     job = HydraConfig.get()
     run_dir = Path(job.runtime.output_dir)
     overrides = list(job.overrides.task)
+    sweep, main = job.mode == RunMode.MULTIRUN, distributed.is_main()  # under torchrun, rank 0 speaks for the run
+    name = f"job {job.job.num} ({' '.join(overrides)})" if sweep else "the run"
 
     def mark(status: str, **fields: Any) -> None:
-        if distributed.is_main():  # under torchrun, rank 0 speaks for the run
+        if main:
             write_status(run_dir, status, overrides=overrides, **fields)
 
-    mark("running")
+    if main:
+        try:
+            rundirs.hold(run_dir)  # a single run's is already held, since train_command
+        except GanLabError as err:
+            report_error(GanLabError(f"{name} skipped: {err}") if sweep else err)
+            if sweep:
+                return None
+            sys.exit(2)
+        runlog.current = runlog.RunLog(console, run_dir / f"{job.job.name}.log")
+    previous = (read_status(run_dir) or {}).get("status")
+    kept = previous in ("completed", "interrupted")  # results on disk that a refused re-run must not relabel
+    began = False
+
+    def start(plain: dict[str, Any]) -> None:
+        nonlocal began
+        began = True
+        mark("running")
+        if main:
+            rundirs.write_resolved(run_dir, plain)
+
+    if not kept:
+        mark("running")
     result: dict[str, float] = {}
     try:
-        threads = job_threads(cfg.threads, job.launcher if job.mode == RunMode.MULTIRUN else None)
+        record = _finished(cfg, run_dir)
+        if record is not None:
+            console.print(f"[bold green]gan-lab:[/] {run_dir} already holds {name}, completed at step "
+                          f"{cfg.train.steps}: nothing to do (raise train.steps to train further).",
+                          soft_wrap=True, highlight=False)
+            return (record.get("metrics") or {}).get(str(cfg.objective))
+        threads = job_threads(cfg.threads, job.launcher if sweep else None)
         if threads:
             torch.set_num_threads(threads)  # n parallel jobs x threads <= cores: no oversubscription
-        result = run_training(cfg, run_dir)
+        result = run_training(cfg, run_dir, start)
         # rank 0 alone computes metrics/*: the other ranks of a torchrun job have no objective to return
-        objective = objective_value(result, str(cfg.objective)) if distributed.is_main() else float("nan")
+        objective = objective_value(result, str(cfg.objective)) if main else float("nan")
+        mark("completed", objective={str(cfg.objective): objective}, metrics=result, threads=torch.get_num_threads())
     except GanLabError as err:
-        mark("failed", error=str(err), metrics=result)
-        if job.mode == RunMode.MULTIRUN:
-            report_error(GanLabError(f"job {job.job.num} ({' '.join(overrides)}) failed, the sweep goes on: {err}"))
+        if began or not kept:
+            mark("failed", error=str(err), metrics=result)
+        if sweep:
+            report_error(GanLabError(f"{name} failed, the sweep goes on: {err}"))
             return None
         report_error(err)
+        if main and not began:  # refused before training: leave no folder behind (if this run made it)
+            _close_log()
+            rundirs.remove_if_fresh(run_dir)
         sys.exit(2)
     except Interrupted as stop:
         mark("interrupted", error=str(stop))
         console.print(f"[bold yellow]gan-lab: stopped by {stop}[/]; a checkpoint of that step is in "
                       f"{run_dir / 'checkpoints'}. Continue with the same command plus resume={run_dir} "
                       f"(or hydra.run.dir={run_dir}, which resumes on its own).", soft_wrap=True, highlight=False)
+        hand_over(stop.signum)  # under submitit: its checkpoint() and requeue, then it exits
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
         mark("interrupted", error="KeyboardInterrupt")
         raise
     except Exception as err:
         mark("failed", error=f"{type(err).__name__}: {err}")
+        if runlog.current is not None:
+            runlog.current.exception()
         raise
-    mark("completed", objective={str(cfg.objective): objective}, metrics=result, threads=torch.get_num_threads())
+    finally:
+        _close_log()
+        rundirs.release(run_dir)
     return objective
+
+
+def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    # the status record when run_dir already holds this run, completed (a config that does not
+    # resolve is not: the run itself then reports why)
+    from gan_lab.rundirs import finished
+
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        return None
+    return finished(run_dir, plain)
+
+
+def _close_log() -> None:
+    from gan_lab import runlog
+
+    if runlog.current is not None:
+        runlog.current.close()
+        runlog.current = None
 
 
 # A plain module-level task function, wrapped rather than decorated: joblib and submitit
@@ -331,6 +399,45 @@ def check_output_dir(overrides: list[str]) -> None:
     except OSError as err:
         raise GanLabError(f"Cannot create the output directory {fixed.absolute()}: {err.strerror or err}. "
                           f"Run from a writable folder or choose one with {key}<path>.") from None
+
+
+def own_output_dir(args: list[str], main: bool = True) -> list[str] | None:
+    """Give this run (or sweep) a directory no live run holds, before Hydra writes into it.
+
+    Without hydra.run.dir / hydra.sweep.dir the config's timestamped default is claimed, with a
+    suffix when another run took that name in the same second, and passed on to Hydra. A
+    directory given is held for this process, or refused while a live run holds it. A single
+    run whose directory already holds it, completed, returns None and touches nothing.
+    """
+    from gan_lab import rundirs
+
+    key = "hydra.sweep.dir=" if any(a in ("-m", "--multirun") for a in args) else "hydra.run.dir="
+    given = next((a[len(key):] for a in args if a.startswith(key)), None)
+    if given is None:
+        try:
+            target = rundirs.claim(rundirs.default_dir(key[:-1]))
+        except OSError:
+            check_output_dir(args)  # says why in one paragraph
+            raise
+        args = [*args, f"{key}{target}"]
+        fresh = False  # claim() recorded that it made it
+    elif "${" in given:  # resolved by Hydra: the job itself takes the lock
+        check_output_dir(args)
+        return args
+    else:
+        target = Path(given)
+        if key == "hydra.run.dir=":
+            record = rundirs.already_done(target, args)
+            if record is not None:
+                console.print(f"[bold green]gan-lab:[/] {target} already holds this run, completed at step "
+                              f"{int((record.get('metrics') or {}).get('step', 0))}: nothing to do (raise "
+                              f"train.steps to train further).", soft_wrap=True, highlight=False)
+                return None
+        fresh = not target.exists()
+        check_output_dir(args)
+    if main:
+        rundirs.hold(target, created=fresh)
+    return args
 
 
 def parse_options(args: list[str], defaults: dict[str, Any], command: str) -> dict[str, Any]:
@@ -359,10 +466,19 @@ def train_command(args: list[str]) -> None:
         console.quiet = not info.main
         args = distributed.shared_run_dir(info, args)
     if not {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info"} & set(args):
-        check_output_dir(args)
+        args = own_output_dir(args, main=info.main or not info.enabled)
+        if args is None:  # a finished run asked for again: nothing to do
+            if info.enabled:
+                distributed.finish()
+            return
     sys.argv = ["gan-lab train", *args]  # Hydra reads its overrides from sys.argv
     sweeps.last_sweep = None
-    train_app()
+    try:
+        train_app()
+    finally:
+        from gan_lab import rundirs
+
+        rundirs.let_go()
     if sweeps.last_sweep and sweeps.last_sweep[2]:  # set by the SweepSummary callback of a multirun
         raise GanLabError(sweeps.failure_message(*sweeps.last_sweep))
     if info.enabled:

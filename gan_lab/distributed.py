@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -79,7 +78,10 @@ def shared_run_dir(info: Dist, args: list[str]) -> list[str]:
     if any(a in ("-m", "--multirun") for a in args):
         raise GanLabError("A multirun sweep cannot be launched under torchrun: launch one torchrun per "
                           "job (e.g. with the submitit launcher) instead.")
-    stamp = [time.strftime("outputs/%Y-%m-%d/%H-%M-%S") if info.main else None]
+    from gan_lab import rundirs
+
+    # rank 0 claims a fresh default directory (never one another run took in the same second)
+    stamp = [str(rundirs.claim(rundirs.default_dir("hydra.run.dir"))) if info.main else None]
     dist.broadcast_object_list(stamp, src=0)
     return [*args, f"hydra.run.dir={stamp[0]}"]
 

@@ -1,7 +1,9 @@
 """`gan-lab report <sweep dir>`: one row per run, the swept keys as columns, sortable by any metric.
 
 Reads each run's `status.json` (written by the job: its state, overrides and final
-scalars; Hydra's `.hydra/overrides.yaml` when there is none), prints a rich table, and
+scalars; Hydra's `.hydra/overrides.yaml` when there is none) and `config_resolved.yaml` (the
+config that ran, so a value that came from an interpolation, such as a data set's recommended
+lambda_gp, shows as the number it was), prints a rich table, and
 writes report.csv, report.md and report.png (chosen metrics against a swept key, one
 line per combination of the other swept keys, error bars over seeds). Failed, interrupted
 and still-running jobs get a row of their own; they are never dropped.
@@ -48,10 +50,11 @@ class Run:
     path: Path
     name: str  # the job number of a sweep, or the path below the report's root
     status: str  # running | completed | failed | interrupted | unknown (no status.json)
-    params: dict[str, str]  # override key -> value as typed on the command line
+    params: dict[str, str]  # override key -> value as typed on the command line (+ resolved keys that differ)
     metrics: dict[str, float] = field(default_factory=dict)
     objective: str | None = None
     error: str = ""
+    resolved: dict[str, str] = field(default_factory=dict)  # the config that ran, flattened
 
 
 def load_run(path: Path, root: Path) -> Run:
@@ -71,7 +74,43 @@ def load_run(path: Path, root: Path) -> Run:
     name = head if head.isdigit() and path.parent == root else relative
     metrics = {k: float(v) for k, v in (status.get("metrics") or {}).items() if _is_number(v)}
     objective = next(iter(status.get("objective") or {}), None)
-    return Run(path, name, status.get("status", "unknown"), params, metrics, objective, status.get("error") or "")
+    return Run(path, name, status.get("status", "unknown"), params, metrics, objective, status.get("error") or "",
+               _resolved(path))
+
+
+def _resolved(path: Path) -> dict[str, str]:
+    # config_resolved.yaml, written when the run's training started (absent before, and in older runs)
+    from gan_lab.rundirs import RESOLVED
+
+    file = path / RESOLVED
+    if not file.is_file():
+        return {}
+    flat: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                walk(child, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = str(node)
+
+    walk(OmegaConf.to_container(OmegaConf.load(file)), "")
+    return flat
+
+
+def add_resolved_keys(runs: list[Run]) -> None:
+    """Add to each run's params the resolved values that differ between runs and that no override
+    names, e.g. loss.lambda_gp in a sweep over data sets that each recommend their own."""
+    named = {key for run in runs for key in run.params}
+    keys = dict.fromkeys(key for run in runs for key in run.resolved)
+    for key in keys:
+        hidden = key.startswith("_") or "._" in key or key.startswith("data.recommended.")  # targets; the source
+        covered = key in named or any(key.startswith(f"{name}.") for name in named)  # shown, or its group is
+        if hidden or covered or len({run.resolved[key] for run in runs if key in run.resolved}) < 2:
+            continue
+        for run in runs:
+            if key in run.resolved:
+                run.params[key] = run.resolved[key]
 
 
 def swept_keys(runs: list[Run]) -> list[str]:
@@ -258,6 +297,7 @@ def report_command(args: list[str]) -> None:
     if not runs:
         raise GanLabError(f"gan-lab report: no run directories under {root} (a run directory holds "
                           f".hydra/config.yaml). Sweeps write to outputs/multirun/<date_time>/.")
+    add_resolved_keys(runs)
     keys = swept_keys(runs)
     metrics = metric_columns(runs, _text(options["columns"]))
     runs = sort_runs(runs, _text(options["sort"]))

@@ -15,20 +15,38 @@ from gan_lab.errors import GanLabError
 
 
 class Interrupted(Exception):
-    """Raised by the loop after it checkpointed in answer to SIGINT or SIGTERM."""
+    """Raised by the loop after it checkpointed in answer to SIGINT, SIGTERM or SIGUSR2."""
 
     def __init__(self, signum: int, step: int):
         super().__init__(f"{signal.Signals(signum).name} at step {step}")
         self.signum, self.step = signum, step
 
 
-class StopSignal:
-    """SIGINT / SIGTERM ask the loop to checkpoint and stop; a second one exits at once.
+# SIGUSR2: the warning SLURM sends before a time limit or preemption when asked to
+# (`sbatch --signal=USR2@90`, as Hydra's submitit launcher does).
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, name))
 
-    SIGTERM is what SLURM and most schedulers send before they kill a job. The first
-    signal only sets a flag, read between steps, so a checkpoint is never written from
-    inside a signal handler. Checkpoints are written atomically, so even the immediate
-    exit of a second signal cannot leave a torn file.
+
+def _submitit_handler(handler: Any) -> bool:
+    # submitit installs bound methods of its SignalHandler (or a plugin's subclass) in the job process
+    return any(cls.__module__.startswith("submitit.") for cls in type(getattr(handler, "__self__", None)).__mro__)
+
+
+class StopSignal:
+    """SIGINT / SIGTERM / SIGUSR2 ask the loop to checkpoint and stop; a second one exits at once.
+
+    SIGTERM is what most schedulers send before they kill a job, SIGUSR2 what SLURM sends
+    ahead of a time limit or preemption. The first signal only sets a flag, read between
+    steps, so a checkpoint is never written from inside a signal handler. Checkpoints are
+    written atomically, so even the immediate exit of a second signal cannot leave a torn file.
+
+    Inside a submitit job (Hydra's submitit_slurm / submitit_local launchers), submitit has
+    installed its own handlers: on SIGUSR2 it calls the launcher's checkpoint() and requeues
+    the job, then exits at once, wherever the loop is; it ignores SIGTERM on purpose (SLURM
+    sends it to a job being requeued). Who handles what there: gan-lab takes SIGUSR2 for the
+    length of the loop, so the step finishes and its checkpoint is written first, and then
+    hands the signal back to submitit's handler (`hand_over`) for the requeue; SIGTERM keeps
+    submitit's handler (a SIGTERM after SIGUSR2 must not end the checkpointing job at once).
     """
 
     def __init__(self) -> None:
@@ -37,7 +55,9 @@ class StopSignal:
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():  # handlers only work there
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in SIGNALS:
+                if sig != getattr(signal, "SIGUSR2", None) and _submitit_handler(signal.getsignal(sig)):
+                    continue  # submitit's on purpose: see the class docstring
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -52,6 +72,19 @@ class StopSignal:
         self.signum = signum
         sys.stderr.write(f"\ngan-lab: {signal.Signals(signum).name} received; writing a checkpoint at the end "
                          f"of this step, then stopping (send it again to exit at once).\n")
+
+
+def hand_over(signum: int) -> None:
+    """After the loop stopped and checkpointed: let submitit's handler of signum requeue the job.
+
+    submitit's handler calls the launcher's checkpoint() (Hydra's submitit launcher resubmits
+    the same job with the same arguments, hence the same run directory, where resume=auto
+    continues from the checkpoint), requeues the job, and exits the process. Outside a
+    submitit job this does nothing.
+    """
+    handler = signal.getsignal(signum)
+    if _submitit_handler(handler):
+        handler(signum, None)
 
 
 class NonFiniteGuard:

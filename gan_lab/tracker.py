@@ -18,6 +18,8 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from gan_lab import runlog
+
 console = Console(stderr=True)
 
 
@@ -78,6 +80,8 @@ class Tracker:
         self.progress.update(self.task, latest=shown)
         if not self.live:
             console.print(f"step {step}/{self.total_steps}  {shown}", highlight=False)
+        else:  # the bar shows it on the terminal; the run's log file gets the plain line
+            runlog.line(f"step {step}/{self.total_steps}  {shown}")
 
     def advance(self, step: int) -> None:
         """Move the progress bar to `step`."""

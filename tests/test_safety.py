@@ -44,7 +44,7 @@ def weights_equal(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2])  # SIGUSR2: SLURM's warning
 def test_signal_checkpoints_and_resume_matches_a_straight_run(sig: signal.Signals, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = start(run_dir, "train.steps=100000", "train.log_every=5", "train.checkpoint_every=100000",
@@ -247,3 +247,33 @@ def test_resumed_event_file_is_read_after_the_first_lifes(tmp_path: Path) -> Non
     with Tracker(tmp_path, 10, start_step=5) as tracker:
         tracker.scalars(6, {"loss/critic": 2.0})
     assert [e.step for e in read_events(tmp_path).Scalars("loss/critic")] == [5, 6]
+
+
+def test_inside_a_submitit_job_sigusr2_is_gan_labs_until_the_checkpoint_and_sigterm_stays_submitits() -> None:
+    from submitit.core.job_environment import SignalHandler
+
+    from gan_lab.safety import StopSignal, hand_over
+
+    calls: list[int] = []
+
+    class Handler(SignalHandler):  # submitit's handler, recording instead of requeueing and exiting
+        def checkpoint_and_try_requeue(self, signum, frame=None):
+            calls.append(signum)
+
+    submitit = Handler.__new__(Handler)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    try:
+        signal.signal(signal.SIGTERM, submitit.bypass)  # as submitit's JobEnvironment._handle_signals does
+        signal.signal(signal.SIGUSR2, submitit.checkpoint_and_try_requeue)
+        with StopSignal() as stop:
+            assert signal.getsignal(signal.SIGTERM) == submitit.bypass  # ignored on purpose: kept
+            signal.raise_signal(signal.SIGUSR2)  # the loop's handler: a flag, read between steps
+            assert stop.signum == signal.SIGUSR2 and calls == []
+        assert signal.getsignal(signal.SIGUSR2) == submitit.checkpoint_and_try_requeue  # restored
+        hand_over(signal.SIGUSR2)  # after the checkpoint: submitit's checkpoint() and requeue
+        assert calls == [signal.SIGUSR2]
+        hand_over(signal.SIGINT)  # not submitit's: nothing
+        assert calls == [signal.SIGUSR2]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

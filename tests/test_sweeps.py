@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,11 +111,14 @@ def test_submitit_local_sweep_lands_where_the_report_reads(tmp_path: Path, capsy
 # (the sbatch file, submitit's pickles, its job environment, Hydra's launcher) is the real code.
 FAKE_SBATCH = r"""#!/bin/bash
 cp "$1" "$(dirname "$0")/submitted.sh"
-last=$(grep -oP '^#SBATCH --array=0-\K[0-9]+' "$1" || echo 0)
-for i in $(seq 0 "$last"); do
-  SLURM_JOB_ID=42$i SLURM_ARRAY_JOB_ID=42 SLURM_ARRAY_TASK_ID=$i SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 \
-  SLURM_NTASKS=1 SLURM_JOB_NUM_NODES=1 SLURM_JOB_NODELIST=localhost bash "$1" > "$(dirname "$0")/task_$i.log" 2>&1 &
-done
+export SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 SLURM_NTASKS=1 SLURM_JOB_NUM_NODES=1 SLURM_JOB_NODELIST=localhost
+if last=$(grep -oP '^#SBATCH --array=0-\K[0-9]+' "$1"); then
+  for i in $(seq 0 "$last"); do
+    SLURM_JOB_ID=42$i SLURM_ARRAY_JOB_ID=42 SLURM_ARRAY_TASK_ID=$i bash "$1" > "$(dirname "$0")/task_$i.log" 2>&1 &
+  done
+else  # a one-job sweep is submitted as a plain job, not an array
+  SLURM_JOB_ID=42 bash "$1" > "$(dirname "$0")/task_0.log" 2>&1 &
+fi
 echo "Submitted batch job 42"
 """
 FAKE_SRUN = r"""#!/bin/bash
@@ -253,7 +258,76 @@ def test_slurm_preset_and_optuna_sweeper_compose() -> None:
         launcher = cfg.hydra.launcher
         assert launcher._target_.endswith("SlurmLauncher")
         assert (launcher.partition, launcher.gpus_per_task, launcher.cpus_per_task, launcher.timeout_min) == ("gpu", 1, 4, 240)
+        assert launcher.max_num_timeout == 3  # a job that hits its time limit is requeued (SIGUSR2, checkpoint)
         assert job_threads("auto", launcher, cpus=os.cpu_count()) == 4
         cfg = compose("train", overrides=["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
                                           "objective=metrics/modes_covered"], return_hydra_config=True)
         assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.objective == "metrics/modes_covered"
+
+
+# scontrol's stand-in: `scontrol requeue <array job>_<task>` runs that array task again, as SLURM
+# would, once the requeued process has exited (submitit calls it from the job's own process).
+FAKE_SCONTROL = r"""#!/bin/bash
+[ "$1" = requeue ] || exit 0
+here=$(dirname "$0"); job=$PPID
+echo "$2" >> "$here/requeued"
+# the job's own SLURM_* variables are inherited: the same task runs again
+(while kill -0 "$job" 2>/dev/null; do sleep 0.1; done
+ bash "$here/submitted.sh" >> "$here/task_${SLURM_ARRAY_TASK_ID:-0}.log" 2>&1) > /dev/null 2>&1 &
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["submitit_local", "slurm"])
+def test_sigusr2_requeues_the_job_and_it_finishes_like_a_straight_run(launcher: str, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM's warning before a time limit or preemption: checkpoint, requeue, continue in place."""
+    from gan_lab.checkpoint import load_checkpoint
+    from gan_lab.rundirs import LOCK
+    from test_safety import weights_equal
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in {"sbatch": FAKE_SBATCH, "srun": FAKE_SRUN, "scontrol": FAKE_SCONTROL, "sacct": "#!/bin/bash\n",
+                       "squeue": "#!/bin/bash\n", "scancel": "#!/bin/bash\n"}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    # timeout_min=1: submitit counts the signal as a time limit, not a preemption (it allows a job 80% of its
+    # time, at most all but 10 minutes), so the requeue needs the preset's max_num_timeout
+    extra = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_task=0",
+             "hydra.launcher.timeout_min=1"] if launcher == "slurm" else []
+    common = [*TINY_MLP, "train.batch_size=16", "device=cpu", "metrics=false", "threads=1", "train.steps=600",
+              "train.log_every=5", "train.sample_every=100000", "train.checkpoint_every=100000"]
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "gan_lab", "train", "-m", f"hydra/launcher={launcher}", *extra,
+                             *common, "seed=0", f"hydra.sweep.dir={sweep_dir}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    log = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        logs = list(sweep_dir.glob("0_*/train.log"))
+        if logs and "step 10/" in logs[0].read_text():
+            log = logs[0]
+            break
+        time.sleep(0.05)
+    assert log is not None, proc.communicate()[1][-3000:]
+    run_dir = log.parent
+    pid = int((run_dir / LOCK).read_text().split()[1])  # the job's own process holds its run directory
+    os.kill(pid, signal.SIGUSR2)
+    _, err = proc.communicate(timeout=300)
+    tasks = "".join(p.read_text()[-3000:] for p in bin_dir.glob("task_*.log"))
+    assert proc.returncode == 0, err[-3000:] + tasks
+    text = log.read_text()
+    stopped = int(text.split("stopped by SIGUSR2 at step ")[1].split(";")[0])
+    assert 10 <= stopped < 600 and f"resuming from step {stopped}" in text  # requeued, continued in place
+    assert read_status(run_dir)["status"] == "completed"
+    if launcher == "slurm":
+        assert (bin_dir / "requeued").read_text().split() == ["42"]  # through scontrol requeue, once
+        first_life = (bin_dir / "task_0.log").read_text()
+        assert "this job is timed-out" in first_life  # submitit's time-limit path, requeued by max_num_timeout
+    resumed = load_checkpoint(run_dir)
+    run_cli("train", *common, f"hydra.run.dir={tmp_path / 'straight'}")
+    straight = load_checkpoint(tmp_path / "straight")
+    assert resumed["step"] == straight["step"] == 600
+    weights_equal(straight, resumed)

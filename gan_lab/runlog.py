@@ -1,0 +1,77 @@
+"""The run's log file: what the console showed, as plain text, in run_dir/train.log.
+
+gan-lab prints through one rich console (gan_lab.tracker.console); Hydra's job log file only
+receives Python `logging` records, which gan-lab does not use, so it stayed empty. While a job
+runs, a render hook copies everything the console prints (config tree, warnings, summary,
+errors) into the file through a second, colourless console; the step lines that a live
+progress bar only shows on a terminal are written with `line()`; Python warnings and a bug's
+traceback are added too. The file is opened for appending: a resumed run continues it.
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console, ConsoleRenderable, RenderHook
+from rich.control import Control
+
+
+class _Tee(RenderHook):
+    def __init__(self, target: Console):
+        self.target = target
+
+    def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
+        printable = [r for r in renderables if not isinstance(r, Control)]  # cursor moves of a live display
+        if printable:
+            self.target.print(*printable)
+        return renderables
+
+
+class RunLog:
+    """Copies a console's output into a plain-text file while it is attached."""
+
+    def __init__(self, console: Console, path: Path):
+        self.console, self.file = console, path.open("a", encoding="utf-8")
+        # not a terminal: no colour codes, no live display; wide enough for the config tree and tables
+        self.plain = Console(file=self.file, width=120, no_color=True, force_terminal=False, highlight=False,
+                             soft_wrap=True)
+        self.hook = _Tee(self.plain)
+        console.push_render_hook(self.hook)
+        self._showwarning = warnings.showwarning
+        warnings.showwarning = self._warning
+
+    def _warning(self, message: Any, category: Any, filename: str, lineno: int, file: TextIO | None = None,
+                 line: str | None = None) -> None:
+        self._showwarning(message, category, filename, lineno, file, line)
+        self.file.write(warnings.formatwarning(message, category, filename, lineno, line))
+        self.file.flush()
+
+    def line(self, text: str) -> None:
+        """A line for the file only (what the live progress bar shows on the terminal)."""
+        self.plain.print(text, markup=False)
+
+    def exception(self) -> None:
+        """The traceback of the exception being handled (a bug: it keeps its traceback here too)."""
+        self.file.write(traceback.format_exc())
+        self.file.flush()
+
+    def close(self) -> None:
+        """Detach from the console and close the file."""
+        hooks = self.console._render_hooks  # pop_render_hook would drop whichever hook is last
+        if self.hook in hooks:
+            hooks.remove(self.hook)
+        if warnings.showwarning == self._warning:
+            warnings.showwarning = self._showwarning
+        self.file.close()
+
+
+current: RunLog | None = None  # the log of the job running in this process, if any
+
+
+def line(text: str) -> None:
+    """Write a line to the current job's log file only, when there is one."""
+    if current is not None:
+        current.line(text)
