@@ -129,6 +129,20 @@ def check_compatible(loss: Any, critic: torch.nn.Module, batch_size: int, data: 
             "score depend on the whole batch, so the per-sample gradient is not the one penalised. "
             "Use model.critic_norm=layer (the WGAN-GP paper's advice) or none, or turn the penalty off "
             "(loss.lambda_gp, loss.lambda_r1, loss.lambda_r2, loss.lambda_dragan = 0).")
+    pack, group = getattr(critic, "pack", 1), getattr(critic, "group", 0)
+    if batch_size % (pack * max(group, 1)):
+        unit = pack * max(group, 1)
+        raise GanLabError(
+            f"train.batch_size={batch_size} does not split into the critic's packs and groups: model.pack={pack} "
+            f"scores {pack} samples as one and model.minibatch_std={group} groups {max(group, 1)} packs, so the "
+            f"batch size must be a multiple of {unit}; otherwise a pack or group would mix real and fake samples "
+            f"(or be left incomplete). Use e.g. train.batch_size={max(unit, batch_size // unit * unit)}.")
+    if group and loss.penalised:
+        # allowed, as ProGAN (WGAN-GP) and StyleGAN2 (R1) do, but the penalty means something else
+        console.print(f"[yellow]note:[/] model.minibatch_std={group} couples the samples of a group, so the "
+                      f"gradient penalty takes the gradient of the group's summed score with respect to each "
+                      f"sample (its own score's gradient plus the other scores' through the group's spread), "
+                      f"as ProGAN and StyleGAN2 do.", soft_wrap=True, highlight=False)
     if data.size is not None and batch_size > data.size:
         raise GanLabError(f"train.batch_size={batch_size} is larger than the data set ({data.size} "
                           f"samples). Use a batch size of at most {data.size}.")
@@ -188,7 +202,8 @@ def run_training(cfg: DictConfig, run_dir: Path,
     torch.manual_seed(int(cfg.seed))  # the same initial weights on every rank
 
     data = _build("data set", lambda: build_data(plain["data"], device))
-    G, critic = _build("model", lambda: instantiate(cfg.model, shape=data.shape, n_classes=data.n_classes))
+    G, critic = _build("model", lambda: instantiate(cfg.model, shape=data.shape, n_classes=data.n_classes,
+                                                    augment=list(data.augment)))
     G, critic = G.to(device), critic.to(device)
     loss = _build("loss", lambda: instantiate(cfg.loss))
     check_compatible(loss, critic, settings.batch_size, data)

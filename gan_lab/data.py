@@ -1,8 +1,9 @@
 """Data sets that live on the training device and hand out random batches.
 
 Every data set has `shape` (of one sample), `n_classes`, `size` (None when samples
-are generated on the fly) and `sample(batch_size) -> (x, y)`, with y the label (the
-mode index for mixtures). Batches are drawn with randint + index_select on the device:
+are generated on the fly), `augment` (the DiffAugment ops the critic applies to what it
+sees, passed to the model builder like the shape; gan_lab.augment) and
+`sample(batch_size) -> (x, y)`, with y the label (the mode index for mixtures). Batches are drawn with randint + index_select on the device:
 no DataLoader, no per-sample PIL transforms, no host round trip in the hot loop.
 """
 
@@ -16,6 +17,7 @@ from urllib.error import URLError
 import torch
 from torch import Tensor
 
+from gan_lab.augment import parse_policy
 from gan_lab.errors import GanLabError
 
 
@@ -29,7 +31,8 @@ def build_data(node: dict, device: str | torch.device = "cpu") -> Any:
 class ToyMixture:
     """A mixture of equal-weight isotropic 2-D Gaussians (the PacGAN / VEEGAN protocol)."""
 
-    def __init__(self, name: str, sigma: float, device: str | torch.device = "cpu", radius: float = 1.0):
+    def __init__(self, name: str, sigma: float, device: str | torch.device = "cpu", radius: float = 1.0,
+                 augment: Any = None):
         if not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
             raise GanLabError(f"data.radius={radius!r} is out of range: the ring's radius must be a number > 0 "
                               f"(PacGAN: 1), e.g. data.radius=1.")
@@ -48,6 +51,7 @@ class ToyMixture:
         self.name, self.sigma = name, float(sigma)
         self.centers = centers.to(device=device, dtype=torch.float32)
         self.shape, self.n_classes, self.size = (2,), len(centers), None
+        self.augment = parse_policy(augment, self.shape)  # refused: DiffAugment is for images
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """A batch of fresh samples and their mode indices."""
@@ -59,11 +63,12 @@ class ToyMixture:
 class SwissRoll:
     """The 2-D swiss roll of the WGAN-GP toy experiments (sklearn's, x/z plane, scaled by 1/7.5)."""
 
-    def __init__(self, noise: float = 0.25, device: str | torch.device = "cpu"):
+    def __init__(self, noise: float = 0.25, device: str | torch.device = "cpu", augment: Any = None):
         if not noise >= 0:
             raise GanLabError(f"data.noise={noise} is out of range: it must be >= 0.")
         self.noise, self.device = float(noise), torch.device(device)
         self.shape, self.n_classes, self.size = (2,), 0, None
+        self.augment = parse_policy(augment, self.shape)  # refused: DiffAugment is for images
 
     def sample(self, batch_size: int) -> tuple[Tensor, None]:
         """A batch of fresh samples (the swiss roll has no labels)."""
@@ -86,7 +91,7 @@ class ImageData:
     """An image data set from torchvision, held once on the device as uint8 (N, C, H, W)."""
 
     def __init__(self, name: str, root: str = "data", download: bool = True, train: bool = True,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", augment: Any = None):
         if name not in _TORCHVISION:
             raise GanLabError(f"data.name={name!r} is not an image data set gan-lab knows: "
                               f"use one of {', '.join(_TORCHVISION)}.")
@@ -98,6 +103,7 @@ class ImageData:
         self.shape = tuple(self.images.shape[1:])
         self.n_classes = int(self.labels.max()) + 1
         self.size = len(self.images)
+        self.augment = parse_policy(augment, self.shape)
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """A batch drawn uniformly with replacement, scaled to [-1, 1]."""
@@ -113,11 +119,12 @@ class StackedMNIST:
     """
 
     def __init__(self, root: str = "data", download: bool = True, train: bool = True,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", augment: Any = None):
         images, labels = _load_torchvision("mnist", root, download, train)
         self.images, self.labels = images.to(device), labels.to(device)  # uint8 (N, 1, 28, 28)
         self.name, self.shape, self.n_classes, self.size = "stacked_mnist", (3, 28, 28), 1000, len(images)
         self._place = torch.tensor([100, 10, 1], device=device)
+        self.augment = parse_policy(augment, self.shape)
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """A batch of stacked images in [-1, 1] and their 3-digit mode labels."""

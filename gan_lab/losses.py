@@ -251,14 +251,16 @@ def perturbed(real: Tensor) -> Tensor:
 
 
 def grad_norms(outputs: Tensor, inputs: Tensor, create_graph: bool = False) -> Tensor:
-    """Per-sample ||d outputs_i / d inputs_i||_2, the norm taken over all non-batch dimensions."""
-    # grad of the sum = per-sample grads, since samples do not interact (no batch norm).
+    """Per-score ||d outputs_i / d (the inputs it scored)||_2: per sample, or per pack of a packed critic."""
+    # grad of the sum = per-score grads, since scores do not interact (no batch norm). A packed critic
+    # (PacGAN) scores each run of m = len(inputs) / len(outputs) consecutive rows as one input, so the
+    # norm is taken over all of a pack's rows together, the gradient of the function the critic is.
     (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=create_graph)
-    return grad.flatten(1).norm(2, dim=1)
+    return grad.reshape(outputs.numel(), -1).norm(2, dim=1)
 
 
 def input_grad_norms(critic: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False) -> Tensor:
-    """Per-sample ||grad_x C(x)||_2 at the points x."""
+    """Per-score ||grad_x C(x)||_2 at the points x (per sample; per pack for a packed critic)."""
     x = x.detach().requires_grad_(True)
     return grad_norms(critic(x), x, create_graph)
 

@@ -9,10 +9,12 @@ into softplus where they need a probability.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from gan_lab.augment import DiffAugment, parse_policy
 from gan_lab.errors import GanLabError
 
 CRITIC_NORMS = ("none", "layer", "batch", "spectral")
@@ -36,16 +38,32 @@ class Generator(nn.Module):
 
 
 class Critic(nn.Module):
-    """Maps samples (B, *shape), and a label y when conditional, to one score per sample (B,)."""
+    """Maps samples (B, *shape), and a label y when conditional, to scores: one per pack of `pack` samples.
 
-    def __init__(self, net: nn.Sequential, norm: str, n_classes: int = 0):
+    Three optional cures for mode collapse live here, so the training loop needs no change for them:
+    DiffAugment (`augment`, applied first, per sample), packing (PacGAN: `pack` consecutive samples
+    scored jointly, B / pack scores) and minibatch standard deviation (a MinibatchStd layer inside
+    `net`, over groups of `group` consecutive packs).
+    """
+
+    def __init__(self, net: nn.Sequential, norm: str, n_classes: int = 0, pack: int = 1, group: int = 0,
+                 augment: nn.Module | None = None):
         super().__init__()
         self.net, self.norm, self.n_classes = net, norm, n_classes
+        self.pack, self.group, self.augment = pack, group, augment
         features = net[-1].in_features  # the head is a Linear layer on the features h
         # projection critic (Miyato & Koyama 2018): score = head(h) + <embed(y), h>
         self.embed = nn.Embedding(n_classes, features) if n_classes else None
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.augment is not None:
+            x = self.augment(x)
+        if self.pack > 1:
+            if x.shape[0] % self.pack:
+                raise ValueError(f"a critic with pack={self.pack} needs a batch that is a multiple of it, "
+                                 f"got {x.shape[0]} samples")
+            # PacGAN: pack i is rows i*m .. i*m + m - 1, side by side (MLP) or stacked along channels (conv)
+            x = x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
         h = self.net[:-1](x)
         out = self.net[-1](h).view(-1)
         if self.embed is not None:
@@ -53,6 +71,46 @@ class Critic(nn.Module):
                 raise ValueError("a conditional critic needs labels y")
             out = out + (self.embed(y) * h).sum(dim=1)
         return out
+
+    def pointwise(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """One score per sample (B,): each sample in a pack, and a minibatch-std group, of its own copies.
+
+        A packed or grouped critic has no score for one sample alone; this slice of it (used for the
+        critic landscape) is the score it gives a batch of nothing but that sample.
+        """
+        copies = self.pack * max(self.group, 1)
+        if copies == 1:
+            return self(x, y)
+        repeated = None if y is None else y.repeat_interleave(copies)
+        return self(x.repeat_interleave(copies, dim=0), repeated).view(len(x), -1).mean(dim=1)
+
+
+class MinibatchStd(nn.Module):
+    """Minibatch standard deviation (ProGAN, Karras et al. 2018; StyleGAN2): the group's spread as a feature.
+
+    Appends one feature (one channel for conv maps): the standard deviation of each feature across
+    a group of `group_size` rows, averaged over features, the same number for every row of the group.
+    A collapsed generator gives groups of fakes almost no spread, which the critic then sees.
+    """
+
+    def __init__(self, group_size: int):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, h: Tensor) -> Tensor:
+        n, g = h.shape[0], self.group_size
+        if n % g:
+            raise ValueError(f"minibatch_std={g} needs a batch that is a multiple of it, got {n} rows")
+        # Consecutive rows form a group (ProGAN and StyleGAN2 take strided rows i, i + n/g, ...): the
+        # critic is fed [real | fake] batches concatenated, and a consecutive group of a batch that is
+        # a multiple of g never straddles the border, so real and fake are never grouped together.
+        groups = h.reshape(n // g, g, *h.shape[1:])
+        std = (groups.var(dim=1, unbiased=False) + 1e-8).sqrt()  # ProGAN's eps keeps sqrt's gradient finite
+        spread = std.flatten(1).mean(dim=1).repeat_interleave(g)  # (n,): one number per group
+        return torch.cat([h, spread.view(n, 1, *(1,) * (h.dim() - 2)).expand(n, 1, *h.shape[2:])], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}"
 
 
 def _check_norm(norm: str) -> None:
@@ -65,6 +123,24 @@ def _check_positive(**values: int) -> None:
     for key, value in values.items():
         if not (isinstance(value, int) and value >= 1):
             raise GanLabError(f"model.{key}={value} is out of range: it must be a whole number >= 1.")
+
+
+def _cures(pack: int, minibatch_std: int, n_classes: int, augment: Sequence[str],
+           shape: tuple[int, ...]) -> nn.Module | None:
+    """Range-check packing and minibatch std; the DiffAugment module of the data's policy (None: off)."""
+    _check_positive(pack=pack)
+    if not (isinstance(minibatch_std, int) and not isinstance(minibatch_std, bool) and minibatch_std >= 0
+            and minibatch_std != 1):
+        raise GanLabError(f"model.minibatch_std={minibatch_std} is out of range: it is the group size of the "
+                          f"minibatch standard deviation, a whole number >= 2 (ProGAN / StyleGAN2: 4), or 0 "
+                          f"for off (a group of 1 has no spread).")
+    if pack > 1 and n_classes:
+        raise GanLabError(f"model.pack={pack} with model.conditional=true is refused: the projection critic "
+                          f"scores one sample against its own label, but a pack holds {pack} samples with "
+                          f"{pack} different labels, and PacGAN defines packing for unconditional GANs only. "
+                          f"Use model.pack=1 or model.conditional=false.")
+    policy = parse_policy(augment, shape)
+    return DiffAugment(policy) if policy else None
 
 
 def _norm_1d(norm: str, width: int) -> list[nn.Module]:
@@ -93,11 +169,14 @@ def _classes(conditional: bool, n_classes: int) -> int:
 
 def mlp(shape: tuple[int, ...], z_dim: int = 2, hidden: int = 256, depth: int = 3,
         generator_norm: str = "none", critic_norm: str = "none", conditional: bool = False,
-        n_classes: int = 0) -> tuple[Generator, Critic]:
+        n_classes: int = 0, pack: int = 1, minibatch_std: int = 0,
+        augment: Sequence[str] = ()) -> tuple[Generator, Critic]:
     """Fully connected G and critic with `depth` hidden ReLU layers of width `hidden`.
 
     Image data is flattened for the critic and the generator ends in tanh (images live
-    in [-1, 1]); 2-D and tabular data get a linear output.
+    in [-1, 1]); 2-D and tabular data get a linear output. The critic takes `pack` samples
+    side by side (PacGAN) and, with minibatch_std > 0, its last hidden layer also sees the
+    group's spread.
     """
     _check_positive(z_dim=z_dim, hidden=hidden, depth=depth)
     _check_norm(critic_norm)
@@ -105,6 +184,7 @@ def mlp(shape: tuple[int, ...], z_dim: int = 2, hidden: int = 256, depth: int = 
         raise GanLabError(f"model.generator_norm={generator_norm!r} is not known: choose none or batch.")
     out_dim = math.prod(shape)
     n_classes = _classes(conditional, n_classes)
+    augmenter = _cures(pack, minibatch_std, n_classes, augment, shape)
 
     g_layers: list[nn.Module] = []
     width_in = 2 * z_dim if n_classes else z_dim  # z and the label embedding, concatenated
@@ -116,23 +196,28 @@ def mlp(shape: tuple[int, ...], z_dim: int = 2, hidden: int = 256, depth: int = 
         g_layers.append(nn.Tanh())
 
     d_layers: list[nn.Module] = [nn.Flatten()]
-    width_in = out_dim
-    for _ in range(depth):
+    width_in = out_dim * pack  # a pack's samples side by side
+    for i in range(depth):
+        if minibatch_std and i == depth - 1:  # the last block sees the spread (one extra feature)
+            d_layers.append(MinibatchStd(minibatch_std))
+            width_in += 1
         d_layers += [_spectral(nn.Linear(width_in, hidden), critic_norm), *_norm_1d(critic_norm, hidden),
                      nn.LeakyReLU(0.2) if len(shape) > 1 else nn.ReLU()]
         width_in = hidden
     d_layers.append(_spectral(nn.Linear(hidden, 1), critic_norm))
     return (Generator(nn.Sequential(*g_layers), z_dim, shape, n_classes),
-            Critic(nn.Sequential(*d_layers), critic_norm, n_classes))
+            Critic(nn.Sequential(*d_layers), critic_norm, n_classes, pack, minibatch_std, augmenter))
 
 
 def dcgan(shape: tuple[int, ...], z_dim: int = 100, width: int = 64, critic_norm: str = "layer",
-          conditional: bool = False, n_classes: int = 0) -> tuple[Generator, Critic]:
+          conditional: bool = False, n_classes: int = 0, pack: int = 1, minibatch_std: int = 0,
+          augment: Sequence[str] = ()) -> tuple[Generator, Critic]:
     """DCGAN-style convolutional G and critic for (C, H, W) images with H = W in {28, 32}.
 
     G: z -> linear -> (4w, s, s) -> up-conv -> (2w, 2s, 2s) -> up-conv -> (C, 4s, 4s), s = H/4,
     batch norm and ReLU inside, tanh out. The critic mirrors it with strided convolutions
-    and LeakyReLU(0.2).
+    and LeakyReLU(0.2); it takes `pack` images stacked along channels (PacGAN's code) and, with
+    minibatch_std > 0, its last conv block gets the group's spread as an extra channel (StyleGAN2).
     """
     _check_positive(z_dim=z_dim, width=width)
     _check_norm(critic_norm)
@@ -141,6 +226,7 @@ def dcgan(shape: tuple[int, ...], z_dim: int = 100, width: int = 64, critic_norm
                           f"{tuple(shape)}. Use model=mlp for 2-D or tabular data.")
     channels, size = shape[0], shape[1]
     n_classes = _classes(conditional, n_classes)
+    augmenter = _cures(pack, minibatch_std, n_classes, augment, shape)
     s = size // 4
     G = nn.Sequential(
         nn.Linear(2 * z_dim if n_classes else z_dim, 4 * width * s * s),  # z (+ label embedding)
@@ -152,12 +238,15 @@ def dcgan(shape: tuple[int, ...], z_dim: int = 100, width: int = 64, critic_norm
         nn.Tanh(),
     )
     critic = nn.Sequential(
-        _spectral(nn.Conv2d(channels, width, 4, 2, 1), critic_norm), nn.LeakyReLU(0.2),
+        _spectral(nn.Conv2d(pack * channels, width, 4, 2, 1), critic_norm), nn.LeakyReLU(0.2),
         _spectral(nn.Conv2d(width, 2 * width, 4, 2, 1), critic_norm), *_norm_2d(critic_norm, 2 * width),
         nn.LeakyReLU(0.2),
-        _spectral(nn.Conv2d(2 * width, 4 * width, 3, 1, 1), critic_norm), *_norm_2d(critic_norm, 4 * width),
+        *([MinibatchStd(minibatch_std)] if minibatch_std else []),  # the spread as one more channel
+        _spectral(nn.Conv2d(2 * width + (1 if minibatch_std else 0), 4 * width, 3, 1, 1), critic_norm),
+        *_norm_2d(critic_norm, 4 * width),
         nn.LeakyReLU(0.2),
         nn.Flatten(),
         _spectral(nn.Linear(4 * width * s * s, 1), critic_norm),
     )
-    return Generator(G, z_dim, shape, n_classes), Critic(critic, critic_norm, n_classes)
+    return Generator(G, z_dim, shape, n_classes), Critic(critic, critic_norm, n_classes, pack, minibatch_std,
+                                                         augmenter)

@@ -133,9 +133,12 @@ def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> 
         return [critic(part, y) for part in parts]
     if isinstance(critic, nn.parallel.DistributedDataParallel):
         # One forward on the concatenated batch: the same scores for a per-sample critic,
-        # and exactly one forward per backward, which DDP's reducer needs.
+        # and exactly one forward per backward, which DDP's reducer needs. chunk, not split by
+        # the batch size: a packed critic gives one score per pack. Packs and minibatch-std
+        # groups are runs of consecutive rows, and cli.check_compatible makes the batch a
+        # multiple of their size, so none straddles two parts.
         labels = None if y is None else y.repeat(len(parts))
-        return list(critic(torch.cat(parts), labels).split(len(parts[0])))
+        return list(critic(torch.cat(parts), labels).chunk(len(parts)))
     # A penalised part (a leaf that requires grad: the interpolates, or x under R1) gets its own
     # forward, so the penalty's input gradient and its double backward run over its rows alone;
     # through one concatenated forward they run over every part's rows (WGAN-GP on the MNIST MLP:
@@ -147,7 +150,7 @@ def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> 
     with nn.utils.parametrize.cached():
         if plain:
             labels = None if y is None else y.repeat(len(plain))
-            scores = iter(critic(plain[0] if len(plain) == 1 else torch.cat(plain), labels).split(len(parts[0])))
+            scores = iter(critic(plain[0] if len(plain) == 1 else torch.cat(plain), labels).chunk(len(plain)))
         return [critic(part, y) if part.requires_grad else next(scores) for part in parts]
 
 
@@ -424,7 +427,7 @@ def _log_samples(G: nn.Module, critic: nn.Module, data: Any, fixed_z: Tensor, fi
         tracker.figure("samples", step, scatter_2d(real.cpu(), fake.cpu(), step), path)
         def scores(points: Tensor) -> Tensor:  # a conditional critic's landscape depends on y: class 0's
             y = torch.zeros(len(points), dtype=torch.long, device=points.device) if G.n_classes else None
-            return critic(points, y)
+            return critic.pointwise(points, y)  # one score per point, even for a packed critic
 
         tracker.figure("critic/landscape", step, critic_landscape(scores, real, fake, step),
                        run_dir / "samples" / f"critic_step_{step:08d}.png")
