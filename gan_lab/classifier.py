@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from gan_lab.data import _load_torchvision
 from gan_lab.errors import GanLabError
-from gan_lab.metrics import frechet_distance, histogram_kl
+from gan_lab.metrics import frechet_distance, histogram_kl, knn_metrics
 
 __all__ = ["Classifier", "train_classifier", "evaluate_accuracy", "default_cache_dir", "classifier_path",
            "load_or_train_classifier", "class_metrics", "classifier_command", "DEFAULT_EPOCHS", "DEFAULT_BATCH_SIZE"]
@@ -211,12 +211,14 @@ def _load(path: Path, data_name: str) -> tuple[Classifier, dict]:
 
 @torch.no_grad()
 def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n_classes: int = 10,
-                  batch_size: int = 500) -> dict[str, float]:
-    """Classes covered, class-histogram KL, mean confidence and feature Fréchet distance of fake vs real.
+                  batch_size: int = 500, knn_samples: int | None = None) -> dict[str, float]:
+    """Classes covered, class-histogram KL, mean confidence, feature Fréchet distance, precision, recall,
+    density and coverage of fake vs real.
 
     Images are float (N, 1, 28, 28) in [-1, 1]. class_kl is KL(p_fake || p_real) between the
     histograms of predicted classes; it is +inf when the fakes hit a class no real image is
     predicted as (which never happens with a real test set of a few hundred images or more).
+    The k-NN metrics (gan_lab.metrics.knn_metrics) use the first knn_samples of each set (None: all).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -232,6 +234,7 @@ def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n
         "class_kl": histogram_kl(fake_counts, real_counts.double() / real_counts.sum()),
         "confidence": fake_logits.softmax(dim=1).max(dim=1).values.mean().item(),
         "frechet_distance": frechet_distance(real_features, fake_features),
+        **knn_metrics(real_features[:knn_samples], fake_features[:knn_samples]),
     }
 
 

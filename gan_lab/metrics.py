@@ -1,4 +1,5 @@
-"""Sample-quality metrics: mode coverage on 2-D Gaussian mixtures, histogram KL, Fréchet distance.
+"""Sample-quality metrics: mode coverage on 2-D Gaussian mixtures, histogram KL, Fréchet distance,
+improved precision and recall, density and coverage.
 
 Pure functions of tensors (torch only, no config). Everything is computed in float64 on the
 samples' device and returned as Python numbers, ready for the tracker.
@@ -7,11 +8,13 @@ samples' device and returned as Python numbers, ready for the tracker.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
-__all__ = ["ring8_centers", "grid25_centers", "histogram_kl", "mixture_metrics", "frechet_distance"]
+__all__ = ["ring8_centers", "grid25_centers", "histogram_kl", "mixture_metrics", "frechet_distance",
+           "precision_recall", "density_coverage", "knn_metrics"]
 
 
 def ring8_centers(radius: float = 1.0) -> Tensor:
@@ -149,3 +152,91 @@ def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
     mean_term = (mean_a - mean_b).square().sum()
     trace_term = torch.trace(cov_a) + torch.trace(cov_b) - 2 * trace_sqrt_product
     return (mean_term + trace_term).item()
+
+
+# k-nearest-neighbour metrics: real and fake features are compared through balls around each point
+# whose radius is the distance to its k-th nearest neighbour in its own set. Distances come in
+# chunks of CHUNK rows, so memory stays at CHUNK x N, not M x N (10,000 x 10,000 float64: 800 MB).
+CHUNK = 1024  # rows of distances at a time: 1024 x 10,000 float64 = 82 MB
+
+
+def _feature_pair(real: Tensor, fake: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"need features [N, D] and [M, D], got {tuple(real.shape)} and {tuple(fake.shape)}")
+    if not (isinstance(k, int) and 1 <= k < min(len(real), len(fake))):
+        raise ValueError(f"k={k} needs 1 <= k < the size of each set ({len(real)} real, {len(fake)} fake)")
+    x = real.detach().to(torch.float64)
+    return x, fake.detach().to(device=x.device, dtype=torch.float64)
+
+
+def _knn_radii(x: Tensor, ks: tuple[int, ...]) -> list[Tensor]:
+    """For each k, each row's distance to its k-th nearest other row: the radius of its k-NN ball."""
+    # the (k+1)-th smallest distance of a row, since the row itself is at distance 0
+    nearest = torch.cat([torch.cdist(x[i:i + CHUNK], x).topk(max(ks) + 1, dim=1, largest=False).values
+                         for i in range(0, len(x), CHUNK)])
+    return [nearest[:, k] for k in ks]
+
+
+def _in_balls(centres: Tensor, radii: list[Tensor], points: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Per radius: (each point in some ball?, the number of (ball, point) pairs, each ball holding a point?)."""
+    # Distances are taken with the centres as rows, as in _knn_radii: cdist's matrix-product rounding
+    # can differ between d(a, b) and d(b, a), and a point exactly on a ball's boundary (a fake that
+    # copies a real point's k-th neighbour; the reals against themselves) must get the very value
+    # that set the radius.
+    results = []
+    for radius in radii:
+        inside = torch.zeros(len(points), dtype=torch.bool, device=points.device)
+        pairs = torch.zeros((), dtype=torch.float64, device=points.device)
+        holding = torch.zeros(len(centres), dtype=torch.bool, device=points.device)
+        results.append((inside, pairs, holding))
+    for i in range(0, len(centres), CHUNK):
+        distances = torch.cdist(centres[i:i + CHUNK], points)  # (chunk of centres, points)
+        for (inside, pairs, holding), radius in zip(results, radii):
+            within = distances <= radius[i:i + CHUNK, None]  # closed balls: the boundary is inside
+            inside |= within.any(dim=0)
+            pairs += within.sum()
+            holding[i:i + CHUNK] = within.any(dim=1)
+    return results
+
+
+def _knn_metrics(real: Tensor, fake: Tensor, k_pr: int | None, k_dc: int | None) -> dict[str, float]:
+    real, fake = _feature_pair(real, fake, max(k for k in (k_pr, k_dc) if k))
+    ks = tuple(k for k in (k_pr, k_dc) if k)
+    by_k = dict(zip(ks, _in_balls(real, _knn_radii(real, ks), fake)))  # fakes in the balls of the reals
+    metrics = {}
+    if k_pr:
+        fake_in_real = by_k[k_pr][0]
+        (real_in_fake, _, _), = _in_balls(fake, _knn_radii(fake, (k_pr,)), real)
+        metrics.update(precision=fake_in_real.double().mean().item(), recall=real_in_fake.double().mean().item())
+    if k_dc:
+        _, pairs, holding = by_k[k_dc]
+        metrics.update(density=(pairs / (k_dc * len(fake))).item(), coverage=holding.double().mean().item())
+    return metrics
+
+
+def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of fake vs real features, k = 3 as the paper.
+
+    Each set's manifold is the union of balls around its points, of radius the distance to the
+    point's k-th nearest neighbour in its set. precision: the fraction of fakes inside the real
+    manifold (quality); recall: the fraction of reals inside the fake manifold (diversity). A
+    point on a ball's boundary is inside (distance <= radius, as the paper's code).
+    """
+    return _knn_metrics(real, fake, k, None)
+
+
+def density_coverage(real: Tensor, fake: Tensor, k: int = 5) -> dict[str, float]:
+    """Density and coverage (Naeem et al. 2020) of fake vs real features, k = 5 as the paper.
+
+    Only real points have balls (radius: distance to the k-th nearest real neighbour), so an
+    outlying fake cannot inflate them. density = (1 / kM) sum_j #{real balls holding fake j}:
+    about 1 when fakes are distributed like the reals, (k + 1) / k for the reals themselves,
+    above 1 when fakes crowd dense regions. coverage = the fraction of real balls holding at
+    least one fake, at most 1.
+    """
+    return _knn_metrics(real, fake, None, k)
+
+
+def knn_metrics(real: Tensor, fake: Tensor, k_pr: int = 3, k_dc: int = 5) -> dict[str, float]:
+    """precision_recall (k_pr) and density_coverage (k_dc) together, sharing their distance passes (4, not 5)."""
+    return _knn_metrics(real, fake, k_pr, k_dc)

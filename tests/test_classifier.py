@@ -136,6 +136,7 @@ def test_generated_equal_to_real_scores_perfect(trained: tuple[Classifier, torch
     assert_close(metrics["class_kl"], 0.0, atol=1e-12, rtol=0)
     assert_close(metrics["frechet_distance"], 0.0, atol=1e-6, rtol=0)
     assert 0.9 < metrics["confidence"] <= 1.0
+    assert (metrics["precision"], metrics["recall"], metrics["coverage"]) == (1.0, 1.0, 1.0)  # k-NN metrics
     # batching changes nothing
     assert_close(class_metrics(model, real.clone(), real, batch_size=7), metrics, atol=1e-6, rtol=1e-6)
 
@@ -153,6 +154,9 @@ def test_collapse_to_one_class(trained: tuple[Classifier, torch.Tensor, torch.Te
     # the collapsed set is far from the real one, much farther than two halves of real data are
     halves = class_metrics(model, real[0::2], real[1::2])
     assert collapsed["frechet_distance"] > 10 * halves["frechet_distance"]
+    # real images of one digit: all inside the real manifold, but covering little of it
+    assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.5 and collapsed["coverage"] < 0.5
+    assert halves["recall"] > 0.8 and halves["coverage"] > 0.8
     assert halves["classes_covered"] == 10
 
 

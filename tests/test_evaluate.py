@@ -126,7 +126,8 @@ def test_class_metrics_during_an_mnist_run(tmp_path: Path, tiny_mnist_root: Path
     run_cli("train", "data=mnist", f"data.root={tiny_mnist_root}", *TINY, "model.width=8", "model.z_dim=16",
             "metrics=true", f"hydra.run.dir={tmp_path}")
     tags = read_events(tmp_path).Tags()["scalars"]
-    assert {"metrics/classes_covered", "metrics/class_kl", "metrics/confidence", "metrics/frechet_distance"} <= set(tags)
+    assert {"metrics/classes_covered", "metrics/class_kl", "metrics/confidence", "metrics/frechet_distance",
+            "metrics/precision", "metrics/recall", "metrics/density", "metrics/coverage"} <= set(tags)
     # `gan-lab eval` of its checkpoint gives the run's final numbers (the Fréchet distance moves with any other z)
     logged = json.loads((tmp_path / "status.json").read_text())["metrics"]
     run_cli("eval", f"checkpoint={tmp_path}")

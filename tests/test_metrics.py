@@ -1,4 +1,4 @@
-"""Known-answer tests for gan_lab.metrics (mode coverage, histogram KL, Fréchet distance)."""
+"""Known-answer tests for gan_lab.metrics (mode coverage, histogram KL, Fréchet distance, k-NN metrics)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from gan_lab.metrics import frechet_distance, grid25_centers, histogram_kl, mixture_metrics, ring8_centers
+import gan_lab.metrics
+from gan_lab.metrics import (density_coverage, frechet_distance, grid25_centers, histogram_kl, knn_metrics,
+                             mixture_metrics, precision_recall, ring8_centers)
 
 # For an isotropic 2-D Gaussian the distance to its mean is Rayleigh distributed:
 # P(r < 3 sigma) = 1 - exp(-3^2 / 2). This is the high-quality fraction of perfect samples.
@@ -221,3 +223,62 @@ def test_frechet_with_rank_deficient_covariances() -> None:
 def test_frechet_rejects_mismatched_dimensions() -> None:
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         frechet_distance(torch.zeros(4, 3), torch.zeros(4, 2))
+
+
+# ---- improved precision / recall, density / coverage -----------------------------------------
+
+def points(*values: float) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64).unsqueeze(1)
+
+
+def test_knn_metrics_on_a_hand_made_line() -> None:
+    # k = 1. Real {0, 1, 3, 7}: 1-NN radii 1, 1, 2, 4. Fake {0.5, 1.5, 12, 13}: radii 1, 1, 1, 1.
+    real, fake = points(0, 1, 3, 7), points(0.5, 1.5, 12, 13)
+    # precision: 0.5 (ball of 0), 1.5 (ball of 1) in; 12 and 13 are 5 and 6 from 7 (radius 4): out
+    # recall: 0 and 1 lie within 1 of 0.5; 3 is 1.5 from 1.5 and 7 is 5 from 12: out
+    assert precision_recall(real, fake, k=1) == {"precision": 0.5, "recall": 0.5}
+    # density: 0.5 lies in the balls of 0 and 1, 1.5 in those of 1 and 3: (2 + 2 + 0 + 0) / (1 * 4)
+    # coverage: the balls of 0, 1 and 3 hold a fake, that of 7 none: 3/4
+    assert density_coverage(real, fake, k=1) == {"density": 1.0, "coverage": 0.75}
+    # k = 2. Real radii (2nd NN): 3, 2, 3, 6; fake radii: 11.5, 10.5, 10.5, 11.5
+    # precision: 0.5, 1.5 in; 12 is 5 <= 6 from 7: in; 13 is 6 <= 6 from 7: in (the boundary counts)
+    # recall: every real point lies within 10.5 of 1.5
+    assert precision_recall(real, fake, k=2) == {"precision": 1.0, "recall": 1.0}
+    # density: 0.5 in the balls of 0, 1, 3; 1.5 in those of 0, 1, 3 and 7 (5.5 <= 6); 12 and 13 in
+    # that of 7: 9 / (2 * 4); coverage: 4/4
+    assert density_coverage(real, fake, k=2) == {"density": 1.125, "coverage": 1.0}
+
+
+def test_knn_balls_are_euclidean_and_closed() -> None:
+    real = torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64)  # 1-NN radius 5 each
+    fake = torch.tensor([[6.0, 8.0], [6.0, 8.01], [3.0, -1.0], [0.0, 0.0]], dtype=torch.float64)
+    # (6, 8) is exactly 5 from (3, 4); (6, 8.01) just outside; (3, -1) is 5 from (3, 4): in
+    assert precision_recall(real, fake, k=1)["precision"] == 0.75
+    assert knn_metrics(real, fake, k_pr=1, k_dc=1) == {**precision_recall(real, fake, k=1),
+                                                       **density_coverage(real, fake, k=1)}
+
+
+def test_real_against_itself_and_against_far_away_fakes() -> None:
+    real = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
+    same = knn_metrics(real, real.clone())
+    # precision = recall = coverage = 1; density: each point sits in its own ball and in those of
+    # the k reals it is a neighbour of: sum over balls of (k + 1) points / (k M) = (k + 1) / k
+    assert same == {"precision": 1.0, "recall": 1.0, "density": 6 / 5, "coverage": 1.0}
+    far = knn_metrics(real, real + 100.0)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+def test_knn_metrics_do_not_depend_on_the_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.randn(200, 8, generator=g), torch.randn(150, 8, generator=g) * 1.3 + 0.2
+    whole = knn_metrics(real, fake)
+    monkeypatch.setattr(gan_lab.metrics, "CHUNK", 7)
+    assert knn_metrics(real, fake) == whole
+    assert 0 < whole["precision"] < 1 and 0 < whole["recall"] < 1 and 0 < whole["coverage"] < 1
+
+
+def test_knn_metrics_refuse_too_few_points() -> None:
+    with pytest.raises(ValueError, match="k=3 needs"):
+        precision_recall(torch.zeros(3, 2), torch.zeros(10, 2))
+    with pytest.raises(ValueError, match="need features"):
+        density_coverage(torch.zeros(10, 2), torch.zeros(10, 3))
