@@ -32,7 +32,7 @@ class ToyMixture:
     """A mixture of equal-weight isotropic 2-D Gaussians (the PacGAN / VEEGAN protocol)."""
 
     def __init__(self, name: str, sigma: float, device: str | torch.device = "cpu", radius: float = 1.0,
-                 augment: Any = None):
+                 augment: str | list[str] | None = None):
         if not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
             raise GanLabError(f"data.radius={radius!r} is out of range: the ring's radius must be a number > 0 "
                               f"(PacGAN: 1), e.g. data.radius=1.")
@@ -63,7 +63,8 @@ class ToyMixture:
 class SwissRoll:
     """The 2-D swiss roll of the WGAN-GP toy experiments (sklearn's, x/z plane, scaled by 1/7.5)."""
 
-    def __init__(self, noise: float = 0.25, device: str | torch.device = "cpu", augment: Any = None):
+    def __init__(self, noise: float = 0.25, device: str | torch.device = "cpu",
+                 augment: str | list[str] | None = None):
         if not noise >= 0:
             raise GanLabError(f"data.noise={noise} is out of range: it must be >= 0.")
         self.noise, self.device = float(noise), torch.device(device)
@@ -91,7 +92,7 @@ class ImageData:
     """An image data set from torchvision, held once on the device as uint8 (N, C, H, W)."""
 
     def __init__(self, name: str, root: str = "data", download: bool = True, train: bool = True,
-                 device: str | torch.device = "cpu", augment: Any = None):
+                 device: str | torch.device = "cpu", augment: str | list[str] | None = None):
         if name not in _TORCHVISION:
             raise GanLabError(f"data.name={name!r} is not an image data set gan-lab knows: "
                               f"use one of {', '.join(_TORCHVISION)}.")
@@ -119,7 +120,7 @@ class StackedMNIST:
     """
 
     def __init__(self, root: str = "data", download: bool = True, train: bool = True,
-                 device: str | torch.device = "cpu", augment: Any = None):
+                 device: str | torch.device = "cpu", augment: str | list[str] | None = None):
         images, labels = _load_torchvision("mnist", root, download, train)
         self.images, self.labels = images.to(device), labels.to(device)  # uint8 (N, 1, 28, 28)
         self.name, self.shape, self.n_classes, self.size = "stacked_mnist", (3, 28, 28), 1000, len(images)

@@ -14,6 +14,7 @@ from gan_lab.augment import DiffAugment, adjust_color, cut_out, random_cutout, r
 from gan_lab.checkpoint import load_checkpoint
 from gan_lab.losses import grad_norms
 from gan_lab.models import dcgan
+from gan_lab.rebuild import check_config
 
 
 def test_translate_shifts_content_and_pads_with_zeros() -> None:
@@ -124,3 +125,4 @@ def test_diffaugment_trains_on_tiny_mnist(tmp_path: Path, tiny_mnist_root: Path)
             "data.augment=[translation,color,cutout]", f"hydra.run.dir={tmp_path}")
     state = load_checkpoint(tmp_path)
     assert state["config"]["data"]["augment"] == ["translation", "color", "cutout"] and state["step"] == 4
+    check_config(state["config"], tmp_path)  # `gan-lab eval` / `sample` accept the stored policy

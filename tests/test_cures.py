@@ -14,6 +14,7 @@ from gan_lab.checkpoint import load_checkpoint
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Wasserstein, grad_norms, input_grad_norms
 from gan_lab.models import Critic, MinibatchStd, dcgan, mlp
+from gan_lab.rebuild import rebuild_generator
 from gan_lab.train import critic_forward, critic_step
 
 
@@ -199,6 +200,7 @@ def test_bad_cure_settings_are_explained(overrides: list[str], fragment: str, tm
 def test_cures_train_on_ring8(cure: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run_cli("train", *TINY, *TINY_MLP, cure, f"hydra.run.dir={tmp_path}")
     state = load_checkpoint(tmp_path)
+    rebuild_generator(state, tmp_path)  # `gan-lab eval` / `sample` rebuild G from the stored settings
     widths = [v.shape[1] for k, v in state["critic"].items() if k.endswith("weight") and v.dim() == 2]
     assert widths[0] == (4 if cure == "model.pack=2" else 2)  # two 2-D points side by side
     if cure == "model.minibatch_std=4":
