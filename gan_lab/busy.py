@@ -56,6 +56,18 @@ class CpuWatch:
         self.said = threads <= 1  # one thread waits on no other: nothing to say
         self.since = None if self.said else self.read()
 
+    def start(self, load: float | None = None) -> str | None:
+        """At the start, from the 1-minute load average: the hint when others alone must oversubscribe the cores."""
+        if self.said:
+            return None
+        if load is None:
+            try:
+                load = os.getloadavg()[0]
+            except (AttributeError, OSError):
+                return None
+        # this process may have kept up to `threads` cores busy in the last minute (data, classifier): a lower bound
+        return self._hint(load - self.threads)
+
     def check(self) -> str | None:
         """The hint the first time others' load plus our threads exceeds the cores; None otherwise."""
         if self.said or self.since is None:
@@ -66,6 +78,9 @@ class CpuWatch:
         seconds = now.wall - self.since.wall
         others = ((now.busy - self.since.busy) - (now.own - self.since.own)) / seconds  # in cores
         self.since = now
+        return self._hint(others)
+
+    def _hint(self, others: float) -> str | None:
         if others < 0.75 or others + self.threads <= self.cores:
             return None
         self.said = True

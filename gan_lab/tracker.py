@@ -70,6 +70,9 @@ class Tracker:
         self.written: set[str] = set()  # scalar tags of this life: the HParams metrics point at them
         # a CPU run with several threads: say once if other processes make them wait for each other
         self.cpu_watch = CpuWatch(cpu_threads) if cpu_threads > 1 else None
+        hint = self.cpu_watch.start() if self.cpu_watch else None
+        if hint:
+            console.print(f"[yellow]{hint}[/]", soft_wrap=True, highlight=False)
         # a live bar on a terminal; in logs and pipes (CI, clusters) one plain line per log step
         self.live = console.is_terminal
         # purge_step: when a run resumes in its own directory, drop the events its previous

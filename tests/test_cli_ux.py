@@ -174,6 +174,9 @@ def test_cpu_watch_speaks_once_when_others_oversubscribe_the_cores() -> None:
     assert CpuWatch(2, cores=2, read=fake_cpu(0.1, 2)).check() is None  # an idle machine
     assert CpuWatch(2, cores=8, read=fake_cpu(3.0, 2)).check() is None  # room for everyone
     assert CpuWatch(1, cores=2, read=fake_cpu(4.0, 1)).check() is None  # one thread waits on no other
+    # at the start, from the load average: this process's own recent threads are not counted as others
+    assert CpuWatch(2, cores=2, read=fake_cpu(0, 2)).start(load=2.0) is None
+    assert "threads=1 will be faster" in CpuWatch(2, cores=2, read=fake_cpu(0, 2)).start(load=3.5)
 
 
 def test_a_busy_machine_is_named_once_in_the_run_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -181,6 +184,7 @@ def test_a_busy_machine_is_named_once_in_the_run_output(tmp_path: Path, monkeypa
     import gan_lab.busy
 
     monkeypatch.setattr(gan_lab.busy, "read_cpu", fake_cpu(1.0, 2))
+    monkeypatch.setattr(gan_lab.busy.os, "getloadavg", lambda: (3.5, 3.5, 3.5))  # also busy at the start
     # the run believes it has torch's two threads (really two would crawl on the busy machines that run tests)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     run_cli("train", *TINY, *TINY_MLP, "metrics=false", f"hydra.run.dir={tmp_path}")
