@@ -121,7 +121,7 @@ def test_ctrl_c_in_eval_sample_and_report(toy_run: Path, tmp_path: Path, monkeyp
         Path(file).write_bytes(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gan_lab.evaluate, "build_data", ctrl_c)
+    monkeypatch.setattr(gan_lab.evaluate, "rebuild_data", ctrl_c)
     monkeypatch.setattr(torch, "save", half_then_ctrl_c)
     monkeypatch.setattr(gan_lab.report, "plot_runs", ctrl_c)
     capsys.readouterr()
