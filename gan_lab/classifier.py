@@ -9,6 +9,7 @@ memory, as in gan_lab.data; batches are drawn by index, no DataLoader.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from gan_lab.data import _load_torchvision
 from gan_lab.errors import GanLabError
 from gan_lab.metrics import frechet_distance, histogram_kl, knn_metrics
+from gan_lab.options import Option, build_parser
 
 __all__ = ["Classifier", "train_classifier", "evaluate_accuracy", "default_cache_dir", "classifier_path",
            "load_or_train_classifier", "class_metrics", "classifier_command", "DEFAULT_EPOCHS", "DEFAULT_BATCH_SIZE"]
@@ -101,14 +103,28 @@ def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = DEFAULT_EP
 
 @contextmanager
 def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[float], None]]:
-    """Yield advance(loss): steps a rich progress bar showing the loss, or does nothing when disabled."""
+    """Yield advance(loss): a rich bar on a terminal, a plain line every 5% in logs and pipes, or nothing."""
     if not enabled:
         yield lambda loss: None
+        return
+    from gan_lab.tracker import Pace, console
+
+    if not console.is_terminal:  # piped: no live bar, but never minutes of silence
+        pace, every, done = Pace(total), max(1, total // 20), 0
+        console.print(f"training the classifier: {total} steps", highlight=False)
+
+        def advance(loss: float) -> None:
+            nonlocal done
+            done += 1
+            if done % every == 0 or done == total:
+                console.print(f"classifier step {done}/{total}  {pace(done)}  loss {loss:.4f}", highlight=False)
+        yield advance
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("training classifier"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=True) as bar:
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=True,
+                  console=console) as bar:
         task = bar.add_task("train", total=total, loss=float("nan"))
         yield lambda loss: bar.update(task, advance=1, loss=loss)
 
@@ -238,6 +254,24 @@ def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n
     }
 
 
+def classifier_parser() -> argparse.ArgumentParser:
+    """`gan-lab classifier`'s action and keys, their meanings and defaults (its --help)."""
+    return build_parser("classifier", "Train the digit classifier the MNIST and Fashion-MNIST metrics use, and cache it\n"
+                        "(the metrics otherwise train it on first use, ~2 min on a CPU).", [
+        Option("data", "mnist", str, f"the data set: {' or '.join(DATA_SETS)}"),
+        Option("root", os.environ.get("GAN_LAB_DATA_ROOT", "data"), str,
+               "the folder holding the data set ($GAN_LAB_DATA_ROOT)", ("data.root",)),
+        Option("download", True, bool, "download the data set when it is missing", ("data.download",)),
+        Option("seed", 0, int, "seed of the initial weights, dropout and batch order"),
+        Option("epochs", DEFAULT_EPOCHS, int, "passes over the training split"),
+        Option("device", "auto", str, "auto, cpu or cuda[:N]"),
+        Option("force", False, bool, "train a new one even when one is cached, and replace it"),
+        Option("cache_dir", None, str, "where classifiers are cached (default: $GAN_LAB_CACHE, else ~/.cache/gan-lab)"),
+    ], positionals=[("action", "train: make the classifier now")],
+        examples="  gan-lab classifier train data=mnist data.root=/path/to/data\n"
+                 "  gan-lab classifier train data=fashion_mnist force=true")
+
+
 def classifier_command(args: list[str]) -> None:
     """`gan-lab classifier train data=mnist [data.root=...] [force=true]`: make the metrics' classifier now.
 
@@ -245,24 +279,18 @@ def classifier_command(args: list[str]) -> None:
     parallel jobs do not each train one), reports its test accuracy, and with force=true
     replaces a cached one.
     """
-    from gan_lab.cli import choose_device, parse_options
+    from gan_lab.cli import choose_device
+    from gan_lab.options import parse
     from gan_lab.tracker import console
 
-    if not args or args[0] != "train":
+    opts = parse(classifier_parser(), args)
+    if opts["action"] != "train":
         raise GanLabError("gan-lab classifier takes one action: train, e.g. gan-lab classifier train data=mnist "
-                          "data.root=../shared/data (keys: data, data.root, data.download, seed, epochs, device, "
-                          "force, cache_dir).")
-    aliases = {"data.root=": "root=", "data.download=": "download="}  # the spelling `gan-lab train` uses
-    args = [next((new + a[len(old):] for old, new in aliases.items() if a.startswith(old)), a) for a in args[1:]]
-    opts = parse_options(args, {"data": "mnist", "root": os.environ.get("GAN_LAB_DATA_ROOT", "data"),
-                                "download": True, "seed": 0, "epochs": DEFAULT_EPOCHS, "device": "auto",
-                                "force": False, "cache_dir": None}, "classifier train")
-    for key, low in {"seed": 0, "epochs": 1}.items():
-        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < low:
+                          "data.root=/path/to/data (keys: data, data.root, data.download, seed, epochs, device, "
+                          "force, cache_dir; gan-lab classifier --help says what each one means).")
+    for key, low in {"seed": 0, "epochs": 1}.items():  # the parser made them whole numbers
+        if opts[key] < low:
             raise GanLabError(f"gan-lab classifier train: {key}={opts[key]!r} must be a whole number >= {low}.")
-    for key in ("download", "force"):
-        if not isinstance(opts[key], bool):
-            raise GanLabError(f"gan-lab classifier train: {key}={opts[key]!r} must be true or false.")
     name = str(opts["data"])
     cache_dir = Path(str(opts["cache_dir"])) if opts["cache_dir"] else default_cache_dir()
     path = classifier_path(cache_dir, name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import hydra
 import torch
@@ -32,20 +32,21 @@ from gan_lab.safety import Interrupted, config_differences, hand_over
 from gan_lab.sweeps import job_threads, objective_value, read_status, write_status
 from gan_lab.tracker import console
 
-USAGE = """usage: gan-lab <command> [overrides]
+USAGE = """usage: gan-lab <command> [key=value ...]
 
 commands:
   train    train a GAN composed from the config groups loss, model, data, optimizer
-           (gan-lab train --help lists every group and option)
   sample   sample from a checkpoint: gan-lab sample checkpoint=<run dir or .pt> n=64 [interpolate=true]
   eval     every metric that applies to a checkpoint's data: gan-lab eval checkpoint=<run dir or .pt>
   report   one table of a sweep's runs (+ CSV, Markdown, PNG): gan-lab report <sweep dir> [sort=-metric] [x=key]
   classifier  train the digit classifier the MNIST-like metrics use: gan-lab classifier train data=mnist
-           [data.root=...] [force=true] (the metrics otherwise train it on first use)
+           [data.root=/path/to/data] [force=true] (the metrics otherwise train it on first use)
+
+gan-lab <command> --help lists a command's keys, their meanings and defaults.
 
 examples:
   gan-lab train
-  gan-lab train loss=wgan_gp data=mnist data.root=../shared/data
+  gan-lab train loss=wgan_gp data=mnist data.root=/path/to/data
   gan-lab train -m loss=wgan_gp loss.lambda_gp=0.1,1,10,100
   gan-lab report outputs/multirun/<date_time> sort=-metrics/modes_covered
 """
@@ -234,7 +235,8 @@ def run_training(cfg: DictConfig, run_dir: Path,
     console.print(f"[bold]device[/] {device}  [bold]run directory[/] {run_dir}")
     start = resume["step"] if resume else 0
     reporter = Tracker if distributed.is_main() else NullTracker  # rank 0 alone writes
-    with reporter(run_dir, settings.steps, start_step=start) as tracker:
+    cpu_threads = torch.get_num_threads() if device.type == "cpu" else 0  # watched for a busy machine
+    with reporter(run_dir, settings.steps, start_step=start, cpu_threads=cpu_threads) as tracker:
         result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume, evaluator)
         tracker.hparams(_hparams(plain), {k: v for k, v in result.items() if "/" in k})
     console.print(summary_table(result))
@@ -455,16 +457,6 @@ def own_output_dir(args: list[str], main: bool = True) -> list[str] | None:
     return args
 
 
-def parse_options(args: list[str], defaults: dict[str, Any], command: str) -> dict[str, Any]:
-    """`key=value` arguments of a non-Hydra subcommand, checked against its known keys."""
-    bad = [a for a in args if "=" not in a or a.split("=", 1)[0] not in defaults]
-    if bad:
-        raise GanLabError(f"gan-lab {command}: unknown argument {bad[0]!r}. It takes key=value arguments: "
-                          f"{', '.join(f'{k}=' for k in defaults)}.")
-    given = OmegaConf.to_container(OmegaConf.from_dotlist(args))
-    return {**defaults, **given}
-
-
 def train_command(args: list[str]) -> None:
     """`gan-lab train [overrides]`: the Hydra app."""
     from gan_lab import distributed
@@ -534,3 +526,13 @@ def main(argv: list[str] | None = None) -> None:
     except GanLabError as err:
         report_error(err)
         sys.exit(2)
+    except KeyboardInterrupt:
+        report_interrupt()
+
+
+def report_interrupt() -> NoReturn:
+    """Ctrl-C outside the training loop (which checkpoints first): one line and exit 130, no traceback."""
+    # every file gan-lab writes is written atomically, so what is on disk is whole
+    sys.stderr.write("\ngan-lab: interrupted (Ctrl-C); files are written whole or not at all, so none is "
+                     "left half-written.\n")
+    sys.exit(130)  # 128 + SIGINT, what shells report for a Ctrl-C

@@ -149,7 +149,7 @@ def _load_torchvision(name: str, root: str, download: bool, train: bool) -> tupl
         reason = " ".join(str(err).split()) or type(err).__name__  # torchvision's lines, as one paragraph
         raise GanLabError(
             f"Could not load {name} from {where} (torchvision looks for {os.path.join(where, folder)}): "
-            f"{reason.rstrip('.')}. {how}, e.g. data.root=../shared/data "
+            f"{reason.rstrip('.')}. {how}, e.g. data.root=/path/to/data "
             f"(or set GAN_LAB_DATA_ROOT)."
         ) from None
     images = torch.as_tensor(ds.data)

@@ -7,6 +7,7 @@ sets have no built-in metric yet: evaluate() returns an empty dict for them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -19,7 +20,9 @@ from torch import Tensor, nn
 from gan_lab.checkpoint import load_checkpoint, resolve_checkpoint
 from gan_lab.data import ImageData, StackedMNIST, ToyMixture
 from gan_lab.errors import GanLabError
+from gan_lab.files import atomic_write_text, atomic_writer
 from gan_lab.metrics import histogram_kl, mixture_metrics
+from gan_lab.options import Option, build_parser
 from gan_lab.provenance import code_version
 from gan_lab.rebuild import rebuild_data, rebuild_generator
 
@@ -205,15 +208,39 @@ def run_dir_of(file: Path) -> Path:
     return file.parent.parent if file.parent.name == "checkpoints" else file.parent
 
 
+def eval_parser() -> argparse.ArgumentParser:
+    """`gan-lab eval`'s keys, their meanings and defaults (its --help)."""
+    return build_parser("eval", "Every metric that applies to a checkpoint's data set, as a table and as JSON.", [
+        Option("checkpoint", None, str, "a run directory (its checkpoints/last.pt) or a .pt file (required)"),
+        Option("seed", EVAL_SEED, int, "seed of the generated samples (the run's own metrics use the default)"),
+        Option("device", "cpu", str, "cpu or cuda[:N]"),
+        Option("out", None, str, "the JSON file to write (default: <run dir>/eval.json)"),
+        Option("inception_weights", os.environ.get("GAN_LAB_INCEPTION_WEIGHTS"), str,
+               "torch-fidelity's Inception .pth for FID/IS/KID on RGB data ($GAN_LAB_INCEPTION_WEIGHTS)"),
+    ], examples="  gan-lab eval checkpoint=outputs/<date>/<time>\n  gan-lab eval checkpoint=run/checkpoints/step_00001000.pt seed=1")
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    """`gan-lab sample`'s keys, their meanings and defaults (its --help)."""
+    return build_parser("sample", "Samples from a checkpoint's generator: a PNG (image grid or 2-D scatter) and a .pt.", [
+        Option("checkpoint", None, str, "a run directory (its checkpoints/last.pt) or a .pt file (required)"),
+        Option("n", 64, int, "how many samples"),
+        Option("seed", 0, int, "seed of the noise z"),
+        Option("interpolate", False, bool, "rows of 10 samples along straight lines in z instead of random z"),
+        Option("label", None, int, "the class to draw, for a conditional model (default: every class in turn)"),
+        Option("device", "cpu", str, "cpu or cuda[:N]"),
+        Option("out", None, str, "the folder to write to (default: <run dir>/samples)"),
+    ], examples="  gan-lab sample checkpoint=outputs/<date>/<time> n=64\n  gan-lab sample checkpoint=<run dir> n=30 interpolate=true")
+
+
 def eval_command(args: list[str]) -> None:
     """`gan-lab eval checkpoint=<run dir or .pt>`: every metric that applies, as a table and JSON."""
     from rich.table import Table
 
-    from gan_lab.cli import parse_options
+    from gan_lab.options import parse
     from gan_lab.tracker import console
 
-    opts = parse_options(args, {"checkpoint": None, "seed": EVAL_SEED, "device": "cpu", "out": None,
-                                "inception_weights": os.environ.get("GAN_LAB_INCEPTION_WEIGHTS")}, "eval")
+    opts = parse(eval_parser(), args)
     if not opts["checkpoint"]:
         raise GanLabError("gan-lab eval needs checkpoint=<run directory or .pt file>.")
     seed = opts["seed"]
@@ -232,8 +259,8 @@ def eval_command(args: list[str]) -> None:
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
     finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
     n = eval_samples(data)
-    out.write_text(json.dumps({"checkpoint": str(file), "seed": seed, "samples": n, "device": str(opts["device"]),
-                               "code": code, **finite}, indent=2))
+    atomic_write_text(out, json.dumps({"checkpoint": str(file), "seed": seed, "samples": n,
+                                       "device": str(opts["device"]), "code": code, **finite}, indent=2))
     console.print(f"[bold]gan-lab eval[/] {file}", soft_wrap=True, highlight=False)
     # the protocol, and whether it is the one behind the run's own final metrics/* (status.json, TensorBoard)
     same = (f"the run's own final metrics/* used the same, so they match on the device the run trained on"
@@ -252,11 +279,10 @@ def eval_command(args: list[str]) -> None:
 
 def sample_command(args: list[str]) -> None:
     """`gan-lab sample checkpoint=<run dir or .pt> n=64`: a PNG (grid or scatter) and the raw samples."""
-    from gan_lab.cli import parse_options
+    from gan_lab.options import parse
     from gan_lab.tracker import console
 
-    opts = parse_options(args, {"checkpoint": None, "n": 64, "seed": 0, "interpolate": False, "label": None,
-                                "device": "cpu", "out": None}, "sample")
+    opts = parse(sample_parser(), args)
     if not opts["checkpoint"]:
         raise GanLabError("gan-lab sample needs checkpoint=<run directory or .pt file>.")
     n = opts["n"]
@@ -284,17 +310,20 @@ def sample_command(args: list[str]) -> None:
         x = G(z.to(device), y).cpu()
     kind = "interpolation" if opts["interpolate"] else "sample"
     name = f"{kind}_step{step}_seed{opts['seed']}" + (f"_label{label}" if label is not None else "")
-    torch.save(x, out / f"{name}.pt")
+    with atomic_writer(out / f"{name}.pt") as tmp:  # each file whole or absent, even after a Ctrl-C
+        torch.save(x, tmp)
     if x.dim() == 4:
         import torchvision.utils
 
         nrow = 10 if opts["interpolate"] else max(1, int(round(n ** 0.5)))
-        torchvision.utils.save_image(x, out / f"{name}.png", nrow=nrow, normalize=True, value_range=(-1, 1))
+        with atomic_writer(out / f"{name}.png") as tmp:
+            torchvision.utils.save_image(x, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))
     else:
         from gan_lab.plots import scatter_2d
 
         real, _ = rebuild_data(config, file).sample(max(n, 1000))
-        scatter_2d(real, x, step).savefig(out / f"{name}.png", dpi=100)
+        with atomic_writer(out / f"{name}.png") as tmp:
+            scatter_2d(real, x, step).savefig(tmp, dpi=100)
     console.print(f"{n} samples of {file} (step {step}) -> {out / name}.png and .pt", soft_wrap=True,
                   highlight=False)
 

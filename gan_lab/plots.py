@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import matplotlib
 
@@ -16,13 +16,22 @@ from torch import Tensor  # noqa: E402
 def scatter_2d(real: Tensor, fake: Tensor, step: int) -> Figure:
     """Real and generated 2-D samples on one square plot."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(real[:, 0], real[:, 1], s=4, alpha=0.5, c="tab:blue", label="real")
-    ax.scatter(fake[:, 0], fake[:, 1], s=4, alpha=0.5, c="tab:orange", label="generated")
+    _real_over_fake(ax, real, fake)
     ax.set_aspect("equal")
     ax.set_title(f"step {step}")
     ax.legend(loc="upper right", markerscale=3)
     fig.tight_layout()
     return fig
+
+
+def _real_over_fake(ax: Any, real: Tensor, fake: Tensor, size: float = 4) -> None:
+    # The generated cloud is often wider than the data's tight modes and used to be drawn last,
+    # hiding them: generated points go underneath, half transparent; real ones on top, smaller
+    # and opaque, so a mode the generator missed still shows.
+    ax.scatter(fake[:, 0].detach().cpu(), fake[:, 1].detach().cpu(), s=size, alpha=0.35, c="tab:orange",
+               linewidths=0, label="generated", zorder=2)
+    ax.scatter(real[:, 0].cpu(), real[:, 1].cpu(), s=size / 2, alpha=0.9, c="tab:blue", linewidths=0,
+               label="real", zorder=3)
 
 
 def critic_landscape(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, step: int,
@@ -57,9 +66,7 @@ def critic_landscape(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
         right.contour(xs, ys, norms, levels=[1.0], colors="white", linewidths=1)  # the 1-Lipschitz line
     right.set_title("||grad_x C(x)|| (white: norm 1)")
     for ax in (left, right):
-        ax.scatter(real[:, 0].cpu(), real[:, 1].cpu(), s=2, c="tab:blue", alpha=0.5, label="real")
-        ax.scatter(fake[:, 0].detach().cpu(), fake[:, 1].detach().cpu(), s=2, c="tab:orange", alpha=0.5,
-                   label="generated")
+        _real_over_fake(ax, real, fake, size=2)
         ax.set_aspect("equal")
     left.legend(loc="upper right", markerscale=4)
     fig.tight_layout()

@@ -11,8 +11,11 @@ and still-running jobs get a row of their own; they are never dropped.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
+import os
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,19 +27,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from gan_lab.errors import GanLabError
+from gan_lab.files import atomic_writer
+from gan_lab.options import Option, build_parser, parse
 from gan_lab.sweeps import find_runs, read_status
 
-OPTIONS = {"sort": None, "columns": None, "plot": None, "x": None, "out": None}
-USAGE = """usage: gan-lab report [sweep dir] [sort=[-]KEY] [columns=a,b|all] [plot=a,b|none] [x=KEY] [out=DIR]
+SUMMARY = """One row per run of a sweep: its status, the swept keys and the final metrics.
 
-One row per run of a sweep (default: the newest in outputs/multirun): its status, the swept
-keys and the final metrics. Writes report.csv, report.md and report.png (metrics against x,
-one line per combination of the other swept keys, mean and std over seeds) to out (default:
-the sweep directory).
-  sort=-metrics/modes_covered   sort by any metric or swept key; a leading - sorts descending
-  columns=all                   every final scalar instead of the objective, metrics/* and a few basics
-  plot=metrics/modes_covered,critic/wasserstein_estimate   x=loss.lambda_gp
-"""
+Writes report.csv (every scalar of every run), report.md and report.png (metrics against x,
+one line per combination of the other swept keys, mean and std over seeds) to out. The
+printed table fits the terminal: columns that do not fit go to a further block of the
+table, never cut or folded."""
+EXAMPLES = """  gan-lab report outputs/multirun/<date_time> sort=-metrics/modes_covered
+  gan-lab report <sweep dir> columns=all plot=metrics/modes_covered,critic/wasserstein_estimate x=loss.lambda_gp"""
 STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan", "unknown": "dim"}
 # Shown by default after the objective and any metrics/*: scalars every run has (columns=all: every one).
 BASIC = ["critic/wasserstein_estimate", "step", "time/seconds"]
@@ -173,29 +175,67 @@ def rows(runs: list[Run], keys: list[str], metrics: list[str]) -> list[list[str]
              run.error] for run in runs]
 
 
-def rich_table(runs: list[Run], keys: list[str], metrics: list[str]) -> Table:
-    """The report as a rich table; the error column only when a run has one."""
-    table = Table()
-    table.add_column("run", style="bold")
-    table.add_column("status")
-    for key in keys:
-        table.add_column(key, style="cyan", overflow="fold")
-    for metric in metrics:
-        table.add_column(metric, justify="right", overflow="fold")
+def rich_tables(runs: list[Run], keys: list[str], metrics: list[str], width: int) -> list[Table]:
+    """The report as rich tables no wider than `width`: the columns that do not fit go to a further table.
+
+    Every table starts with the run column; a number is never folded or cut, and headers drop
+    the metrics/ prefix and break after a '/' to stay narrow. The error column (only when a run
+    has one) comes last.
+    """
+    cells = rows(runs, keys, metrics)
+    styles = {1: "", **{2 + i: "cyan" for i in range(len(keys))}}
+    headers = ["run", "status", *keys, *(m.removeprefix("metrics/") for m in metrics)]
+    columns = []  # (index in a row, header, width)
+    for i, header in enumerate(headers):
+        data = max((len(row[i]) for row in cells), default=1)
+        header = _wrap_name(header, max(data, 12))
+        columns.append((i, header, max(data, *(len(line) for line in header.splitlines()))))
+    run_column, blocks, used = columns[0], [[columns[0]]], columns[0][2] + 4  # a column takes width + 3, the edge 1
+    for column in columns[1:]:
+        if used + column[2] + 3 > width and len(blocks[-1]) > 1:
+            blocks.append([run_column])
+            used = run_column[2] + 4
+        blocks[-1].append(column)
+        used += column[2] + 3
     errors = any(run.error for run in runs)
-    if errors:
-        table.add_column("error (first sentence; all of it in report.md)", overflow="fold", max_width=80)
-    for run, cells in zip(runs, rows(runs, keys, metrics)):
-        cells[1] = f"[{STYLE.get(run.status, '')}]{run.status}[/]"
-        cells[-1] = escape(run.error.split(". ", 1)[0])
-        table.add_row(*(cells if errors else cells[:-1]))
-    return table
+    if errors and width - used < 23:  # the error column wants 20 characters at least
+        blocks.append([run_column])
+        used = run_column[2] + 4
+
+    tables = []
+    for number, block in enumerate(blocks):
+        table = Table(title=None if number == 0 else f"(continued, {number + 1}/{len(blocks)})", title_justify="left")
+        for i, header, column_width in block:
+            numeric = i >= 2 + len(keys)
+            table.add_column(header, style="bold" if i == 0 else styles.get(i, ""), justify="right" if numeric else "left",
+                             width=min(column_width, max(1, width - 4)), overflow="fold")  # >= its widest cell
+        if errors and number == len(blocks) - 1:
+            table.add_column("error (first sentence; all of it in report.md)", overflow="fold",
+                             width=max(20, min(80, width - used - 3)))
+        for run, row in zip(runs, cells):
+            shown = [f"[{STYLE.get(run.status, '')}]{run.status}[/]" if i == 1 else escape(row[i]) for i, _, _ in block]
+            if errors and number == len(blocks) - 1:
+                shown.append(escape(run.error.split(". ", 1)[0]))
+            table.add_row(*shown)
+        tables.append(table)
+    return tables
+
+
+def _wrap_name(name: str, width: int) -> str:
+    # a long header on several lines, broken after a / _ or . (critic/ | wasserstein_ | estimate)
+    parts = re.findall(r"[^/_.]*[/_.]?", name)
+    lines = [""]
+    for part in filter(None, parts):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
 
 
 def write_csv(runs: list[Run], keys: list[str], path: Path) -> None:
     """Every metric of every run, plus its directory and error."""
     metrics = metric_columns(runs, "all")
-    with path.open("w", newline="") as file:
+    with atomic_writer(path) as tmp, tmp.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["run", "status", *keys, *metrics, "error", "path"])
         for run in runs:
@@ -212,7 +252,8 @@ def write_markdown(runs: list[Run], keys: list[str], metrics: list[str], path: P
 
     text = [f"# {title}", "", line(header), "|" + "---|" * len(header)]
     text += [line(cells) for cells in rows(runs, keys, metrics)]
-    path.write_text("\n".join(text) + "\n")
+    with atomic_writer(path) as tmp:
+        tmp.write_text("\n".join(text) + "\n")
 
 
 def plot_runs(runs: list[Run], keys: list[str], x: str, metrics: list[str], path: Path) -> None:
@@ -256,8 +297,11 @@ def plot_runs(runs: list[Run], keys: list[str], x: str, metrics: list[str], path
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_writer(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def default_x(runs: list[Run], keys: list[str]) -> str | None:
@@ -278,17 +322,24 @@ def latest_sweep() -> Path:
     return max(sweeps, key=lambda p: p.stat().st_mtime)
 
 
+def report_parser() -> argparse.ArgumentParser:
+    """`gan-lab report`'s keys, their meanings and defaults (its --help)."""
+    return build_parser("report", SUMMARY, [
+        Option("sort", None, str, "sort by a metric or swept key, e.g. -metrics/modes_covered (a leading - sorts "
+                                  "descending)"),
+        Option("columns", None, str, "metrics to show, a,b or all (default: the objective, metrics/* and a few basics)"),
+        Option("plot", None, str, "metrics to plot in report.png, a,b or none (default: the objective and headline "
+                                  "metrics)"),
+        Option("x", None, str, "the swept key to plot against (default: the first numeric one)"),
+        Option("out", None, str, "the folder for report.csv, .md and .png (default: the sweep directory)"),
+    ], positionals=[("sweep_dir", "a sweep directory, or any folder holding run directories (default: the newest "
+                                  "in outputs/multirun)")], examples=EXAMPLES)
+
+
 def report_command(args: list[str]) -> None:
     """`gan-lab report [dir] [sort=metric] [columns=a,b|all] [plot=a,b|none] [x=key] [out=dir]`."""
-    from gan_lab.cli import parse_options
-
-    if {"-h", "--help"} & set(args):
-        print(USAGE)
-        return
-    positional = [a for a in args if "=" not in a]
-    if len(positional) > 1:
-        raise GanLabError(f"gan-lab report takes one directory, got {len(positional)}: {' '.join(positional)}.")
-    options = parse_options([a for a in args if "=" in a], OPTIONS, "report")
+    options = parse(report_parser(), args)
+    positional = [options["sweep_dir"]] if options["sweep_dir"] else []
     root = Path(positional[0]) if positional else latest_sweep()
     if not root.is_dir():
         raise GanLabError(f"gan-lab report: {root} is not a directory. Give a sweep directory, e.g. "
@@ -315,9 +366,11 @@ def report_command(args: list[str]) -> None:
         plot_runs(runs, keys, x, plotted, out / "report.png")
         written.append(out / "report.png")
 
-    console = Console(width=None if Console().is_terminal else 200)  # pipes and logs: wide, unwrapped
+    # a terminal's own width (or $COLUMNS); pipes and logs: wide, so a table rarely needs a second block
+    console = Console(width=None if Console().is_terminal or os.environ.get("COLUMNS") else 200)
     console.print(title, soft_wrap=True, highlight=False)
-    console.print(rich_table(runs, keys, metrics))
+    for table in rich_tables(runs, keys, metrics, console.width):
+        console.print(table)
     console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
 
 

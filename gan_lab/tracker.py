@@ -5,7 +5,9 @@ Training code reports named scalars and samples; the tracker decides how they lo
 
 from __future__ import annotations
 
+import math
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,26 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from gan_lab import runlog
+from gan_lab.busy import CpuWatch
 
 console = Console(stderr=True)
+SAMPLE_GRID_WIDTH = 480  # pixels: small images (MNIST's 28x28) are scaled up to at least this width
+CAPTION_HEIGHT = 26  # pixels of the white strip above a sample grid that names its step
+
+
+class Pace:
+    """Steps per second and the time left, for plain progress lines (logs and pipes have no live bar)."""
+
+    def __init__(self, total: int, start: int = 0):
+        self.total, self.start, self.started = total, start, time.perf_counter()
+
+    def __call__(self, step: int) -> str:
+        """'12.3 it/s  ETA 0:04:05' at `step` (the mean rate since the start, evaluations included)."""
+        done, seconds = step - self.start, time.perf_counter() - self.started
+        if done <= 0 or seconds <= 0:
+            return "... it/s  ETA ..."
+        rate = done / seconds
+        return f"{rate:.1f} it/s  ETA {timedelta(seconds=math.ceil((self.total - step) / rate))}"
 
 
 class _SpeedColumn(ProgressColumn):
@@ -44,8 +64,15 @@ def _after_earlier_event_files(log_dir: Path) -> None:
 class Tracker:
     """Writes scalars, samples and hparams to TensorBoard and shows a rich progress bar."""
 
-    def __init__(self, log_dir: str | Path, total_steps: int, start_step: int = 0):
+    def __init__(self, log_dir: str | Path, total_steps: int, start_step: int = 0, cpu_threads: int = 0):
         self.log_dir, self.total_steps = Path(log_dir), total_steps
+        self.pace = Pace(total_steps, start_step)
+        self.written: set[str] = set()  # scalar tags of this life: the HParams metrics point at them
+        # a CPU run with several threads: say once if other processes make them wait for each other
+        self.cpu_watch = CpuWatch(cpu_threads) if cpu_threads > 1 else None
+        hint = self.cpu_watch.start() if self.cpu_watch else None
+        if hint:
+            console.print(f"[yellow]{hint}[/]", soft_wrap=True, highlight=False)
         # a live bar on a terminal; in logs and pipes (CI, clusters) one plain line per log step
         self.live = console.is_terminal
         # purge_step: when a run resumes in its own directory, drop the events its previous
@@ -76,19 +103,27 @@ class Tracker:
         """Log named scalars at a step and show the losses on the progress bar."""
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
+        self.written.update(values)
         shown = "  ".join(f"{k.split('/', 1)[1]} {v:+.4f}" for k, v in values.items() if k.startswith("loss/"))
+        if not shown:  # an evaluation step: its metrics
+            shown = "  ".join(f"{k.removeprefix('metrics/')} {v:.4g}" for k, v in values.items())
         self.progress.update(self.task, latest=shown)
         if not self.live:
-            console.print(f"step {step}/{self.total_steps}  {shown}", highlight=False)
+            console.print(f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}", highlight=False,
+                          soft_wrap=True)  # one line per step in a log, however long
         else:  # the bar shows it on the terminal; the run's log file gets the plain line
-            runlog.line(f"step {step}/{self.total_steps}  {shown}")
+            runlog.line(f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}")
+        hint = self.cpu_watch.check() if self.cpu_watch else None
+        if hint:
+            console.print(f"[yellow]{hint}[/]", soft_wrap=True, highlight=False)
 
     def advance(self, step: int) -> None:
         """Move the progress bar to `step`."""
         self.progress.update(self.task, completed=step)
 
     def images(self, step: int, grid: Tensor, path: Path | None = None) -> None:
-        """Log an image grid (C, H, W in [0, 1]) and optionally save it as a PNG."""
+        """Log an image grid (C, H, W in [0, 1]), scaled up and captioned with its step; optionally save it as a PNG."""
+        grid = captioned(grid, f"step {step}")
         self.writer.add_image("samples", grid, step)
         if path is not None:
             import torchvision.utils
@@ -106,12 +141,30 @@ class Tracker:
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
         """Log hyper-parameters and final metrics to the HParams dashboard, in this run's own event file."""
         params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-        metrics = {f"hparams/{k}": v for k, v in metrics.items()}
+        # The dashboard reads each metric's value from the run's scalar of that tag, so it names the
+        # curves already written (their last point is the final value). SummaryWriter.add_hparams would
+        # write a second, one-point copy of each as hparams/<tag>, cluttering the Scalars tab.
+        metrics = {k: v for k, v in metrics.items() if k in self.written}
         for summary in hparams_summary(params, metrics):
             self.writer._get_file_writer().add_summary(summary)  # the writer's own event file
-        for tag, value in metrics.items():
-            self.writer.add_scalar(tag, value)
         self.writer.flush()
+
+
+def captioned(grid: Tensor, text: str) -> Tensor:
+    """The grid scaled up (nearest neighbour, whole factors) to a readable width, with `text` in a strip above it."""
+    import torch.nn.functional as F
+    from PIL import Image, ImageDraw, ImageFont
+
+    factor = max(1, math.ceil(SAMPLE_GRID_WIDTH / grid.shape[-1]))
+    big = F.interpolate(grid[None].float(), scale_factor=factor, mode="nearest")[0]
+    try:
+        font = ImageFont.load_default(size=18)  # a scalable font (Pillow >= 10.1 with FreeType)
+    except (TypeError, ImportError):
+        font = ImageFont.load_default()  # older Pillow: the small bitmap font
+    strip = Image.new("L", (big.shape[-1], CAPTION_HEIGHT), color=255)
+    ImageDraw.Draw(strip).text((6, 3), text, fill=0, font=font)
+    strip_tensor = torch.frombuffer(bytearray(strip.tobytes()), dtype=torch.uint8).view(1, CAPTION_HEIGHT, -1) / 255
+    return torch.cat([strip_tensor.expand(big.shape[0], -1, -1), big], dim=1)
 
 
 def scalars_to_floats(values: dict[str, Tensor | float]) -> dict[str, float]:

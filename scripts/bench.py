@@ -410,7 +410,7 @@ def main() -> None:
     mnist = Path(args.data_root, "MNIST", "raw", "train-images-idx3-ubyte")
     if any(c.endswith("_mnist") for c in configs) and not mnist.is_file():
         parser.error(f"MNIST is not under --data-root {args.data_root} (looked for {mnist}); "
-                     f"pass the folder that holds MNIST/raw, e.g. --data-root ../shared/data")
+                     f"pass the folder that holds MNIST/raw, e.g. --data-root /path/to/data")
     cuda = device.type == "cuda"
     load_before = os.getloadavg()
     header = (f"device: {device_name(device)} ({device}); torch {torch.__version__}; torch's default "

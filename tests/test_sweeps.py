@@ -331,3 +331,26 @@ def test_sigusr2_requeues_the_job_and_it_finishes_like_a_straight_run(launcher: 
     straight = load_checkpoint(tmp_path / "straight")
     assert resumed["step"] == straight["step"] == 600
     weights_equal(straight, resumed)
+
+
+def test_report_at_80_columns_never_splits_a_number(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # a ring8 lambda sweep's real final scalars: nine columns of numbers next to three swept keys
+    for job, (lam, seed) in enumerate([("0.1", "0"), ("10", "1"), ("100", "2")]):
+        metrics = {"metrics/modes_covered": 8.0 - job, "metrics/high_quality": 0.504321 / (job + 1),
+                   "metrics/reverse_kl": 0.0123456 * (job + 1), "metrics/n_modes": 8.0,
+                   "critic/wasserstein_estimate": -1.234567e-05 * (job + 1), "step": 3000.0,
+                   "time/seconds": 61.23456 * (job + 1)}
+        write_run(tmp_path, f"{job}_x", ["loss=wgan_gp", f"loss.lambda_gp={lam}", f"seed={seed}"],
+                  {"status": "completed" if job < 2 else "failed", "objective": {"metrics/modes_covered": 8.0},
+                   "metrics": metrics, "error": "" if job < 2 else "Training diverged: loss/critic became NaN."})
+    monkeypatch.setenv("COLUMNS", "80")
+    printed, rows = report_rows(tmp_path, capsys)
+    lines = [line for line in printed.splitlines() if line[:1] in "┏┃┡│└"]  # the tables (paths wrap softly)
+    assert len(lines) > 10 and max(len(line) for line in lines) <= 80
+    words = {w for line in lines for w in line.replace("│", " ").replace("┃", " ").split()}
+    for row in rows:  # every number the table shows stands whole on one line
+        for key in ("metrics/modes_covered", "metrics/high_quality", "metrics/reverse_kl",
+                    "critic/wasserstein_estimate", "time/seconds"):
+            assert f"{float(row[key]):.4g}" in words, (key, row[key], printed)
+    assert "Training diverged" in printed

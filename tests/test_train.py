@@ -94,11 +94,19 @@ def test_weight_clipping_holds_in_a_run(tmp_path: Path) -> None:
 
 
 def test_hparams_are_written(tmp_path: Path) -> None:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     events = read_events(tmp_path)
-    plugins = {p for tag in events.summary_metadata for p in [events.summary_metadata[tag].plugin_data.plugin_name]}
-    assert "hparams" in plugins
-    assert "hparams/loss/generator" in events.Tags()["scalars"]
+    plugins = {tag: events.summary_metadata[tag].plugin_data for tag in events.summary_metadata}
+    experiment = next(plugin_data_pb2.HParamsPluginData.FromString(p.content).experiment
+                      for p in plugins.values() if p.plugin_name == "hparams"
+                      and plugin_data_pb2.HParamsPluginData.FromString(p.content).HasField("experiment"))
+    metric_tags = {m.name.tag for m in experiment.metric_infos}
+    scalars = set(events.Tags()["scalars"])
+    # the HParams tab's metrics are the run's own curves: no one-point hparams/* copies in the Scalars tab
+    assert {"loss/generator", "metrics/modes_covered"} <= metric_tags <= scalars
+    assert not [tag for tag in scalars if tag.startswith("hparams/")]
 
 
 def test_resume_gives_the_weights_of_a_straight_run(tmp_path: Path) -> None:

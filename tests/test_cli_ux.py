@@ -1,0 +1,217 @@
+"""The first hour: --help of every subcommand, Ctrl-C anywhere, progress in pipes, a busy CPU, TensorBoard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, TINY_DCGAN, TINY_MLP, make_tiny_mnist, run_cli
+from gan_lab.busy import CpuSample, CpuWatch
+from test_train import read_events
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = {"sample": ["checkpoint=", "n=", "seed=", "interpolate=", "label=", "device=", "out="],
+        "eval": ["checkpoint=", "seed=", "device=", "out=", "inception_weights="],
+        "report": ["sweep_dir", "sort=", "columns=", "plot=", "x=", "out="],
+        "classifier": ["action", "data=", "data.root=", "data.download=", "seed=", "epochs=", "force=", "cache_dir="]}
+
+
+@pytest.mark.parametrize("command", list(KEYS))
+def test_every_subcommand_prints_its_usage(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run_cli(command, "--help")
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: gan-lab {command}") and "(default: " in out
+    assert all(key in out for key in KEYS[command]), out
+
+
+def test_options_take_both_spellings_typed_and_refuse_unknown_keys(tmp_path: Path, capsys) -> None:
+    from gan_lab.errors import GanLabError
+    from gan_lab.evaluate import sample_parser
+    from gan_lab.options import parse
+
+    opts = parse(sample_parser(), ["checkpoint=run", "--n", "5", "--interpolate=true", "label=null", "seed=-1"])
+    assert opts == {"checkpoint": "run", "n": 5, "seed": -1, "interpolate": True, "label": None, "device": "cpu",
+                    "out": None}
+    with pytest.raises(GanLabError, match=r"n='five' is not valid: it must be a whole number"):
+        parse(sample_parser(), ["n=five"])
+    with pytest.raises(SystemExit) as stop:
+        run_cli("report", str(tmp_path), "colour=red")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "unknown argument 'colour=red'" in err and "sort=, columns=" in err
+    assert "Traceback" not in err and "usage:" not in err  # one paragraph, not argparse's usage dump
+
+
+def test_no_developer_paths_in_user_facing_text(capsys: pytest.CaptureFixture) -> None:
+    shipped = [*REPO.joinpath("gan_lab").glob("*.py"), *REPO.joinpath("conf").rglob("*.yaml")]
+    assert not [p.name for p in shipped if "shared/data" in p.read_text()]
+    from gan_lab.cli import USAGE
+
+    assert "data.root=/path/to/data" in USAGE
+
+
+# --- Ctrl-C: one line, exit 130, nothing half-written -----------------------------------------
+
+def one_line_interrupt(stderr: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(("training the", "classifier step"))]
+    assert len(lines) == 1 and lines[0].startswith("gan-lab: interrupted"), stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+
+
+def test_ctrl_c_during_classifier_training_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    root, cache = make_tiny_mnist(tmp_path / "data", n=8), tmp_path / "cache"  # 8 images: quick steps
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gan_lab", "classifier", "train", f"data.root={root}",
+                             "data.download=false", f"cache_dir={cache}", "epochs=400", "device=cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    for line in proc.stderr:  # piped: progress lines, so we know training is under way
+        seen.append(line)
+        if line.startswith("classifier step"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "it/s" in seen[-1] and "ETA" in seen[-1]
+    one_line_interrupt(rest)
+    assert not cache.exists() or not list(cache.iterdir())  # no half-written classifier
+
+
+def test_ctrl_c_while_importing_is_one_line(tmp_path: Path) -> None:
+    # a Ctrl-C lands while `gan-lab` imports torch and Hydra: simulated by the import of hydra raising it
+    code = ("import builtins, sys\n"
+            "real = builtins.__import__\n"
+            "def interrupted(name, *args, **kwargs):\n"
+            "    if name == 'hydra':\n"
+            "        raise KeyboardInterrupt\n"
+            "    return real(name, *args, **kwargs)\n"
+            "builtins.__import__ = interrupted\n"
+            "sys.argv = ['gan-lab', 'train']\n"
+            "from gan_lab.__main__ import main\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 130
+    one_line_interrupt(out.stderr)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("toy")
+    run_cli("train", *TINY, *TINY_MLP, "metrics=false", "seed=0", f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_ctrl_c_in_eval_sample_and_report(toy_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    import gan_lab.evaluate
+    import gan_lab.report
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def half_then_ctrl_c(obj, file, *args, **kwargs):  # a Ctrl-C in the middle of writing a file
+        Path(file).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gan_lab.evaluate, "rebuild_data", ctrl_c)
+    monkeypatch.setattr(torch, "save", half_then_ctrl_c)
+    monkeypatch.setattr(gan_lab.report, "plot_runs", ctrl_c)
+    capsys.readouterr()
+    for args in (["eval", f"checkpoint={toy_run}"], ["sample", f"checkpoint={toy_run}", f"out={tmp_path / 's'}"],
+                 ["report", str(toy_run), f"out={tmp_path / 'r'}", "x=seed", "plot=loss/critic"]):
+        with pytest.raises(SystemExit) as stop:
+            run_cli(*args)
+        assert stop.value.code == 130, args
+        one_line_interrupt(capsys.readouterr().err)
+    assert not (toy_run / "eval.json").exists()
+    assert not list((tmp_path / "s").iterdir())  # the half-written .pt was never put in place
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.csv", "report.md"]  # whole, no temp files
+
+
+# --- progress where there is no terminal ------------------------------------------------------
+
+def test_piped_step_lines_carry_speed_and_eta(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_cli("train", *TINY, *TINY_MLP, "metrics=false", f"hydra.run.dir={tmp_path}")
+    steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    assert len(steps) == 2 and all(" it/s  ETA " in line and "critic" in line for line in steps), steps
+    assert steps[-1].split("ETA ")[1].startswith("0:00:00")  # nothing left at the last step
+
+
+def test_first_use_classifier_training_reports_progress_when_piped(tmp_path: Path, capsys) -> None:
+    from gan_lab.classifier import load_or_train_classifier
+
+    root = make_tiny_mnist(tmp_path / "data", n=16)
+    load_or_train_classifier("mnist", str(root), tmp_path / "cache", epochs=40)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("classifier step")]
+    assert len(lines) == 20 and lines[-1].startswith("classifier step 40/40") and "it/s" in lines[0], lines
+
+
+# --- a busy machine ---------------------------------------------------------------------------
+
+def fake_cpu(others: float, threads: int):
+    """CPU counters advancing 10 s per read: this process busy on `threads` cores, others on `others`."""
+    clock = {"t": 0.0}
+
+    def read() -> CpuSample:
+        clock["t"] += 10
+        return CpuSample(clock["t"], threads * clock["t"], (threads + others) * clock["t"])
+    return read
+
+
+def test_cpu_watch_speaks_once_when_others_oversubscribe_the_cores() -> None:
+    watch = CpuWatch(2, cores=2, read=fake_cpu(1.0, 2))
+    hint = watch.check()
+    assert hint and "threads=1 will be faster" in hint and "1.0 of its 2 cores" in hint
+    assert watch.check() is None  # once
+    assert CpuWatch(2, cores=2, read=fake_cpu(0.1, 2)).check() is None  # an idle machine
+    assert CpuWatch(2, cores=8, read=fake_cpu(3.0, 2)).check() is None  # room for everyone
+    assert CpuWatch(1, cores=2, read=fake_cpu(4.0, 1)).check() is None  # one thread waits on no other
+    # at the start, from the load average: this process's own recent threads are not counted as others
+    assert CpuWatch(2, cores=2, read=fake_cpu(0, 2)).start(load=2.0) is None
+    assert "threads=1 will be faster" in CpuWatch(2, cores=2, read=fake_cpu(0, 2)).start(load=3.5)
+
+
+def test_a_busy_machine_is_named_once_in_the_run_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    import gan_lab.busy
+
+    monkeypatch.setattr(gan_lab.busy, "read_cpu", fake_cpu(1.0, 2))
+    monkeypatch.setattr(gan_lab.busy.os, "getloadavg", lambda: (3.5, 3.5, 3.5))  # also busy at the start
+    # the run believes it has torch's two threads (really two would crawl on the busy machines that run tests)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    run_cli("train", *TINY, *TINY_MLP, "metrics=false", f"hydra.run.dir={tmp_path}")
+    assert " ".join(capsys.readouterr().err.split()).count("threads=1 will be faster") == 1
+
+
+# --- TensorBoard ------------------------------------------------------------------------------
+
+def test_image_samples_are_scaled_up_and_captioned(tmp_path: Path, tiny_mnist_root: Path) -> None:
+    run_cli("train", "data=mnist", f"data.root={tiny_mnist_root}", *TINY, *TINY_DCGAN, f"hydra.run.dir={tmp_path}")
+    image = read_events(tmp_path).Images("samples")[-1]
+    # an 8x8 grid of 28x28 digits is 242 px: now at least 480 px wide, with a 26 px caption strip on top
+    assert image.width >= 480 and image.height == image.width + 26
+    from PIL import Image
+
+    png = Image.open(tmp_path / "samples" / "step_00000004.png").convert("L")
+    strip = torch.from_numpy(np.asarray(png)[:26].copy())
+    assert strip.min() < 100 and (strip == 255).float().mean() > 0.8  # dark text on a white strip
+
+
+def test_scatter_draws_real_points_over_generated_ones() -> None:
+    from gan_lab.plots import critic_landscape, scatter_2d
+
+    real, fake = torch.randn(50, 2) * 0.01, torch.randn(50, 2)
+    for fig in (scatter_2d(real, fake, 7), critic_landscape(lambda x: x.sum(1), real, fake, 7)):
+        for ax in fig.axes:
+            points = {c.get_label(): c for c in ax.collections if c.get_label() in ("real", "generated")}
+            if points:
+                assert points["real"].get_zorder() > points["generated"].get_zorder()
+                assert points["real"].get_alpha() > points["generated"].get_alpha()
