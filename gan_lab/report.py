@@ -185,11 +185,20 @@ def rich_tables(runs: list[Run], keys: list[str], metrics: list[str], width: int
     cells = rows(runs, keys, metrics)
     styles = {1: "", **{2 + i: "cyan" for i in range(len(keys))}}
     headers = ["run", "status", *keys, *(m.removeprefix("metrics/") for m in metrics)]
-    columns = []  # (index in a row, header, width)
-    for i, header in enumerate(headers):
-        data = max((len(row[i]) for row in cells), default=1)
-        header = _wrap_name(header, max(data, 12))
-        columns.append((i, header, max(data, *(len(line) for line in header.splitlines()))))
+
+    def layout(wrap: bool) -> list[tuple[int, str, int]]:  # (index in a row, header, width) per column
+        columns = []
+        for i, header in enumerate(headers):
+            data = max((len(row[i]) for row in cells), default=1)
+            header = _wrap_name(header, max(data, 12)) if wrap else header
+            columns.append((i, header, max(data, *(len(line) for line in header.splitlines()))))
+        return columns
+
+    # headers on one line when everything fits the width (a wide terminal, a log); else broken to stay narrow
+    columns = layout(wrap=False)
+    error_room = 23 if any(run.error for run in runs) else 0
+    if sum(w + 3 for _, _, w in columns) + 1 + error_room > width:
+        columns = layout(wrap=True)
     run_column, blocks, used = columns[0], [[columns[0]]], columns[0][2] + 4  # a column takes width + 3, the edge 1
     for column in columns[1:]:
         if used + column[2] + 3 > width and len(blocks[-1]) > 1:
