@@ -172,7 +172,7 @@ def summary_table(result: dict[str, float]) -> Table:
     table.add_row("generator steps", f"{int(result['step'])}")
     table.add_row("time", f"{result['time/seconds']:.1f} s")
     for tag, value in result.items():
-        if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/", "metrics/")):
+        if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/", "metrics/", "metrics_raw/")):
             table.add_row(tag, f"{value:.4f}")
     return table
 

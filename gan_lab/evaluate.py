@@ -195,12 +195,29 @@ def stacked_modes(model: nn.Module, images: Tensor, batch_size: int = 2000) -> T
     return (digits * torch.tensor([100, 10, 1], device=digits.device)).sum(1)
 
 
+def generator_entry(state: dict[str, Any]) -> str:
+    """Which generator sample/eval use: the moving average G_ema when the run kept one, else G."""
+    return "G_ema" if "G_ema" in state else "G"
+
+
+def describe_generator(state: dict[str, Any]) -> str:
+    """One line for sample/eval's output: which generator's weights they show."""
+    if generator_entry(state) == "G_ema":
+        train = state["config"].get("train", {})
+        return (f"generator: G_ema, the moving average of G (half-life {train.get('ema_kimg')}k images, ramp-up "
+                f"{train.get('ema_rampup')}), as the run's samples and metrics/* (metrics_raw/*: the trained G)")
+    return "generator: G, the trained weights (the run kept no EMA: train.ema_kimg=0)"
+
+
 def load_generator(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any], Path]:
-    """Rebuild G from a checkpoint: its config names the model, its weights fill it."""
+    """Rebuild the generator of a checkpoint (G_ema when it has one): its config names the model, its weights fill it.
+
+    Returns G, the checkpoint's state and its file.
+    """
     file = resolve_checkpoint(checkpoint)
     state = load_checkpoint(file)
     # built by gan-lab's own builder from checked plain values, never by instantiating the stored config
-    return rebuild_generator(state, file).to(device), state["config"], file
+    return rebuild_generator(state, file, generator_entry(state)).to(device), state, file
 
 
 def run_dir_of(file: Path) -> Path:
@@ -247,7 +264,8 @@ def eval_command(args: list[str]) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise GanLabError(f"seed={seed} is out of range: the seed of the evaluation's z must be a whole number >= 0.")
     code = code_version()  # the code as it is when the evaluation starts
-    G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    G, state, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    config = state["config"]
     data = rebuild_data(config, file, opts["device"])
     evaluator = make_evaluator(data, config["data"].get("root"), inception_weights=opts["inception_weights"],
                                seed=seed)
@@ -266,6 +284,7 @@ def eval_command(args: list[str]) -> None:
     same = (f"the run's own final metrics/* used the same, so they match on the device the run trained on"
             if seed == EVAL_SEED else f"the run's own metrics/* used seed {EVAL_SEED}, so these differ from them "
                                       f"by sampling noise")
+    console.print(describe_generator(state), soft_wrap=True, highlight=False)
     console.print(f"protocol: {n} samples, z from seed {seed} (drawn on the CPU), G in eval mode on "
                   f"{opts['device']}; {same}.", soft_wrap=True, highlight=False)
     table = Table()
@@ -288,7 +307,8 @@ def sample_command(args: list[str]) -> None:
     n = opts["n"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise GanLabError(f"n={n} is out of range: the number of samples must be a whole number >= 1.")
-    G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    G, state, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    config = state["config"]
     label = opts["label"]
     if label is not None and not G.n_classes:
         raise GanLabError(f"label={label} needs a conditional model, but {file} holds an "
@@ -298,7 +318,7 @@ def sample_command(args: list[str]) -> None:
     torch.manual_seed(int(opts["seed"]))
     out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "samples"
     out.mkdir(parents=True, exist_ok=True)
-    step = load_checkpoint(file)["step"]
+    step = state["step"]
     z = _interpolation_z(G.z_dim, n) if opts["interpolate"] else torch.randn(n, G.z_dim)
     device = next(G.parameters()).device
     if label is not None:
@@ -326,6 +346,7 @@ def sample_command(args: list[str]) -> None:
             scatter_2d(real, x, step).savefig(tmp, dpi=100)
     console.print(f"{n} samples of {file} (step {step}) -> {out / name}.png and .pt", soft_wrap=True,
                   highlight=False)
+    console.print(describe_generator(state), soft_wrap=True, highlight=False)
 
 
 def _interpolation_z(z_dim: int, n: int, steps: int = 10) -> Tensor:
