@@ -392,7 +392,8 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
 
     if ema is not None:
         console.print(f"[bold]generator EMA[/] half-life {settings.ema_kimg:g}k images (ramp-up "
-                      f"{settings.ema_rampup:g}): samples and metrics/* use the averaged generator, metrics_raw/* the trained one",
+                      f"{settings.ema_rampup:g}): samples and metrics/* use the averaged generator, "
+                      f"metrics_raw/* the trained one",
                       soft_wrap=True, highlight=False)
     last: dict[str, float] = {}
     started = time.perf_counter()
