@@ -77,6 +77,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 # What every gan-lab checkpoint holds, and the type of each entry: checked before anything reads them.
 ENTRIES = {"step": int, "G": dict, "critic": dict, "opt_g": dict, "opt_d": dict, "rng": (dict, list),
            "config": dict, "data_shape": list, "n_classes": int}
+# Entries only some checkpoints hold (a run with a generator EMA), checked when present.
+OPTIONAL = {"G_ema": dict}
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6, the only one gan-lab writes
 
 
@@ -114,7 +116,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise GanLabError(f"{file} is a gan-lab checkpoint of format version {state.get('version')}, "
                           f"but this gan-lab reads version {VERSION}. Resume it with the gan-lab "
                           f"version that wrote it.")
-    for key, kind in ENTRIES.items():
+    present = {key: kind for key, kind in OPTIONAL.items() if key in state}
+    for key, kind in {**ENTRIES, **present}.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise GanLabError(f"{file} says it is a gan-lab checkpoint, but its entry {key!r} is "
                               f"{'missing' if key not in state else type(state[key]).__name__}: the file was "

@@ -108,12 +108,21 @@ def choose_device(name: str) -> torch.device:
 
 def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, network: str,
                     lr_scale: float = 1) -> torch.optim.Optimizer:
-    """The shared optimizer config with this network's non-null overrides merged over it."""
+    """The shared optimizer config, a preset's `per_network.<network>` node and this network's non-null overrides.
+
+    A preset (conf/optimizer/adam_ttur.yaml) sets per-network values inside the optimizer node, since a
+    group YAML cannot set the top-level optimizer_<network> nodes (train.yaml's own nulls merge after it).
+    """
     overrides = {k: v for k, v in OmegaConf.to_container(per_network, resolve=True).items() if v is not None}
-    cfg = OmegaConf.merge(shared, overrides)
+    preset = OmegaConf.to_container(shared, resolve=True).pop("per_network", None) or {}
+    if not isinstance(preset, dict) or not all(isinstance(preset.get(n, {}), dict) for n in ("generator", "critic")):
+        raise GanLabError(f"optimizer.per_network={preset!r} is not a mapping of generator / critic settings, "
+                          f"e.g. optimizer.per_network.critic.lr=4e-4.")
+    cfg = OmegaConf.merge({k: v for k, v in shared.items() if k != "per_network"}, preset.get(network, {}), overrides)
     lr = cfg.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        key = "optimizer" if "lr" not in overrides else f"optimizer_{network}"
+        key = (f"optimizer_{network}" if "lr" in overrides
+               else f"optimizer.per_network.{network}" if "lr" in preset.get(network, {}) else "optimizer")
         raise GanLabError(f"{key}.lr={lr} is out of range: the learning rate must be a number > 0, "
                           f"e.g. {key}.lr=1e-4.")
     cfg.lr = lr * lr_scale
@@ -172,7 +181,7 @@ def summary_table(result: dict[str, float]) -> Table:
     table.add_row("generator steps", f"{int(result['step'])}")
     table.add_row("time", f"{result['time/seconds']:.1f} s")
     for tag, value in result.items():
-        if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/", "metrics/")):
+        if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/", "metrics/", "metrics_raw/")):
             table.add_row(tag, f"{value:.4f}")
     return table
 

@@ -24,7 +24,7 @@ from gan_lab.files import atomic_write_text, atomic_writer
 from gan_lab.metrics import histogram_kl, mixture_metrics
 from gan_lab.options import Option, build_parser
 from gan_lab.provenance import code_version
-from gan_lab.rebuild import rebuild_data, rebuild_generator
+from gan_lab.rebuild import rebuild_data, rebuild_generator, rebuild_models
 
 MIXTURE_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 IMAGE_SAMPLES = 10000
@@ -195,12 +195,62 @@ def stacked_modes(model: nn.Module, images: Tensor, batch_size: int = 2000) -> T
     return (digits * torch.tensor([100, 10, 1], device=digits.device)).sum(1)
 
 
+def generator_entry(state: dict[str, Any]) -> str:
+    """Which generator sample/eval use: the moving average G_ema when the run kept one, else G."""
+    return "G_ema" if "G_ema" in state else "G"
+
+
+def describe_generator(state: dict[str, Any]) -> str:
+    """One line for sample/eval's output: which generator's weights they show."""
+    if generator_entry(state) == "G_ema":
+        train = state["config"].get("train", {})
+        return (f"generator: G_ema, the moving average of G (half-life {train.get('ema_kimg')}k images, ramp-up "
+                f"{train.get('ema_rampup')}), as the run's samples and metrics/* (metrics_raw/*: the trained G)")
+    return "generator: G, the trained weights (the run kept no EMA: train.ema_kimg=0)"
+
+
 def load_generator(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dict[str, Any], Path]:
-    """Rebuild G from a checkpoint: its config names the model, its weights fill it."""
+    """Rebuild the generator of a checkpoint (G_ema when it has one): its config names the model, its weights fill it.
+
+    Returns G, the checkpoint's state and its file.
+    """
     file = resolve_checkpoint(checkpoint)
     state = load_checkpoint(file)
     # built by gan-lab's own builder from checked plain values, never by instantiating the stored config
-    return rebuild_generator(state, file).to(device), state["config"], file
+    return rebuild_generator(state, file, generator_entry(state)).to(device), state, file
+
+
+REJECTIONS = ("none", "drs")  # rejection=: none, or Discriminator Rejection Sampling (gan_lab.rejection)
+REJECTION_HELP = ("none, or drs: Discriminator Rejection Sampling (Azadi et al. 2019) with the run's critic; "
+                  "prints the acceptance rate")
+
+
+def rejection_sampler(option: Any, state: dict[str, Any], file: Path, device: str, seed: int) -> Any:
+    """`rejection=drs`: the generator of sample/eval wrapped in DRS with the run's critic; None for rejection=none."""
+    from gan_lab.rejection import BURN_IN, GAMMA_QUANTILE, RejectionSampler, loss_caveat
+    from gan_lab.tracker import console
+
+    if option not in REJECTIONS:
+        raise GanLabError(f"rejection={option} is not known: use rejection=none (the default) or rejection=drs "
+                          f"(Discriminator Rejection Sampling with the run's critic).")
+    if option == "none":
+        return None
+    # the critic, by gan-lab's own builder from checked plain values, as the generator
+    G, critic = rebuild_models(state, file, generator_entry(state))
+    caveat = loss_caveat(state["config"].get("loss", {}).get("_target_"),
+                         getattr(critic, "pack", 1) * max(getattr(critic, "group", 0), 1))
+    if caveat:
+        console.print(f"[bold yellow]gan-lab: warning:[/] rejection=drs: {caveat}.", soft_wrap=True, highlight=False)
+    console.print(f"rejection: DRS (Azadi et al. 2019) with the run's critic: D*_max and gamma (the "
+                  f"{GAMMA_QUANTILE:.0%} quantile of F) from {BURN_IN} burn-in samples", soft_wrap=True,
+                  highlight=False)
+    return RejectionSampler(G.to(device), critic.to(device), seed=seed)
+
+
+def describe_rejection(sampler: Any) -> str:
+    """The acceptance line sample/eval print after rejection=drs."""
+    return (f"rejection=drs acceptance rate {sampler.acceptance_rate:.4f} ({sampler.accepted} accepted of "
+            f"{sampler.drawn} candidates after the burn-in)")
 
 
 def run_dir_of(file: Path) -> Path:
@@ -217,6 +267,7 @@ def eval_parser() -> argparse.ArgumentParser:
         Option("out", None, str, "the JSON file to write (default: <run dir>/eval.json)"),
         Option("inception_weights", os.environ.get("GAN_LAB_INCEPTION_WEIGHTS"), str,
                "torch-fidelity's Inception .pth for FID/IS/KID on RGB data ($GAN_LAB_INCEPTION_WEIGHTS)"),
+        Option("rejection", "none", str, REJECTION_HELP),
     ], examples="  gan-lab eval checkpoint=outputs/<date>/<time>\n  gan-lab eval checkpoint=run/checkpoints/step_00001000.pt seed=1")
 
 
@@ -230,6 +281,7 @@ def sample_parser() -> argparse.ArgumentParser:
         Option("label", None, int, "the class to draw, for a conditional model (default: every class in turn)"),
         Option("device", "cpu", str, "cpu or cuda[:N]"),
         Option("out", None, str, "the folder to write to (default: <run dir>/samples)"),
+        Option("rejection", "none", str, REJECTION_HELP),
     ], examples="  gan-lab sample checkpoint=outputs/<date>/<time> n=64\n  gan-lab sample checkpoint=<run dir> n=30 interpolate=true")
 
 
@@ -247,25 +299,33 @@ def eval_command(args: list[str]) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise GanLabError(f"seed={seed} is out of range: the seed of the evaluation's z must be a whole number >= 0.")
     code = code_version()  # the code as it is when the evaluation starts
-    G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    G, state, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    config = state["config"]
     data = rebuild_data(config, file, opts["device"])
     evaluator = make_evaluator(data, config["data"].get("root"), inception_weights=opts["inception_weights"],
                                seed=seed)
     if evaluator is None:
         raise GanLabError(f"gan-lab has no built-in metric for data '{config['data'].get('name')}' yet: "
                           f"metrics exist for ring8, grid25, mnist, fashion_mnist, stacked_mnist and RGB images (Inception).")
-    metrics = evaluator(G)
+    sampler = rejection_sampler(opts["rejection"], state, file, opts["device"], seed)
+    metrics = evaluator(sampler if sampler is not None else G)
+    if sampler is not None:  # beside the metrics: how much of G's output the critic let through
+        metrics["rejection/acceptance_rate"] = sampler.acceptance_rate
     out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "eval.json"
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
     finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
     n = eval_samples(data)
     atomic_write_text(out, json.dumps({"checkpoint": str(file), "seed": seed, "samples": n,
-                                       "device": str(opts["device"]), "code": code, **finite}, indent=2))
+                                       "device": str(opts["device"]), "code": code, "rejection": opts["rejection"],
+                                       **finite}, indent=2))
     console.print(f"[bold]gan-lab eval[/] {file}", soft_wrap=True, highlight=False)
     # the protocol, and whether it is the one behind the run's own final metrics/* (status.json, TensorBoard)
     same = (f"the run's own final metrics/* used the same, so they match on the device the run trained on"
             if seed == EVAL_SEED else f"the run's own metrics/* used seed {EVAL_SEED}, so these differ from them "
                                       f"by sampling noise")
+    if sampler is not None:
+        same = "these are after rejection=drs, so they differ from the run's own metrics/* (no rejection)"
+    console.print(describe_generator(state), soft_wrap=True, highlight=False)
     console.print(f"protocol: {n} samples, z from seed {seed} (drawn on the CPU), G in eval mode on "
                   f"{opts['device']}; {same}.", soft_wrap=True, highlight=False)
     table = Table()
@@ -274,6 +334,8 @@ def eval_command(args: list[str]) -> None:
     for key, value in metrics.items():
         table.add_row(key.removeprefix("metrics/"), f"{value:.4g}")
     console.print(table)
+    if sampler is not None:
+        console.print(describe_rejection(sampler), soft_wrap=True, highlight=False)
     console.print(f"written to {out}", soft_wrap=True, highlight=False)
 
 
@@ -288,17 +350,22 @@ def sample_command(args: list[str]) -> None:
     n = opts["n"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise GanLabError(f"n={n} is out of range: the number of samples must be a whole number >= 1.")
-    G, config, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    G, state, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    config = state["config"]
     label = opts["label"]
     if label is not None and not G.n_classes:
         raise GanLabError(f"label={label} needs a conditional model, but {file} holds an "
                           f"unconditional one. Drop label=, or train with model.conditional=true.")
     if label is not None and (isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < G.n_classes):
         raise GanLabError(f"label={label} is out of range: this model knows labels 0 to {G.n_classes - 1}.")
+    sampler = rejection_sampler(opts["rejection"], state, file, opts["device"], int(opts["seed"]))
+    if sampler is not None and opts["interpolate"]:
+        raise GanLabError("rejection=drs cannot draw an interpolation: rejecting points would break its straight "
+                          "lines in z. Drop one of interpolate=true and rejection=drs.")
     torch.manual_seed(int(opts["seed"]))
     out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "samples"
     out.mkdir(parents=True, exist_ok=True)
-    step = load_checkpoint(file)["step"]
+    step = state["step"]
     z = _interpolation_z(G.z_dim, n) if opts["interpolate"] else torch.randn(n, G.z_dim)
     device = next(G.parameters()).device
     if label is not None:
@@ -307,9 +374,10 @@ def sample_command(args: list[str]) -> None:
         y = class_labels(G, len(z))
     with torch.no_grad():
         G.eval()
-        x = G(z.to(device), y).cpu()
+        x = (sampler if sampler is not None else G)(z.to(device), y).cpu()
     kind = "interpolation" if opts["interpolate"] else "sample"
-    name = f"{kind}_step{step}_seed{opts['seed']}" + (f"_label{label}" if label is not None else "")
+    name = (f"{kind}_step{step}_seed{opts['seed']}" + (f"_label{label}" if label is not None else "")
+            + ("_drs" if sampler is not None else ""))
     with atomic_writer(out / f"{name}.pt") as tmp:  # each file whole or absent, even after a Ctrl-C
         torch.save(x, tmp)
     if x.dim() == 4:
@@ -326,6 +394,9 @@ def sample_command(args: list[str]) -> None:
             scatter_2d(real, x, step).savefig(tmp, dpi=100)
     console.print(f"{n} samples of {file} (step {step}) -> {out / name}.png and .pt", soft_wrap=True,
                   highlight=False)
+    console.print(describe_generator(state), soft_wrap=True, highlight=False)
+    if sampler is not None:
+        console.print(describe_rejection(sampler), soft_wrap=True, highlight=False)
 
 
 def _interpolation_z(z_dim: int, n: int, steps: int = 10) -> Tensor:

@@ -30,6 +30,9 @@ captured under a schedule; graph_blocker names it and the run trains eagerly. A 
 stays a float: nothing changes it, so the graph may keep it. Anything else that varies with the
 step (a generator EMA's decay and ramp-up, a penalty applied every k steps) fits the same way:
 a tensor computed from the step inside the iteration, never a Python value chosen on the host.
+The generator EMA (gan_lab.ema, train.ema_kimg) is one: after the generator step the iteration
+computes beta (with its ramp-up) from the step tensor and averages with `_foreach_lerp_` and that
+tensor weight, so each replay applies its own step's decay.
 
 Lazy regularisation (`loss.reg_every=k`, StyleGAN2) is the exception, on purpose: its point is
 to skip the penalty's double backward on k - 1 critic steps in k, and a weight of 0 on the

@@ -117,17 +117,28 @@ def check_config(config: Any, file: Path) -> None:
         checked_builder(group, config.get(group), file)
 
 
-def rebuild_generator(state: dict[str, Any], file: Path) -> nn.Module:
-    """G of a loaded checkpoint, built by gan-lab's own builder from checked values, with its weights."""
+def rebuild_models(state: dict[str, Any], file: Path, generator: str = "G",
+                   critic: bool = True) -> tuple[nn.Module, nn.Module]:
+    """(G, critic) of a loaded checkpoint, built by gan-lab's own builder from checked values, with their weights.
+
+    `generator`: the entry G's weights come from ("G", or "G_ema": the moving average); with
+    critic=False the critic is built but keeps its initial weights.
+    """
     builder, kwargs = checked_builder("model", state["config"].get("model"), file)
-    G, _ = builder(shape=tuple(state["data_shape"]), n_classes=state["n_classes"], **kwargs)
-    try:
-        G.load_state_dict(state["G"])
-    except (RuntimeError, TypeError, AttributeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise GanLabError(f"The generator weights in {file} do not fit the model its config describes "
-                          f"({first}). The file was altered or is not a gan-lab checkpoint.") from None
-    return G
+    G, D = builder(shape=tuple(state["data_shape"]), n_classes=state["n_classes"], **kwargs)
+    for net, entry, name in ((G, generator, "generator"), *([(D, "critic", "critic")] if critic else [])):
+        try:
+            net.load_state_dict(state[entry])
+        except (RuntimeError, TypeError, AttributeError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise GanLabError(f"The {name} weights in {file} ({entry}) do not fit the model its config describes "
+                              f"({first}). The file was altered or is not a gan-lab checkpoint.") from None
+    return G, D
+
+
+def rebuild_generator(state: dict[str, Any], file: Path, entry: str = "G") -> nn.Module:
+    """G of a loaded checkpoint (the weights of `entry`: G or G_ema), built as rebuild_models builds it."""
+    return rebuild_models(state, file, entry, critic=False)[0]
 
 
 def rebuild_data(config: dict[str, Any], file: Path, device: str = "cpu") -> Any:

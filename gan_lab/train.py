@@ -20,11 +20,12 @@ from torch import Tensor, nn
 
 from gan_lab import distributed, graphs
 from gan_lab.checkpoint import save_checkpoint
+from gan_lab.ema import GeneratorEMA
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Loss, clip_weights, input_grad_norms, interpolates
 from gan_lab.safety import Interrupted, NonFiniteGuard, StopSignal
 from gan_lab.schedules import SCHEDULES, LRSchedule, lr_schedule
-from gan_lab.tracker import Tracker, scalars_to_floats
+from gan_lab.tracker import Tracker, console, scalars_to_floats
 
 
 @dataclass
@@ -43,6 +44,8 @@ class TrainSettings:
     precision: str = "fp32"  # fp32, or bf16: forward passes under autocast, the penalty's gradient norm in fp32
     compile: str | bool = False  # torch.compile what is off the penalty's double backward: false, true, or a backend
     lr_schedule: str = "constant"  # constant, or linear: both learning rates fall linearly to 0 at the last step
+    ema_kimg: float = 0.0  # the generator EMA's half-life in thousands of images (0: no EMA)
+    ema_rampup: float = 0.05  # the half-life is at most this times the images seen so far (0: no ramp-up)
 
     def __post_init__(self) -> None:
         minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "sample_every": 1,
@@ -60,6 +63,11 @@ class TrainSettings:
         if self.lr_schedule not in SCHEDULES:
             raise GanLabError(f"train.lr_schedule={self.lr_schedule!r} is not known: use constant, or linear "
                               f"(both learning rates fall linearly to 0 at train.steps).")
+        for key in ("ema_kimg", "ema_rampup"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise GanLabError(f"train.{key}={value!r} is out of range: it must be a number >= 0 (train.ema_kimg=0 "
+                                  f"turns the generator EMA off; StyleGAN2-ADA uses ema_kimg=10, ema_rampup=0.05).")
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
             raise GanLabError(f"train.compile={self.compile!r} is not known: use false, true (inductor) or the "
                               f"name of a torch.compile backend such as aot_eager.")
@@ -252,10 +260,13 @@ def load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
 
 
 def restore(state: dict[str, Any], G: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer,
-            opt_d: torch.optim.Optimizer) -> int:
-    """Load a checkpoint's weights, optimizer and RNG states; returns its step."""
+            opt_d: torch.optim.Optimizer, G_ema: nn.Module | None = None) -> int:
+    """Load a checkpoint's weights, optimizer and RNG states (and G_ema's, when both have one); returns its step."""
     try:
         G.load_state_dict(state["G"])
+        if G_ema is not None:
+            # a checkpoint without an EMA (an older run, or one trained without): the average starts from G
+            G_ema.load_state_dict(state.get("G_ema", state["G"]))
         critic.load_state_dict(state["critic"])
         load_optimizer(opt_g, state["opt_g"])
         load_optimizer(opt_d, state["opt_d"])
@@ -289,6 +300,7 @@ class Iteration:
     guard: NonFiniteGuard
     amp: torch.dtype | None = None
     lr_schedule: LRSchedule | None = None  # sets both learning rates from the step (None: constant)
+    ema: GeneratorEMA | None = None  # averages G into G_ema after each generator step (None: no EMA)
 
     # lazy regularisation: the penalties' values at their last evaluation, reported on steps that skip them
     penalty_stats: dict[str, Tensor] = field(default_factory=dict)
@@ -326,6 +338,8 @@ class Iteration:
             y_g = torch.randint(n_classes, (self.batch_size,), device=x.device) if n_classes else None
         stats.update(generator_step(self.G, self.critic_frozen, self.loss, self.opt_g, torch.randn_like(z), y_g,
                                     self.guard, step, self.amp, x_g))
+        if self.ema is not None:
+            self.ema(step)  # inside the iteration, so a CUDA graph captures it too
         return stats, (x, y, z)
 
     def phase(self, step: int) -> tuple[bool, ...]:
@@ -344,7 +358,9 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
           evaluator: Callable[[nn.Module], dict[str, float]] | None = None) -> dict[str, float]:
     """Train G against the critic; returns the scalars of the last logged step and the final metrics."""
     device = next(G.parameters()).device
-    start = restore(resume, G, critic, opt_g, opt_d) if resume is not None else 0
+    ema = GeneratorEMA(G, settings.ema_kimg, settings.ema_rampup, settings.batch_size) if settings.ema_kimg else None
+    G_ema = ema.G_ema if ema is not None else G  # what samples and metrics/* show: the average when there is one
+    start = restore(resume, G, critic, opt_g, opt_d, ema and ema.G_ema) if resume is not None else 0
     main = distributed.is_main()
     # DDP wrappers all-reduce gradients; the plain modules serve where no gradient is reduced
     # (G under no_grad in the critic step, the frozen critic in the generator step, logging)
@@ -352,7 +368,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     guard = NonFiniteGuard(settings.nonfinite, device)
     schedule = lr_schedule(settings.lr_schedule, (opt_g, opt_d), settings.steps, device)  # after restore()
     iteration = Iteration(G_ddp, critic_ddp, G, critic, loss, data, opt_g, opt_d, settings.batch_size, guard,
-                          settings.amp, schedule)
+                          settings.amp, schedule, ema)
     if settings.compile:
         iteration = graphs.compiled(iteration, settings.compile, penalised=loss.penalised)
     run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule)
@@ -369,9 +385,16 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
             state = {"step": step, "G": G.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict(),
                      "opt_d": opt_d.state_dict(), "rng": rng, "config": config, "data_shape": list(data.shape),
                      "n_classes": data.n_classes, "world_size": distributed.world_size()}
+            if ema is not None:
+                state["G_ema"] = ema.G_ema.state_dict()
             path = save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints).parent / "last.pt"
         return f"the last good checkpoint, {path} (step {step}), is untouched"
 
+    if ema is not None:
+        console.print(f"[bold]generator EMA[/] half-life {settings.ema_kimg:g}k images (ramp-up "
+                      f"{settings.ema_rampup:g}): samples and metrics/* use the averaged generator, "
+                      f"metrics_raw/* the trained one",
+                      soft_wrap=True, highlight=False)
     last: dict[str, float] = {}
     started = time.perf_counter()
     with StopSignal() as stop:
@@ -391,11 +414,14 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                 tracker.scalars(step, last)
                 guard.check(saved)
             if main and (step % settings.sample_every == 0 or final):
-                with observing(device, G, critic):
-                    _log_samples(G, critic, data, fixed_z, fixed_y, tracker, step, run_dir)
+                with observing(device, G_ema, critic):
+                    _log_samples(G_ema, critic, data, fixed_z, fixed_y, tracker, step, run_dir)
             if main and evaluator is not None and ((settings.eval_every and step % settings.eval_every == 0) or final):
                 with observing(device, G, critic, seed=0):  # the same z every evaluation: comparable numbers
-                    metrics = evaluator(G)
+                    metrics = evaluator(G_ema)
+                if ema is not None:  # the trained G too, from the same z: the gain of averaging is visible
+                    with observing(device, G, critic, seed=0):
+                        metrics.update({k.replace("metrics/", "metrics_raw/", 1): v for k, v in evaluator(G).items()})
                 tracker.scalars(step, metrics)
                 last.update(metrics)
             if step % settings.checkpoint_every == 0 or final or stopping:

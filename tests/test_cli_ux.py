@@ -17,8 +17,8 @@ from gan_lab.busy import CpuSample, CpuWatch
 from test_train import read_events
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = {"sample": ["checkpoint=", "n=", "seed=", "interpolate=", "label=", "device=", "out="],
-        "eval": ["checkpoint=", "seed=", "device=", "out=", "inception_weights="],
+KEYS = {"sample": ["checkpoint=", "n=", "seed=", "interpolate=", "label=", "device=", "out=", "rejection="],
+        "eval": ["checkpoint=", "seed=", "device=", "out=", "inception_weights=", "rejection="],
         "report": ["sweep_dir", "sort=", "columns=", "plot=", "x=", "out="],
         "classifier": ["action", "data=", "data.root=", "data.download=", "seed=", "epochs=", "force=", "cache_dir="]}
 
@@ -40,7 +40,7 @@ def test_options_take_both_spellings_typed_and_refuse_unknown_keys(tmp_path: Pat
 
     opts = parse(sample_parser(), ["checkpoint=run", "--n", "5", "--interpolate=true", "label=null", "seed=-1"])
     assert opts == {"checkpoint": "run", "n": 5, "seed": -1, "interpolate": True, "label": None, "device": "cpu",
-                    "out": None}
+                    "out": None, "rejection": "none"}
     with pytest.raises(GanLabError, match=r"n='five' is not valid: it must be a whole number"):
         parse(sample_parser(), ["n=five"])
     with pytest.raises(SystemExit) as stop:

@@ -14,6 +14,8 @@ from omegaconf import OmegaConf
 
 import gan_lab.data
 import gan_lab.losses
+from conftest import TINY, TINY_MLP, run_cli
+from gan_lab.checkpoint import load_checkpoint
 from gan_lab.cli import build_optimizer
 from gan_lab.losses import Loss
 
@@ -162,3 +164,20 @@ def test_non_editable_install_finds_its_configs(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[0].startswith(str(target))  # the installed copy, not the source tree
     assert "name: grid25" in run.stdout
+
+
+def test_ttur_preset_gives_each_network_its_learning_rate(tmp_path: Path) -> None:
+    # the two time-scale update rule (Heusel et al. 2017) as SAGAN sets it: G 1e-4, critic 4e-4
+    for loss in ("nonsaturating", "wgan_gp"):  # also over a loss preset that brings its own optimizer
+        cfg = compose_train(f"loss={loss}", "optimizer=adam_ttur")
+        params = [torch.nn.Parameter(torch.zeros(2))]
+        opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, params, "generator")
+        opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, params, "critic")
+        assert [opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]] == [1e-4, 4e-4]
+        assert opt_d.param_groups[0]["betas"] == (0.0, 0.9) and "per_network" not in opt_d.defaults
+    cfg = compose_train("optimizer=adam_ttur", "optimizer_critic.lr=3e-4")  # the command line still wins
+    opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, [torch.nn.Parameter(torch.zeros(2))], "critic")
+    assert opt_d.param_groups[0]["lr"] == 3e-4
+    run_cli("train", *TINY, *TINY_MLP, "threads=1", "optimizer=adam_ttur", f"hydra.run.dir={tmp_path}")
+    state = load_checkpoint(tmp_path)
+    assert [state[k]["param_groups"][0]["lr"] for k in ("opt_g", "opt_d")] == [1e-4, 4e-4]

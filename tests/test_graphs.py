@@ -11,6 +11,7 @@ from conftest import TINY, TINY_MLP, run_cli
 from gan_lab import graphs
 from gan_lab.checkpoint import load_checkpoint
 from gan_lab.data import ToyMixture
+from gan_lab.ema import GeneratorEMA
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Hinge, RaGAN, RpGAN, Wasserstein
 from gan_lab.models import dcgan, mlp
@@ -23,10 +24,11 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", fused: bool = False,
-          schedule_steps: int = 0):
+          schedule_steps: int = 0, ema_kimg: float = 0.0):
     """A seeded WGAN-GP iteration on ring8 (or DCGAN on random 'images'), as gan_lab.train builds it.
 
-    schedule_steps > 0: both learning rates fall linearly to 0 at that step (train.lr_schedule=linear).
+    schedule_steps > 0: both learning rates fall linearly to 0 at that step (train.lr_schedule=linear);
+    ema_kimg > 0: a generator EMA of that half-life with the default ramp-up (train.ema_kimg).
     """
     torch.manual_seed(seed)
     if model == "mlp":
@@ -41,7 +43,8 @@ def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", f
     loss = loss or Wasserstein(n_critic=5, lambda_gp=10.0)
     guard = NonFiniteGuard("stop", torch.device(device))
     schedule = LRSchedule(linear, (opt_g, opt_d), schedule_steps, torch.device(device)) if schedule_steps else None
-    return Iteration(G, critic, G, critic, loss, data, opt_g, opt_d, 32, guard, amp, schedule)
+    ema = GeneratorEMA(G, ema_kimg, 0.05, 32) if ema_kimg else None
+    return Iteration(G, critic, G, critic, loss, data, opt_g, opt_d, 32, guard, amp, schedule, ema)
 
 
 class ImagesOnDevice:
@@ -376,3 +379,38 @@ def test_graph_per_phase_of_lazy_regularisation_matches_eager(deterministic) -> 
     b = losses_over(graphed, 40)
     assert len(graphed.graphs) == 2 and not graphed.eager  # a regularising phase and a skipping one
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_captured_body_with_ema_averages_as_the_eager_loop() -> None:
+    # On the CPU, what a CUDA graph records: the EMA's beta and ramp-up computed from the step as a
+    # device tensor, incremented in place. G_ema must come out bitwise as the eager loop's int steps.
+    eager, body = build("cpu", ema_kimg=0.5), build("cpu", ema_kimg=0.5)
+    graphed = graphs.GraphedIteration(body, 0, torch.device("cpu"))
+    torch.manual_seed(1)
+    for step in range(1, 7):
+        eager(step)
+    torch.manual_seed(1)
+    for step in range(1, 7):
+        graphed._body(body.phase(step))
+    for a, b in ((eager.G, body.G), (eager.ema.G_ema, body.ema.G_ema)):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(body.ema.G_ema.net[0].weight, body.G.net[0].weight)
+
+
+@cuda
+def test_graph_with_ema_matches_eager(deterministic) -> None:
+    # the EMA's update is captured: every replay applies its own step's beta (ramp-up included)
+    eager = build("cuda", ema_kimg=0.5)
+    graphs.runner(eager, False, torch.device("cuda"), 0, skip=False)
+    for opt in (eager.opt_g, eager.opt_d):
+        graphs.set_capturable(opt, True)
+    graphed_iteration = build("cuda", ema_kimg=0.5)
+    graphed = graphs.runner(graphed_iteration, True, torch.device("cuda"), 0, skip=False)
+    torch.manual_seed(1)
+    losses_over(eager, 60)
+    torch.manual_seed(1)
+    losses_over(graphed, 60)
+    assert graphed.graph is not None and not graphed.eager
+    for p, q in zip(eager.ema.G_ema.parameters(), graphed_iteration.ema.G_ema.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(graphed_iteration.ema.G_ema.net[0].weight, graphed_iteration.G.net[0].weight)

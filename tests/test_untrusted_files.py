@@ -136,6 +136,14 @@ def wrong_weights(path: Path, state: dict[str, Any]) -> None:
     torch.save({**state, "G": {"net.0.weight": torch.zeros(1)}}, path)
 
 
+def ema_not_a_mapping(path: Path, state: dict[str, Any]) -> None:
+    torch.save({**state, "G_ema": torch.zeros(3)}, path)
+
+
+def ema_weights_that_do_not_fit(path: Path, state: dict[str, Any]) -> None:
+    torch.save({**state, "G_ema": {"net.0.weight": torch.zeros(1)}}, path)
+
+
 def random_bytes(path: Path) -> None:
     noise = torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     path.write_bytes(noise.numpy().tobytes())
@@ -151,7 +159,10 @@ NOT_CHECKPOINTS: dict[str, tuple[Callable[..., None], str]] = {
     "fifo": (lambda p: os.mkfifo(p), "not a regular file"),
     "checkpoint without weights": (gutted_checkpoint, "entry 'G' is missing"),
     "weights that do not fit": (wrong_weights, "do not fit"),
+    "G_ema not a mapping": (ema_not_a_mapping, "entry 'G_ema' is Tensor"),
+    "G_ema weights that do not fit": (ema_weights_that_do_not_fit, "do not fit"),
 }
+TAKES_STATE = (gutted_checkpoint, wrong_weights, ema_not_a_mapping, ema_weights_that_do_not_fit)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -159,10 +170,10 @@ NOT_CHECKPOINTS: dict[str, tuple[Callable[..., None], str]] = {
 def test_a_file_that_is_not_a_checkpoint_is_refused(case: str, command: str, good_state: dict[str, Any],
                                                     tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     make, fragment = NOT_CHECKPOINTS[case]
-    if case == "weights that do not fit" and command == "resume":
+    if case in ("weights that do not fit", "G_ema weights that do not fit") and command == "resume":
         pytest.skip("resume loads the weights into the models its own config built (train.restore), not these")
     path = tmp_path / "x.pt"
-    make(path, good_state) if make in (gutted_checkpoint, wrong_weights) else make(path)
+    make(path, good_state) if make in TAKES_STATE else make(path)
     assert_refused(command, path, tmp_path, capsys, fragment)
 
 
