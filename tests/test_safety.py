@@ -165,14 +165,18 @@ def test_resume_with_changed_intervals_continues(tmp_path: Path) -> None:
 
 
 def test_checkpoint_of_an_older_config_resumes(tmp_path: Path) -> None:
-    # a checkpoint written before train.precision, train.cuda_graph, train.compile, train.lr_schedule
-    # and optimizer.fused existed trained in fp32 at a constant lr with unfused Adam: none of that blocks its resume
+    # a checkpoint written before train.precision, train.cuda_graph, train.compile, train.lr_schedule,
+    # optimizer.fused, the EMA, R2, DRAGAN, lazy regularisation, packing and minibatch std existed trained
+    # without any of them: none of that blocks its resume
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     path = tmp_path / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
-    for key in ("precision", "cuda_graph", "compile", "lr_schedule"):
+    for key in ("precision", "cuda_graph", "compile", "lr_schedule", "ema_kimg", "ema_rampup"):
         del state["config"]["train"][key]
     del state["config"]["optimizer"]["fused"]
+    for group, keys in {"loss": ("lambda_r2", "lambda_dragan", "reg_every"), "model": ("pack", "minibatch_std")}.items():
+        for key in keys:  # the options of this release's losses and cures
+            del state["config"][group][key]
     torch.save(state, path)
     run_cli("train", *TINY, *TINY_MLP, "train.steps=6", f"hydra.run.dir={tmp_path}")
     assert load_checkpoint(tmp_path)["step"] == 6
