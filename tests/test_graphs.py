@@ -306,22 +306,6 @@ def test_graph_blockers_of_a_schedule_name_the_optimizer() -> None:
         assert graphs.graph_blocker(False, "constant", (opt,)) is None  # a float lr is captured as it is
 
 
-def test_captured_body_with_a_schedule_trains_as_the_eager_loop() -> None:
-    # On the CPU, what a CUDA graph records: the step a device tensor incremented in place, and
-    # the learning rates written from it. It must train bitwise as the eager loop's int steps.
-    eager, body = build("cpu", schedule_steps=6), build("cpu", schedule_steps=6)
-    graphed = graphs.GraphedIteration(body, 0, torch.device("cpu"))
-    torch.manual_seed(1)
-    for step in range(1, 7):
-        eager(step)
-    torch.manual_seed(1)
-    for step in range(1, 7):
-        graphed._body(body.phase(step))  # what capture records and each replay runs
-    for a, b in ((eager.G, body.G), (eager.critic, body.critic)):
-        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-    assert float(body.opt_g.param_groups[0]["lr"]) == 1e-4 * (1 - 5 / 6)  # the last step's, exactly
-
-
 def test_set_capturable_moves_step_counts() -> None:
     p = torch.nn.Parameter(torch.zeros(3))
     opt = torch.optim.Adam([p], capturable=False)
@@ -348,23 +332,6 @@ def test_gpu_checks_script_is_valid_bash() -> None:
         assert test_file in text and (script.parent.parent / test_file).is_file()
 
 
-def test_captured_body_with_lazy_regularisation_trains_as_the_eager_loop() -> None:
-    # reg_every=3 with 2 critic steps: three phases, each a graph on CUDA; the body a graph records for
-    # the host's phase, with the step a device tensor, trains bitwise as the eager loop
-    loss = lambda: RpGAN(n_critic=2, lambda_r1=0.1, lambda_r2=0.1, reg_every=3)
-    eager, body = build("cpu", loss=loss()), build("cpu", loss=loss())
-    graphed = graphs.GraphedIteration(body, 0, torch.device("cpu"))
-    assert {body.phase(step) for step in range(1, 7)} == {(True, False), (False, True), (False, False)}
-    torch.manual_seed(1)
-    logged = [eager(step)[0]["loss/r1_penalty"].clone() for step in range(1, 7)]
-    torch.manual_seed(1)
-    replayed = [graphed._body(body.phase(step))[0]["loss/r1_penalty"].clone() for step in range(1, 7)]
-    for a, b in ((eager.G, body.G), (eager.critic, body.critic)):
-        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-    assert all(torch.equal(a, b) for a, b in zip(logged, replayed))
-    assert torch.equal(logged[2], logged[1])  # step 3 skips the penalties: it reports step 2's value
-
-
 @cuda
 def test_graph_per_phase_of_lazy_regularisation_matches_eager(deterministic) -> None:
     loss = lambda: RpGAN(n_critic=1, lambda_r1=0.1, lambda_r2=0.1, reg_every=4)
@@ -379,22 +346,6 @@ def test_graph_per_phase_of_lazy_regularisation_matches_eager(deterministic) -> 
     b = losses_over(graphed, 40)
     assert len(graphed.graphs) == 2 and not graphed.eager  # a regularising phase and a skipping one
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-
-
-def test_captured_body_with_ema_averages_as_the_eager_loop() -> None:
-    # On the CPU, what a CUDA graph records: the EMA's beta and ramp-up computed from the step as a
-    # device tensor, incremented in place. G_ema must come out bitwise as the eager loop's int steps.
-    eager, body = build("cpu", ema_kimg=0.5), build("cpu", ema_kimg=0.5)
-    graphed = graphs.GraphedIteration(body, 0, torch.device("cpu"))
-    torch.manual_seed(1)
-    for step in range(1, 7):
-        eager(step)
-    torch.manual_seed(1)
-    for step in range(1, 7):
-        graphed._body(body.phase(step))
-    for a, b in ((eager.G, body.G), (eager.ema.G_ema, body.ema.G_ema)):
-        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-    assert not torch.equal(body.ema.G_ema.net[0].weight, body.G.net[0].weight)
 
 
 @cuda
@@ -414,3 +365,45 @@ def test_graph_with_ema_matches_eager(deterministic) -> None:
     for p, q in zip(eager.ema.G_ema.parameters(), graphed_iteration.ema.G_ema.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(graphed_iteration.ema.G_ema.net[0].weight, graphed_iteration.G.net[0].weight)
+
+
+def eager_and_captured(read: str | None = None, steps: int = 6, **build_kwargs):
+    """One iteration trained by the eager loop's int steps, its twin by what a CUDA graph records.
+
+    The graph's body runs on the CPU here: the step a device tensor incremented in place, the
+    phase chosen on the host. Returns both iterations and, per step, the scalar `read` of each.
+    """
+    eager, body = build("cpu", **build_kwargs), build("cpu", **build_kwargs)
+    graphed = graphs.GraphedIteration(body, 0, torch.device("cpu"))
+    torch.manual_seed(1)
+    a = [eager(step)[0].get(read, torch.zeros(())).clone() for step in range(1, steps + 1)]
+    torch.manual_seed(1)
+    b = [graphed._body(body.phase(step))[0].get(read, torch.zeros(())).clone() for step in range(1, steps + 1)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    return eager, body, a
+
+
+def same_state(*pairs: tuple[torch.nn.Module, torch.nn.Module]) -> bool:
+    return all(torch.equal(p, q) for a, b in pairs for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_captured_body_with_a_schedule_trains_as_the_eager_loop() -> None:
+    eager, body, _ = eager_and_captured(schedule_steps=6)
+    assert same_state((eager.G, body.G), (eager.critic, body.critic))
+    assert float(body.opt_g.param_groups[0]["lr"]) == 1e-4 * (1 - 5 / 6)  # the last step's, exactly
+
+
+def test_captured_body_with_lazy_regularisation_trains_as_the_eager_loop() -> None:
+    # reg_every=3 with 2 critic steps: three phases, each its own graph on CUDA
+    loss = RpGAN(n_critic=2, lambda_r1=0.1, lambda_r2=0.1, reg_every=3)
+    eager, body, logged = eager_and_captured("loss/r1_penalty", loss=loss)
+    assert {body.phase(step) for step in range(1, 7)} == {(True, False), (False, True), (False, False)}
+    assert same_state((eager.G, body.G), (eager.critic, body.critic))
+    assert torch.equal(logged[2], logged[1])  # step 3 skips the penalties: it reports step 2's value
+
+
+def test_captured_body_with_ema_averages_as_the_eager_loop() -> None:
+    # the EMA's beta and ramp-up computed from the step as a device tensor: G_ema bitwise as the eager loop's
+    eager, body, _ = eager_and_captured(ema_kimg=0.5)
+    assert same_state((eager.G, body.G), (eager.ema.G_ema, body.ema.G_ema))
+    assert not torch.equal(body.ema.G_ema.net[0].weight, body.G.net[0].weight)
