@@ -411,64 +411,9 @@ def _close_log() -> None:
 train_app = hydra.main(version_base="1.3", config_path="pkg://gan_lab.conf", config_name="train")(train_job)
 
 
-def check_output_dir(overrides: list[str]) -> None:
-    """Fail early, in one paragraph, when the run's output folder cannot be created.
-
-    Hydra creates the run directory before any of gan-lab's code runs, and reports a
-    failure there as a traceback; so the fixed part of the path is tried first here.
-    """
-    key = "hydra.sweep.dir=" if any(a in ("-m", "--multirun") for a in overrides) else "hydra.run.dir="
-    target = next((a[len(key):] for a in overrides if a.startswith(key)), "outputs")
-    fixed = Path(target.split("${", 1)[0] or ".")
-    try:
-        fixed.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise GanLabError(f"Cannot create the output directory {fixed.absolute()}: {err.strerror or err}. "
-                          f"Run from a writable folder or choose one with {key}<path>.") from None
-
-
-def own_output_dir(args: list[str], main: bool = True) -> list[str] | None:
-    """Give this run (or sweep) a directory no live run holds, before Hydra writes into it.
-
-    Without hydra.run.dir / hydra.sweep.dir the config's timestamped default is claimed, with a
-    suffix when another run took that name in the same second, and passed on to Hydra. A
-    directory given is held for this process, or refused while a live run holds it. A single
-    run whose directory already holds it, completed, returns None and touches nothing.
-    """
-    from gan_lab import rundirs
-
-    key = "hydra.sweep.dir=" if any(a in ("-m", "--multirun") for a in args) else "hydra.run.dir="
-    given = next((a[len(key):] for a in args if a.startswith(key)), None)
-    if given is None:
-        try:
-            target = rundirs.claim(rundirs.default_dir(key[:-1]))
-        except OSError:
-            check_output_dir(args)  # says why in one paragraph
-            raise
-        args = [*args, f"{key}{target}"]
-        fresh = False  # claim() recorded that it made it
-    elif "${" in given:  # resolved by Hydra: the job itself takes the lock
-        check_output_dir(args)
-        return args
-    else:
-        target = Path(given)
-        if key == "hydra.run.dir=":
-            record = rundirs.already_done(target, args)
-            if record is not None:
-                console.print(f"[bold green]gan-lab:[/] {target} already holds this run, completed at step "
-                              f"{int((record.get('metrics') or {}).get('step', 0))}: nothing to do (raise "
-                              f"train.steps to train further).", soft_wrap=True, highlight=False)
-                return None
-        fresh = not target.exists()
-        check_output_dir(args)
-    if main:
-        rundirs.hold(target, created=fresh)
-    return args
-
-
 def train_command(args: list[str]) -> None:
     """`gan-lab train [overrides]`: the Hydra app."""
-    from gan_lab import distributed
+    from gan_lab import distributed, rundirs
 
     # Hydra's rerun unpickles the named file: any file could run any code, so it is never offered
     # (argparse also takes any unique prefix of it, down to --e)
@@ -482,7 +427,7 @@ def train_command(args: list[str]) -> None:
         console.quiet = not info.main
         args = distributed.shared_run_dir(info, args)
     if not {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info"} & set(args):
-        args = own_output_dir(args, main=info.main or not info.enabled)
+        args = rundirs.own_output_dir(args, main=info.main or not info.enabled)
         if args is None:  # a finished run asked for again: nothing to do
             if info.enabled:
                 distributed.finish()
@@ -492,8 +437,6 @@ def train_command(args: list[str]) -> None:
     try:
         train_app()
     finally:
-        from gan_lab import rundirs
-
         rundirs.let_go()
     if sweeps.last_sweep and sweeps.last_sweep[2]:  # set by the SweepSummary callback of a multirun
         raise GanLabError(sweeps.failure_message(*sweeps.last_sweep))

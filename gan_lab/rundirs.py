@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from gan_lab.errors import GanLabError
 from gan_lab.sweeps import STATUS, read_status
+from gan_lab.tracker import console
 
 LOCK = ".gan-lab.lock"
 RESOLVED = "config_resolved.yaml"
@@ -177,3 +178,56 @@ def already_done(run_dir: Path, args: list[str]) -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001 - anything odd: let the real run decide and report it
         return None
     return finished(run_dir, plain)
+
+
+def check_output_dir(overrides: list[str]) -> None:
+    """Fail early, in one paragraph, when the run's output folder cannot be created.
+
+    Hydra creates the run directory before any of gan-lab's code runs, and reports a
+    failure there as a traceback; so the fixed part of the path is tried first here.
+    """
+    key = "hydra.sweep.dir=" if any(a in ("-m", "--multirun") for a in overrides) else "hydra.run.dir="
+    target = next((a[len(key):] for a in overrides if a.startswith(key)), "outputs")
+    fixed = Path(target.split("${", 1)[0] or ".")
+    try:
+        fixed.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GanLabError(f"Cannot create the output directory {fixed.absolute()}: {err.strerror or err}. "
+                          f"Run from a writable folder or choose one with {key}<path>.") from None
+
+
+def own_output_dir(args: list[str], main: bool = True) -> list[str] | None:
+    """Give this run (or sweep) a directory no live run holds, before Hydra writes into it.
+
+    Without hydra.run.dir / hydra.sweep.dir the config's timestamped default is claimed, with a
+    suffix when another run took that name in the same second, and passed on to Hydra. A
+    directory given is held for this process, or refused while a live run holds it. A single
+    run whose directory already holds it, completed, returns None and touches nothing.
+    """
+    key = "hydra.sweep.dir=" if any(a in ("-m", "--multirun") for a in args) else "hydra.run.dir="
+    given = next((a[len(key):] for a in args if a.startswith(key)), None)
+    if given is None:
+        try:
+            target = claim(default_dir(key[:-1]))
+        except OSError:
+            check_output_dir(args)  # says why in one paragraph
+            raise
+        args = [*args, f"{key}{target}"]
+        fresh = False  # claim() recorded that it made it
+    elif "${" in given:  # resolved by Hydra: the job itself takes the lock
+        check_output_dir(args)
+        return args
+    else:
+        target = Path(given)
+        if key == "hydra.run.dir=":
+            record = already_done(target, args)
+            if record is not None:
+                console.print(f"[bold green]gan-lab:[/] {target} already holds this run, completed at step "
+                              f"{int((record.get('metrics') or {}).get('step', 0))}: nothing to do (raise "
+                              f"train.steps to train further).", soft_wrap=True, highlight=False)
+                return None
+        fresh = not target.exists()
+        check_output_dir(args)
+    if main:
+        hold(target, created=fresh)
+    return args
