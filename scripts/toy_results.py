@@ -182,8 +182,8 @@ def main() -> None:
                   "covered (of 10), class KL = KL(generated class histogram || the real images'), mean "
                   "top-class confidence, and the Fréchet distance between the classifier's penultimate features "
                   "of 10,000 real and the generated images; improved precision and recall (Kynkäänniemi et al. 2019) and "
-                  "density and coverage (Naeem et al. 2020) on the same features (k = 3 and 5 nearest neighbours as the papers), 5,000 real "
-                  "and 5,000 generated images. Mean ± standard error over seeds (one seed: the value).",
+                  "density and coverage (Naeem et al. 2020) on the same features (k = 3 and 5 nearest "
+                  "neighbours as the papers), 5,000 real and 5,000 generated images. Mean ± standard error over seeds (one seed: the value).",
                   ""]
     for data in args.data:
         lines += table(results, data, args.losses)
