@@ -228,6 +228,10 @@ def run_training(cfg: DictConfig, run_dir: Path,
     lr_scale = ranks if cfg.lr_scaling == "linear" else 1
     opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, G.parameters(), "generator", lr_scale)
     opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, critic.parameters(), "critic", lr_scale)
+    if loss.unroll:
+        from gan_lab.unroll import check
+
+        check(opt_d, ranks)
     if ranks > 1:
         console.print(f"[bold]data-parallel[/] {ranks} ranks x batch {settings.batch_size} = effective batch "
                       f"{ranks * settings.batch_size}; learning rates "

@@ -156,8 +156,11 @@ def reads_lr_on_device(opt: torch.optim.Optimizer) -> bool:
 
 
 def graph_blocker(skip: bool, lr_schedule: str = "constant",
-                  optimizers: tuple[torch.optim.Optimizer, ...] = ()) -> str | None:
+                  optimizers: tuple[torch.optim.Optimizer, ...] = (), topk: bool = False) -> str | None:
     """Why this run cannot use a CUDA graph, or None when it can."""
+    if topk:
+        return ("train.topk keeps a number of fakes that changes with the step, a shape a captured graph "
+                "cannot vary")
     if lr_schedule != "constant":
         for opt in optimizers:
             if not reads_lr_on_device(opt):
@@ -175,13 +178,13 @@ def graph_blocker(skip: bool, lr_schedule: str = "constant",
 
 
 def runner(iteration: Any, mode: str | bool, device: torch.device, start: int,
-           skip: bool, lr_schedule: str = "constant") -> Callable[[int], Result]:
+           skip: bool, lr_schedule: str = "constant", topk: bool = False) -> Callable[[int], Result]:
     """The callable the loop runs once per generator step: `iteration` itself, or its CUDA graph."""
     use = device.type == "cuda" and mode in ("auto", True)
     if mode is True and device.type != "cuda":
         raise GanLabError(f"train.cuda_graph=true needs the run on a CUDA device, and it is on {device}. "
                           f"Use train.cuda_graph=auto (on whenever the run is on CUDA) or false.")
-    blocker = graph_blocker(skip, lr_schedule, (iteration.opt_g, iteration.opt_d)) if use else None
+    blocker = graph_blocker(skip, lr_schedule, (iteration.opt_g, iteration.opt_d), topk) if use else None
     if blocker:
         warn(f"no CUDA graph for this run: {blocker}. It trains eagerly (the same math, slower).")
         use = False

@@ -39,6 +39,7 @@ class Loss:
     lambda_dragan: float = 0.0  # weight of DRAGAN's E[(||grad C(x_hat)||_2 - 1)^2] around perturbed real points
     reg_every: int = 1  # lazy regularisation: the penalties on every k-th critic step only, scaled by k (StyleGAN2)
     clip: float = 0.0  # clamp every critic weight to [-clip, clip] after each critic step (WGAN)
+    unroll: int = 0  # Unrolled GAN (Metz et al. 2017): G's update sees the critic k look-ahead updates on (0: off)
 
     name = "loss"
     # whether g_loss needs the critic's scores for real data: the generator step then scores a fresh real batch
@@ -56,12 +57,14 @@ class Loss:
             "loss.reg_every": (self.reg_every, self.reg_every >= 1 and float(self.reg_every).is_integer(),
                                "a whole number of critic steps >= 1 (1: the penalties on every step)", "16"),
             "loss.clip": (self.clip, self.clip >= 0, "a bound >= 0 (0 turns clipping off)", "0"),
+            "loss.unroll": (self.unroll, self.unroll >= 0 and float(self.unroll).is_integer(),
+                            "a whole number of look-ahead critic updates >= 0 (0: off; Metz et al.: 5 to 10)", "5"),
         }
         for key, (value, ok, expected, example) in checks.items():
             if not ok:
                 raise GanLabError(f"{key}={value} is out of range: it must be {expected}. "
                                   f"Fix the override, e.g. {key}={example}.")
-        self.n_critic, self.reg_every = int(self.n_critic), int(self.reg_every)
+        self.n_critic, self.reg_every, self.unroll = int(self.n_critic), int(self.reg_every), int(self.unroll)
 
     def penalties(self) -> list[Penalty]:
         """The gradient penalties this loss turns on (weight > 0), in the order the loop draws their points."""

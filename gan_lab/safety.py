@@ -156,7 +156,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 # Keys added after checkpoints were first written, with the value the older runs trained with.
 # Every option added later defaults to what runs did before it existed, so this is its default.
 ADDED = {"train.precision": "fp32", "train.lr_schedule": "constant", "train.ema_kimg": 0.0, "train.ema_rampup": 0.05,
-         "loss.lambda_r2": 0.0, "loss.lambda_dragan": 0.0, "loss.reg_every": 1,
+         "train.topk": 1.0, "train.topk_decay": 0.99,
+         "loss.lambda_r2": 0.0, "loss.lambda_dragan": 0.0, "loss.reg_every": 1, "loss.unroll": 0,
          "model.pack": 1, "model.minibatch_std": 0, "data.augment": None}
 
 

@@ -26,6 +26,7 @@ from gan_lab.losses import Loss, clip_weights, input_grad_norms, interpolates
 from gan_lab.safety import Interrupted, NonFiniteGuard, StopSignal
 from gan_lab.schedules import SCHEDULES, LRSchedule, lr_schedule
 from gan_lab.tracker import Tracker, console, scalars_to_floats
+from gan_lab.unroll import lookahead
 
 
 @dataclass
@@ -46,6 +47,8 @@ class TrainSettings:
     lr_schedule: str = "constant"  # constant, or linear: both learning rates fall linearly to 0 at the last step
     ema_kimg: float = 0.0  # the generator EMA's half-life in thousands of images (0: no EMA)
     ema_rampup: float = 0.05  # the half-life is at most this times the images seen so far (0: no ramp-up)
+    topk: float = 1.0  # top-k training (Sinha et al. 2020): the smallest fraction of fakes G's update keeps (1: off)
+    topk_decay: float = 0.99  # the kept fraction starts at 1 and is multiplied by this every 100 generator steps
 
     def __post_init__(self) -> None:
         minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "sample_every": 1,
@@ -68,9 +71,19 @@ class TrainSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise GanLabError(f"train.{key}={value!r} is out of range: it must be a number >= 0 (train.ema_kimg=0 "
                                   f"turns the generator EMA off; StyleGAN2-ADA uses ema_kimg=10, ema_rampup=0.05).")
+        for key in ("topk", "topk_decay"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise GanLabError(f"train.{key}={value!r} is out of range: it must be a number in (0, 1] "
+                                  f"(train.topk=1 turns top-k training off; Sinha et al. keep at least 0.5 "
+                                  f"of the batch and decay by 0.99).")
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
             raise GanLabError(f"train.compile={self.compile!r} is not known: use false, true (inductor) or the "
                               f"name of a torch.compile backend such as aot_eager.")
+
+    def kept_fraction(self, step: int) -> float:
+        """Top-k training: the fraction of fakes the generator step keeps at `step`, decaying from 1 to topk."""
+        return max(self.topk, self.topk_decay ** (step // 100))
 
     @property
     def amp(self) -> torch.dtype | None:
@@ -97,11 +110,34 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
     """
     with torch.no_grad(), autocast(x, amp):
         fake = G(z, y).float()  # no graph through G: the critic step must not train the generator
+    total, stats, real_out, fake_out = critic_objective(critic, loss, x, fake, y, amp,
+                                                        loss.reg_every if regularise else 0)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    stats["grad_norm/critic"] = _grad_norm(critic)
+    if guard is None or guard.allow(step, {"loss/critic": total.detach(), "grad_norm/critic": stats["grad_norm/critic"]}):
+        opt.step()
+    if loss.clip > 0:
+        clip_weights(critic, loss.clip)  # after the step, so the critic stays in the clipped box
+    real_mean, fake_mean = real_out.detach().mean(), fake_out.detach().mean()
+    stats.update({"critic/real": real_mean, "critic/fake": fake_mean,
+                  "critic/wasserstein_estimate": real_mean - fake_mean})
+    return stats
+
+
+def critic_objective(critic: Callable[..., Tensor], loss: Loss, x: Tensor, fake: Tensor, y: Tensor | None = None,
+                     amp: torch.dtype | None = None, penalty_scale: int = 1,
+                     ) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
+    """The critic's loss on x and fakes: the adversarial term plus penalty_scale x the penalties (0: none).
+
+    Returns the total, the named scalars of its terms, and the real and fake scores. The critic
+    step takes it on detached fakes; the unrolled look-ahead (gan_lab.unroll) on fakes with G's graph.
+    """
     # Points the critic scores: real, fake, and each penalty's points (interpolates, points near x;
     # R1's are x itself and R2's G(z) itself, scored once for the loss and the penalty).
     # Those whose input gradient is penalised are leaves that require grad.
     x = x.detach()
-    penalties = loss.penalties() if regularise else []
+    penalties = loss.penalties() if penalty_scale else []
     parts, where = [x, fake], []  # where: the index in parts of each penalty's points
     for points in [penalty.points(x, fake) for penalty in penalties]:  # all drawn before any requires grad
         if not any(points is part for part in parts):
@@ -118,20 +154,9 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
     for penalty, index in zip(penalties, where):
         # The points are float32 leaves, so the input gradient and its norm are float32 under bf16 too.
         value = penalty.weight * penalty.value(outs[index], parts[index])
-        total = total + loss.reg_every * value  # lazy regularisation: 1 step in reg_every, scaled to match
+        total = total + penalty_scale * value  # lazy regularisation: 1 step in reg_every, scaled to match
         stats[f"loss/{penalty.tag}"] = value.detach()
-
-    opt.zero_grad(set_to_none=True)
-    total.backward()
-    stats["grad_norm/critic"] = _grad_norm(critic)
-    if guard is None or guard.allow(step, {"loss/critic": total.detach(), "grad_norm/critic": stats["grad_norm/critic"]}):
-        opt.step()
-    if loss.clip > 0:
-        clip_weights(critic, loss.clip)  # after the step, so the critic stays in the clipped box
-    real_mean, fake_mean = real_out.detach().mean(), fake_out.detach().mean()
-    stats.update({"critic/real": real_mean, "critic/fake": fake_mean,
-                  "critic/wasserstein_estimate": real_mean - fake_mean})
-    return stats
+    return total, stats, real_out, fake_out
 
 
 def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> list[Tensor]:
@@ -164,13 +189,23 @@ def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> 
 
 def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer, z: Tensor,
                    y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int | Tensor = 0,
-                   amp: torch.dtype | None = None, x: Tensor | None = None) -> dict[str, Tensor]:
-    """One generator update on fresh z (labels y); x: a fresh real batch, given when the loss compares with it."""
+                   amp: torch.dtype | None = None, x: Tensor | None = None, keep: float = 1.0) -> dict[str, Tensor]:
+    """One generator update on fresh z (labels y); x: a fresh real batch, given when the loss compares with it.
+
+    `critic` is the critic as it is, or its unrolled look-ahead (gan_lab.unroll); `keep` < 1 trains
+    on that fraction of the scores only, the highest (top-k training).
+    """
     critic.requires_grad_(False)  # the critic's gradients are not needed: skip computing them
     with autocast(z, amp):
         fake_out = critic(G(z, y), y).float()
         # a relativistic loss's real scores: constants for G (no graph: x and the critic need no grad)
         real_out = critic(x, y).float() if x is not None else None
+    if keep < 1:
+        # top-k training (Sinha et al. 2020): the gradient of only the fakes the critic finds most
+        # realistic (a packed critic: its best packs), whose direction is the useful one; a
+        # relativistic loss keeps the real samples paired with them
+        best = fake_out.topk(max(1, round(keep * len(fake_out)))).indices
+        fake_out, real_out = fake_out[best], (real_out[best] if real_out is not None else None)
     g_loss = loss.g_loss(real_out, fake_out)
     opt.zero_grad(set_to_none=True)
     g_loss.backward()
@@ -301,6 +336,7 @@ class Iteration:
     amp: torch.dtype | None = None
     lr_schedule: LRSchedule | None = None  # sets both learning rates from the step (None: constant)
     ema: GeneratorEMA | None = None  # averages G into G_ema after each generator step (None: no EMA)
+    kept: Callable[[int], float] | None = None  # top-k training: the fraction of fakes G's step keeps (None: all)
 
     # lazy regularisation: the penalties' values at their last evaluation, reported on steps that skip them
     penalty_stats: dict[str, Tensor] = field(default_factory=dict)
@@ -336,11 +372,29 @@ class Iteration:
             x_g, y_g = self.data.sample(self.batch_size)
         else:
             y_g = torch.randint(n_classes, (self.batch_size,), device=x.device) if n_classes else None
-        stats.update(generator_step(self.G, self.critic_frozen, self.loss, self.opt_g, torch.randn_like(z), y_g,
-                                    self.guard, step, self.amp, x_g))
+        # Unrolled GAN: G's step against the critic after loss.unroll look-ahead updates (drawn after
+        # the generator step's batches, so a run without it makes exactly the draws it always made)
+        critic = self.critic_frozen
+        z_g = torch.randn_like(z)
+        if self.loss.unroll:
+            critic = lookahead(self.critic_frozen, self.opt_d, self.loss.unroll, self._lookahead_objective,
+                               self.loss.clip)
+        keep = self.kept(int(step)) if self.kept is not None else 1.0  # never under a CUDA graph (graph_blocker)
+        stats.update(generator_step(self.G, critic, self.loss, self.opt_g, z_g, y_g, self.guard, step, self.amp,
+                                    x_g, keep))
+        if self.kept is not None:
+            stats["train/topk_fraction"] = z_g.new_tensor(keep)
         if self.ema is not None:
             self.ema(step)  # inside the iteration, so a CUDA graph captures it too
         return stats, (x, y, z)
+
+    def _lookahead_objective(self, critic: Callable[..., Tensor]) -> Tensor:
+        """One look-ahead critic loss: a fresh real batch, and fakes that keep G's graph (Metz et al.'s second term)."""
+        x, y = self.data.sample(self.batch_size)
+        z = torch.randn(self.batch_size, self.G_frozen.z_dim, device=x.device)
+        with autocast(x, self.amp):
+            fake = self.G(z, y).float()
+        return critic_objective(critic, self.loss, x, fake, y, self.amp)[0]
 
     def phase(self, step: int) -> tuple[bool, ...]:
         """Which critic steps of generator step `step` add the penalties: every loss.reg_every-th critic step.
@@ -368,10 +422,11 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     guard = NonFiniteGuard(settings.nonfinite, device)
     schedule = lr_schedule(settings.lr_schedule, (opt_g, opt_d), settings.steps, device)  # after restore()
     iteration = Iteration(G_ddp, critic_ddp, G, critic, loss, data, opt_g, opt_d, settings.batch_size, guard,
-                          settings.amp, schedule, ema)
+                          settings.amp, schedule, ema, settings.kept_fraction if settings.topk < 1 else None)
     if settings.compile:
         iteration = graphs.compiled(iteration, settings.compile, penalised=loss.penalised)
-    run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule)
+    run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule,
+                                  topk=settings.topk < 1)
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
