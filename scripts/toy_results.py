@@ -52,26 +52,46 @@ def recommended(key: str, data: list[str]) -> str:
 
 
 def run_one(loss: str, data: str, seed: int, steps: int | None, root: Path, threads: int, extra: list[str],
-            device: str = "cpu") -> dict:
-    """Train and evaluate one run; returns its metrics (or the error)."""
+            device: str = "cpu", overrides: list[str] | None = None, rejection: bool = False) -> dict:
+    """Train and evaluate one run; returns its metrics (or the error).
+
+    `loss` names the run (a loss, or a row of scripts/cures.py) and `overrides` set it up
+    (default: loss=<loss>); `rejection` evaluates it a second time with rejection=drs, whose
+    metrics come back under "drs".
+    """
     run_dir = root / f"{data}_{loss}_seed{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "gan_lab", "train", f"loss={loss}", f"data={data}", f"seed={seed}",
-           f"device={device}", "metrics=false", "train.sample_every=1000000", f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "-m", "gan_lab", "train", *(overrides if overrides is not None else [f"loss={loss}"]),
+           f"data={data}", f"seed={seed}", f"device={device}", "metrics=false", "train.sample_every=1000000",
+           f"hydra.run.dir={run_dir}"]
     cmd += ([f"train.steps={steps}"] if steps else []) + extra
     started = time.perf_counter()
     train = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if train.returncode != 0:
         return {"loss": loss, "data": data, "seed": seed, "error": train.stderr.strip().splitlines()[-1:]}
-    subprocess.run([sys.executable, "-m", "gan_lab", "eval", f"checkpoint={run_dir}", "seed=0"],
-                   capture_output=True, text=True, env=env, check=True)
-    metrics = json.loads((run_dir / "eval.json").read_text())
     trained = json.loads((run_dir / "status.json").read_text()).get("code", {})
-    metrics["code"] = [trained, metrics.get("code", {})]  # the code that trained and that evaluated the run
+
+    def evaluate(name: str, *options: str) -> dict:
+        subprocess.run([sys.executable, "-m", "gan_lab", "eval", f"checkpoint={run_dir}", "seed=0",
+                        f"out={run_dir / name}", *options], capture_output=True, text=True, env=env, check=True)
+        metrics = json.loads((run_dir / name).read_text())
+        metrics["code"] = [trained, metrics.get("code", {})]  # the code that trained and that evaluated the run
+        return metrics
+
+    metrics = evaluate("eval.json")
+    if rejection:
+        metrics["drs"] = evaluate("eval_drs.json", "rejection=drs")
     shown = ", ".join(f"{k.removeprefix('metrics/')} {v:.3g}" for k, v in metrics.items()
                       if k.startswith("metrics/") and v is not None)
     print(f"{data:7s} {loss:14s} seed {seed}: {shown} ({time.perf_counter() - started:.0f} s)", flush=True)
     return {"loss": loss, "data": data, "seed": seed, **metrics}
+
+
+def moved_code(results: list[dict], commit: str, dirty: bool) -> list[str]:
+    """The commits, other than the script's own, that trained or evaluated any of the runs."""
+    codes = [code for r in results if "error" not in r for m in (r, r.get("drs", {})) for code in m.get("code", [])]
+    return sorted({str(code.get("commit", "unknown"))[:7] for code in codes
+                   if code.get("commit") != commit or code.get("dirty") != dirty})
 
 
 def mean_se(values: list[float]) -> str:
@@ -152,8 +172,7 @@ def main() -> None:
         results = list(pool.map(lambda job: run_one(*job, args.steps, args.root, threads, args.extra, args.device),
                                 grid))
     # every run (train and eval, each in its own process) must report the commit the script started from
-    moved = sorted({str(code.get("commit", "unknown"))[:7] for r in results if "error" not in r for code in r["code"]
-                    if code.get("commit") != commit or code.get("dirty") != dirty})
+    moved = moved_code(results, commit, dirty)
     if moved:
         sys.exit(f"error: the tree changed while the runs trained (runs report {', '.join(moved)}, the script started "
                  f"at {commit[:7]}{' with uncommitted changes' if dirty else ''}); {args.out} was not written.")
