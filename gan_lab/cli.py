@@ -231,7 +231,7 @@ def run_training(cfg: DictConfig, run_dir: Path,
     if loss.unroll:
         from gan_lab.unroll import check
 
-        check(opt_d, ranks)
+        check(opt_d, ranks, compiled=bool(settings.compile))
     if ranks > 1:
         console.print(f"[bold]data-parallel[/] {ranks} ranks x batch {settings.batch_size} = effective batch "
                       f"{ranks * settings.batch_size}; learning rates "

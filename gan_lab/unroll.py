@@ -43,8 +43,12 @@ class LookaheadCritic:
         return self
 
 
-def check(opt: torch.optim.Optimizer, ranks: int) -> None:
-    """Refuse (GanLabError) what the look-ahead cannot do: a critic optimizer it cannot differentiate, DDP."""
+def check(opt: torch.optim.Optimizer, ranks: int, compiled: bool = False) -> None:
+    """Refuse (GanLabError) what the look-ahead cannot do: a critic optimizer it cannot differentiate, DDP, compile."""
+    if compiled:
+        raise GanLabError("loss.unroll with train.compile is not supported: the look-ahead calls the critic "
+                          "through torch.func.functional_call and differentiates its updates, which a compiled "
+                          "critic does not allow. Drop train.compile (the unrolled GAN trains eagerly).")
     if ranks > 1:
         raise GanLabError("loss.unroll is not supported under torchrun: the look-ahead runs the generator "
                           "several times per backward, which DDP's gradient reducer does not allow. Train "

@@ -185,6 +185,7 @@ def test_generator_side_cures_train_dcgan_on_tiny_mnist(cure: str, tmp_path: Pat
     (["loss.unroll=-1"], "loss.unroll=-1 is out of range"),
     (["loss.unroll=1.5"], "loss.unroll=1.5 is out of range"),
     (["loss.unroll=2", "+optimizer.amsgrad=true"], "does not support the critic optimizer's amsgrad=true"),
+    (["loss.unroll=1", "train.compile=true"], "loss.unroll with train.compile is not supported"),
     (["train.topk=0"], "train.topk=0 is out of range"),
     (["train.topk=1.5"], "train.topk=1.5 is out of range"),
     (["train.topk_decay=0"], "train.topk_decay=0 is out of range"),
