@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from generated_doc import cpu_name, made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
-from toy_results import PUBLISHED, moved_code, run_one, table  # scripts/toy_results.py
+from toy_results import PUBLISHED, failure_lines, moved_code, run_one, table  # scripts/toy_results.py
 
 # row -> the overrides that turn the cure on (over --loss); each names its paper in README's table
 CURES = {
@@ -112,10 +112,7 @@ def main() -> None:
     for data in args.data:
         shown = [n for n in names if not (n in IMAGES_ONLY and data in PUBLISHED)]
         lines += [line.replace("| loss |", "| cure |", 1) for line in table(results, data, shown)]
-    failures = [r for r in results if "error" in r]
-    if failures:
-        lines += ["Failed runs: " + "; ".join(f"{r['data']} {r['loss']} seed {r['seed']}: {r['error']}"
-                                             for r in failures), ""]
+    lines += failure_lines(results)
     write_keeping_notes(args.out, lines)
     print("\n".join(lines))
 

@@ -94,6 +94,13 @@ def moved_code(results: list[dict], commit: str, dirty: bool) -> list[str]:
                    if code.get("commit") != commit or code.get("dirty") != dirty})
 
 
+def failure_lines(results: list[dict]) -> list[str]:
+    """A doc's line naming each run that failed, and why (none when all trained)."""
+    failures = [r for r in results if "error" in r]
+    return ["Failed runs: " + "; ".join(f"{r['data']} {r['loss']} seed {r['seed']}: {r['error']}"
+                                       for r in failures), ""] if failures else []
+
+
 def mean_se(values: list[float]) -> str:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
@@ -206,10 +213,7 @@ def main() -> None:
                   ""]
     for data in args.data:
         lines += table(results, data, args.losses)
-    failures = [r for r in results if "error" in r]
-    if failures:
-        lines += ["Failed runs: " + "; ".join(f"{r['data']} {r['loss']} seed {r['seed']}: {r['error']}"
-                                             for r in failures), ""]
+    lines += failure_lines(results)
     write_keeping_notes(args.out, lines)
     print("\n".join(lines))
 
