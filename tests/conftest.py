@@ -31,6 +31,25 @@ def run_cli(*args: str) -> None:
     main(list(args))
 
 
+def user_error(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """Run `gan-lab ...` expecting a user error (exit 2, no traceback); its message, the panel's wrapping undone."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    return " ".join(err.split())
+
+
+def straight_and_resumed(root: Path, common: list[str], steps: int = 6) -> tuple[dict, dict]:
+    """Train `steps` steps straight, and half of them then resumed to `steps`; both final checkpoints."""
+    from gan_lab.checkpoint import load_checkpoint
+
+    run_cli("train", *common, f"train.steps={steps}", f"hydra.run.dir={root / 'straight'}")
+    run_cli("train", *common, f"train.steps={steps // 2}", f"hydra.run.dir={root / 'first'}")
+    run_cli("train", *common, f"train.steps={steps}", f"resume={root / 'first'}", f"hydra.run.dir={root / 'resumed'}")
+    return load_checkpoint(root / "straight"), load_checkpoint(root / "resumed")
+
+
 def write_idx(path: Path, array: torch.Tensor) -> None:
     """Write a uint8 tensor in the IDX format MNIST uses (magic, big-endian dims, raw bytes)."""
     dims = array.shape

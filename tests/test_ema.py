@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_MLP, run_cli
+from conftest import TINY, TINY_MLP, run_cli, straight_and_resumed
 from gan_lab.checkpoint import load_checkpoint
 from gan_lab.ema import GeneratorEMA, ema_beta
-from gan_lab.safety import NonFiniteGuard
 from gan_lab.losses import Wasserstein
 from test_train import read_events, toy_iteration
 
@@ -69,11 +68,8 @@ def test_ema_draws_no_random_numbers_and_leaves_training_unchanged() -> None:
 def test_ema_run_logs_both_metrics_and_resumes_exactly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["train.batch_size=16", "train.log_every=3", "train.sample_every=3", "train.checkpoint_every=3",
               "train.eval_every=3", "train.ema_kimg=0.05", "device=cpu", "threads=1", *TINY_MLP]
-    run_cli("train", *common, "train.steps=6", f"hydra.run.dir={tmp_path / 'straight'}")
+    straight, resumed = straight_and_resumed(tmp_path, common)
     assert "metrics/* use the averaged generator" in capsys.readouterr().err
-    run_cli("train", *common, "train.steps=3", f"hydra.run.dir={tmp_path / 'first'}")
-    run_cli("train", *common, "train.steps=6", f"resume={tmp_path / 'first'}", f"hydra.run.dir={tmp_path / 'resumed'}")
-    straight, resumed = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
     for net in ("G", "G_ema", "critic"):
         for key, value in straight[net].items():
             assert_close(resumed[net][key], value, rtol=0, atol=0)

@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli
+from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, straight_and_resumed
 from gan_lab.checkpoint import load_checkpoint
 from gan_lab.data import ToyMixture
 from gan_lab.losses import Loss, RaGAN, RpGAN, Wasserstein
@@ -74,10 +74,7 @@ def test_relativistic_bf16_skip_resume_gives_the_weights_of_a_straight_run(tmp_p
     common = ["loss=r3gan", "loss.reg_every=2", "train.precision=bf16", "train.nonfinite=skip",
               "train.batch_size=16", "train.log_every=1", "train.sample_every=6", "train.checkpoint_every=3",
               "device=cpu", *TINY_MLP]
-    run_cli("train", *common, "train.steps=6", f"hydra.run.dir={tmp_path / 'straight'}")
-    run_cli("train", *common, "train.steps=3", f"hydra.run.dir={tmp_path / 'first'}")
-    run_cli("train", *common, "train.steps=6", f"resume={tmp_path / 'first'}", f"hydra.run.dir={tmp_path / 'resumed'}")
-    straight, resumed = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+    straight, resumed = straight_and_resumed(tmp_path, common)
     for net in ("G", "critic"):
         for key, value in straight[net].items():
             assert_close(resumed[net][key], value, rtol=0, atol=0)
@@ -112,10 +109,7 @@ def test_hparams_are_written(tmp_path: Path) -> None:
 def test_resume_gives_the_weights_of_a_straight_run(tmp_path: Path) -> None:
     common = ["loss=wgan_gp", "train.batch_size=16", "train.log_every=3", "train.sample_every=3",
               "train.checkpoint_every=3", "device=cpu", *TINY_MLP]
-    run_cli("train", *common, "train.steps=6", f"hydra.run.dir={tmp_path / 'straight'}")
-    run_cli("train", *common, "train.steps=3", f"hydra.run.dir={tmp_path / 'first'}")
-    run_cli("train", *common, "train.steps=6", f"resume={tmp_path / 'first'}", f"hydra.run.dir={tmp_path / 'resumed'}")
-    straight, resumed = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+    straight, resumed = straight_and_resumed(tmp_path, common)
     assert resumed["step"] == straight["step"] == 6
     for net in ("G", "critic"):
         for key, value in straight[net].items():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli
+from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, straight_and_resumed, user_error
 from gan_lab.checkpoint import load_checkpoint
 from gan_lab.losses import NonSaturating, RSGAN, Wasserstein
 from gan_lab.models import mlp
@@ -154,10 +154,7 @@ def test_the_kept_fraction_decays_from_one_to_topk() -> None:
 def test_generator_side_cures_train_from_the_cli_and_resume_exactly(cure: list[str], tmp_path: Path) -> None:
     common = [*TINY_MLP, "train.batch_size=16", "train.checkpoint_every=3", "train.log_every=3",
               "train.sample_every=3", "device=cpu", "threads=1", "metrics=false", *cure]
-    run_cli("train", *common, "train.steps=6", f"hydra.run.dir={tmp_path / 'straight'}")
-    run_cli("train", *common, "train.steps=3", f"hydra.run.dir={tmp_path / 'first'}")
-    run_cli("train", *common, "train.steps=6", f"resume={tmp_path / 'first'}", f"hydra.run.dir={tmp_path / 'resumed'}")
-    straight, resumed = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+    straight, resumed = straight_and_resumed(tmp_path, common)
     for net in ("G", "critic"):
         for key, value in straight[net].items():
             assert torch.equal(resumed[net][key], value), key
@@ -192,8 +189,4 @@ def test_generator_side_cures_train_dcgan_on_tiny_mnist(cure: str, tmp_path: Pat
 ])
 def test_bad_generator_side_cure_settings_are_explained(overrides: list[str], fragment: str, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli("train", *TINY, *TINY_MLP, *overrides, f"hydra.run.dir={tmp_path}")
-    assert exit_info.value.code == 2
-    err = " ".join(capsys.readouterr().err.split())
-    assert fragment in err and "Traceback" not in err
+    assert fragment in user_error(capsys, "train", *TINY, *TINY_MLP, *overrides, f"hydra.run.dir={tmp_path}")
