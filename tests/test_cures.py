@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 from torch.testing import assert_close
 
@@ -211,3 +214,23 @@ def test_cures_train_dcgan_on_tiny_mnist(cure: str, tmp_path: Path, tiny_mnist_r
             cure, f"hydra.run.dir={tmp_path}")
     critic = load_checkpoint(tmp_path)["critic"]
     assert critic["net.0.weight"].shape[1] == (2 if cure == "model.pack=2" else 1)  # images stacked on channels
+
+
+@pytest.mark.slow
+def test_the_comparison_script_trains_every_row_and_tables_it(tmp_path: Path) -> None:
+    # scripts/cures.py (which writes docs/cures.md), tiny: real gan-lab runs, one per row, the DRS row
+    # from the baseline's checkpoints, and the published rows beside them
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "scripts" / "cures.py"), "--data", "ring8", "--seeds", "1",
+                           "--steps", "20", "--cures", "none", "pack2", "--combo", "both:model.pack=2 train.topk=0.5",
+                           "--jobs", "1", "--allow-dirty", "--root", str(tmp_path / "runs"), "--out",
+                           str(tmp_path / "cures.md"), "--extra", "model.hidden=32"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    doc = (tmp_path / "cures.md").read_text()
+    rows = {line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| ")}
+    assert {"none", "pack2", "both", "none+drs", "PacGAN2", "PacGAN4", "VEEGAN"} <= rows
+    assert "failed" not in doc.lower() and "acceptance rate" in doc
+    config = yaml.safe_load((tmp_path / "runs" / "ring8_both_seed0" / "config_resolved.yaml").read_text())
+    assert (config["loss"]["_target_"], config["model"]["pack"], config["train"]["topk"]) == (
+        "gan_lab.losses.NonSaturating", 2, 0.5)
+    assert (tmp_path / "runs" / "ring8_none_seed0" / "eval_drs.json").exists()
