@@ -46,6 +46,12 @@ PUBLISHED_CURES = {data: PUBLISHED[data] + PACGAN_3_4[data] for data in PUBLISHE
 DRS = "none+drs"  # the baseline's runs sampled through rejection=drs (Azadi et al. 2019)
 
 
+def base_loss(overrides: list[str], loss: str) -> list[str]:
+    """`loss=<--loss>` unless the row picks its own: on the command line it would beat an experiment's loss."""
+    own = any(o.split("=", 1)[0].lstrip("+~") in ("loss", "experiment") for o in overrides)
+    return [] if own else [f"loss={loss}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loss", default="nonsaturating", help="the base loss every row trains with")
@@ -81,7 +87,7 @@ def main() -> None:
     def job(item: tuple[str, str, int]) -> dict:
         name, data, seed = item
         return run_one(name, data, seed, args.steps, args.root, threads, args.extra, args.device,
-                       overrides=[f"loss={args.loss}", *rows[name]], rejection=drs and name == "none")
+                       overrides=[*base_loss(rows[name], args.loss), *rows[name]], rejection=drs and name == "none")
 
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(job, grid))
@@ -99,7 +105,8 @@ def main() -> None:
              f"{made_at(commit, dirty)}, {len(grid)} training runs in {(time.perf_counter() - started) / 60:.0f} min "
              f"on {os.cpu_count()} CPU cores ({cpu_name()}){' and ' + args.device if args.device != 'cpu' else ''} "
              f"({args.jobs} runs at a time).", "",
-             f"Every row trains `loss={args.loss}` (its preset optimizer) with the data set's defaults "
+             f"Every row trains `loss={args.loss}` (its preset optimizer; a row whose overrides pick a loss or an "
+             f"experiment trains that one) with the data set's defaults "
              f"({'`model=mlp`, 3 x 128 ReLU, z_dim 2, batch 256' if toy else '`model=dcgan`, z_dim 100, batch 64'}), "
              f"{args.steps or 'the data set’s'} generator steps, seeds 0..{args.seeds - 1}{extra}, and these "
              f"overrides:", ""]

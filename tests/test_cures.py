@@ -223,14 +223,18 @@ def test_the_comparison_script_trains_every_row_and_tables_it(tmp_path: Path) ->
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, str(repo / "scripts" / "cures.py"), "--data", "ring8", "--seeds", "1",
                            "--steps", "20", "--cures", "none", "pack2", "--combo", "both:model.pack=2 train.topk=0.5",
+                           "--combo", "recipe:+experiment=grid25_sharp",
                            "--jobs", "1", "--allow-dirty", "--root", str(tmp_path / "runs"), "--out",
                            str(tmp_path / "cures.md"), "--extra", "model.hidden=32"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     doc = (tmp_path / "cures.md").read_text()
     rows = {line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| ")}
-    assert {"none", "pack2", "both", "none+drs", "PacGAN2", "PacGAN4", "VEEGAN"} <= rows
+    assert {"none", "pack2", "both", "recipe", "none+drs", "PacGAN2", "PacGAN4", "VEEGAN"} <= rows
     assert "failed" not in doc.lower() and "acceptance rate" in doc
     config = yaml.safe_load((tmp_path / "runs" / "ring8_both_seed0" / "config_resolved.yaml").read_text())
     assert (config["loss"]["_target_"], config["model"]["pack"], config["train"]["topk"]) == (
         "gan_lab.losses.NonSaturating", 2, 0.5)
     assert (tmp_path / "runs" / "ring8_none_seed0" / "eval_drs.json").exists()
+    # a row that picks an experiment trains its loss: the base loss= on the command line would beat it
+    config = yaml.safe_load((tmp_path / "runs" / "ring8_recipe_seed0" / "config_resolved.yaml").read_text())
+    assert (config["loss"]["_target_"], config["train"]["lr_schedule"]) == ("gan_lab.losses.RpGAN", "linear")
