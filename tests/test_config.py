@@ -187,7 +187,7 @@ def test_the_grid25_sharp_recipe_is_one_override(tmp_path: Path) -> None:
     # conf/experiment/grid25_sharp.yaml: issue #14's fast grid25 recipe, measured in docs/cures.md
     cfg = compose_train("+experiment=grid25_sharp")
     assert (cfg.loss._target_, cfg.data.name, cfg.model.hidden, cfg.optimizer.lr, cfg.train.lr_schedule,
-            cfg.train.steps) == ("gan_lab.losses.RpGAN", "grid25", 256, 2e-3, "linear", 3000)
+            cfg.train.steps) == ("gan_lab.losses.RpGAN", "grid25", 384, 2e-3, "linear", 3000)
     assert list(cfg.optimizer.betas) == [0.0, 0.99] and cfg.loss.lambda_r1 == cfg.loss.lambda_r2 == 0.1
     assert compose_train("+experiment=grid25_sharp", "model.hidden=64").model.hidden == 64  # the command line wins
     run_cli("train", "+experiment=grid25_sharp", *TINY, "model.hidden=32", "threads=1", "metrics=false",
