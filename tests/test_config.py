@@ -184,7 +184,7 @@ def test_ttur_preset_gives_each_network_its_learning_rate(tmp_path: Path) -> Non
 
 
 def test_the_grid25_sharp_recipe_is_one_override(tmp_path: Path) -> None:
-    # conf/experiment/grid25_sharp.yaml: issue #14's fast grid25 recipe, measured in docs/cures.md
+    # conf/experiment/grid25_sharp.yaml: issue #14's fast grid25 recipe, measured in docs/cures_recipe.md
     cfg = compose_train("+experiment=grid25_sharp")
     assert (cfg.loss._target_, cfg.data.name, cfg.model.hidden, cfg.optimizer.lr, cfg.train.lr_schedule,
             cfg.train.steps) == ("gan_lab.losses.RpGAN", "grid25", 384, 2e-3, "linear", 3000)
