@@ -112,8 +112,8 @@ def test_augmented_critic_penalty_is_taken_at_the_unaugmented_input() -> None:
 ])
 def test_bad_augment_settings_are_explained(overrides: list[str], fragment: str, tmp_path: Path,
                                             tiny_mnist_root: Path, capsys: pytest.CaptureFixture) -> None:
-    assert fragment in user_error(capsys, "train", *TINY, *overrides, f"data.root={tiny_mnist_root}" if "data=mnist" in overrides
-                else "seed=0", f"hydra.run.dir={tmp_path}")
+    data_root = f"data.root={tiny_mnist_root}" if "data=mnist" in overrides else "seed=0"
+    assert fragment in user_error(capsys, "train", *TINY, *overrides, data_root, f"hydra.run.dir={tmp_path}")
 
 
 def test_diffaugment_trains_on_tiny_mnist(tmp_path: Path, tiny_mnist_root: Path) -> None:
