@@ -371,8 +371,10 @@ def train_job(cfg: DictConfig) -> float | None:
     except Interrupted as stop:
         mark("interrupted", error=str(stop))
         console.print(f"[bold yellow]gan-lab: stopped by {stop}[/]; a checkpoint of that step is in "
-                      f"{run_dir / 'checkpoints'}. Continue with the same command plus resume={run_dir} "
-                      f"(or hydra.run.dir={run_dir}, which resumes on its own).", soft_wrap=True, highlight=False)
+                      f"{run_dir / 'checkpoints'}. Continue this run in place with the same command plus "
+                      f"hydra.run.dir={run_dir} (it resumes from that checkpoint on its own); resume={run_dir} "
+                      f"instead continues it in a new run directory, leaving this one as it is.",
+                      soft_wrap=True, highlight=False)
         hand_over(stop.signum)  # under submitit: its checkpoint() and requeue, then it exits
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:

@@ -69,6 +69,24 @@ def test_signal_checkpoints_and_resume_matches_a_straight_run(sig: signal.Signal
     assert steps == sorted(set(steps)) and steps[-1] == k + 3
 
 
+def test_stop_message_leads_with_continuing_in_place(tmp_path: Path, capsys, monkeypatch) -> None:
+    from gan_lab import cli
+    from gan_lab.safety import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(signal.SIGINT, 3)  # what the loop raises once it has checkpointed
+
+    monkeypatch.setattr(cli, "run_training", stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 130, err
+    # the command that continues this run in place comes first; resume= (a new folder) second, and says so
+    assert f"hydra.run.dir={tmp_path}" in err and f"resume={tmp_path}" in err
+    assert err.index(f"hydra.run.dir={tmp_path}") < err.index(f"resume={tmp_path}")
+    assert "new run directory" in err
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_leaves_a_torn_checkpoint(tmp_path: Path) -> None:
     run_dir, total = tmp_path / "run", 10**6  # never reached: each life is killed first
