@@ -7,10 +7,13 @@ Errors a user can cause surface as one readable paragraph and exit code 2.
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 import traceback
+from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterable, NoReturn
 
 import hydra
 import torch
@@ -28,6 +31,7 @@ from gan_lab import sweeps
 from gan_lab.checkpoint import LAST, load_checkpoint
 from gan_lab.data import build_data
 from gan_lab.errors import GanLabError
+from gan_lab.options import did_you_mean
 from gan_lab.safety import Interrupted, config_differences, hand_over
 from gan_lab.sweeps import job_threads, objective_value, read_status, write_status
 from gan_lab.tracker import console
@@ -76,9 +80,44 @@ def _bad_override(err: BaseException) -> bool:
     return all(name.startswith(_PLUMBING) for name in frames)
 
 
-def _build(what: str, make: Callable[[], Any]) -> Any:
+# Arguments a builder gets from gan-lab at build time, never from its config node.
+_NOT_KEYS = ("self", "args", "kwargs", "settings", "shape", "n_classes", "augment", "device", "params")
+
+
+def _takes(target: Any) -> list[str]:
+    # the keyword arguments a builder (a _target_ string or a callable) declares; [] when it cannot be read
+    try:
+        builder = hydra.utils.get_object(target) if isinstance(target, str) else target
+        return [name for name in inspect.signature(builder).parameters if name not in _NOT_KEYS]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
+
+
+def _unknown_key(err: BaseException, node: str | Callable[[str], str], target: Any,
+                 known: Iterable[str]) -> GanLabError | None:
+    # "unexpected keyword argument 'x'" from a builder called with a key its config node gained by
+    # +node.x=...: the key that was meant, from the node's own keys and the builder's arguments
+    found = _UNEXPECTED.search(str(err.__cause__ or err))
+    if not found:
+        return None
+    key = found.group(1)
+    node = node if isinstance(node, str) else node(key)
+    name = target if isinstance(target, str) else getattr(target, "__qualname__", str(target))
+    takes = [k for k in dict.fromkeys([*known, *_takes(target)]) if k != key and not k.startswith("_")]
+    hint = did_you_mean(key, takes, f"{node}.")
+    return GanLabError(f"no key {node}.{key}{hint}" + (" " if hint else f": {name} takes {', '.join(takes)}. ")
+                       + f"Check the overrides against `gan-lab train --cfg job`, which prints every key.")
+
+
+_UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
+def _build(what: str, make: Callable[[], Any], node: str | Callable[[str], str] | None = None,
+           target: Any = None, known: Iterable[str] = ()) -> Any:
     # Hydra wraps whatever the target raises: unwrap our own errors, explain a bad override in one
-    # paragraph, and let a bug inside a builder raise as itself, with the line that failed.
+    # paragraph, and let a bug inside a builder raise as itself, with the line that failed. `node`:
+    # the config key the builder's arguments come from (or key -> that node), `target` the builder,
+    # `known` the node's keys: a key the builder does not take then gets the key that was meant.
     try:
         return make()
     except (InstantiationException, TypeError, ValueError) as err:
@@ -87,9 +126,88 @@ def _build(what: str, make: Callable[[], Any]) -> Any:
         if not _bad_override(err):
             cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
             raise cause from cause.__cause__
+        unknown = _unknown_key(err, node, target, known) if node else None
+        if unknown is not None:
+            raise unknown from None
         what_failed = " ".join(str(err).split())  # Hydra's message spans lines: one paragraph
         raise GanLabError(f"Could not build the {what} from its config: {what_failed}. "
                           f"Check the {what}'s overrides against `gan-lab train --cfg job`.") from None
+
+
+def check_overrides(args: list[str]) -> None:
+    """Refuse a key or group option of `gan-lab train` that does not exist, naming the one that was meant.
+
+    Hydra itself only says it "could not override" a misspelt key (and suggests appending it with
+    +, which then fails in the builder), or lists a group's options. Keys are looked up in the
+    config composed with the command line's group choices (a sweep's first choice, then each other
+    one); anything this check cannot judge is left to Hydra.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    parser, conf = OverridesParser.create(), files("gan_lab.conf")
+    choices: list[tuple[str, list[Any]]] = []  # (group override's prefix and name, its options)
+    keys = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue  # flags (-m, --cfg job) and their values
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra's own error says what is wrong with it
+            continue
+        name = override.key_or_group
+        if name.split(".")[0].split("/")[0] == "hydra" or override.package is not None or override.is_delete():
+            continue
+        if conf.joinpath(name).is_dir():  # a config group: each option is a YAML in conf/<group>/
+            value = override.value()
+            values = value.list if isinstance(value, ChoiceSweep) else [value]
+            options = sorted(f.name.removesuffix(".yaml") for f in conf.joinpath(name).iterdir()
+                             if f.name.endswith(".yaml"))
+            for option in values:
+                if isinstance(option, str) and option not in options:
+                    raise GanLabError(f"no option {name}={option}{did_you_mean(option, options, f'{name}=')} "
+                                      f"The {name} options are: {', '.join(options)}.")
+            if all(isinstance(option, str) for option in values):
+                prefix = "++" if override.is_force_add() else "+" if override.is_add() else ""
+                choices.append((prefix + name, values))
+        elif not (override.is_add() or override.is_force_add()):
+            keys.append(name)
+    if not keys:
+        return
+    # the config of the first choice of every group, then of each other choice of one group
+    picks = [[f"{name}={values[0]}" for name, values in choices]]
+    picks += [[f"{n}={v if n == name else vs[0]}" for n, vs in choices] for name, values in choices
+              for v in values[1:]]
+    configs = []
+    for pick in picks[:16]:  # a few compositions at most: this check must stay quick
+        try:
+            with initialize_config_module(config_module="gan_lab.conf", version_base="1.3"):
+                configs.append(compose("train", overrides=pick))
+        except Exception:  # a choice that does not compose: Hydra says why
+            return
+    for key in keys:
+        missing = [_missing(cfg, key) for cfg in configs]
+        if all(missing):
+            where, part, known = missing[0]
+            hint = did_you_mean(part, known, f"{where}." if where else "")
+            raise GanLabError(f"no key {(where + '.' if where else '') + part}{hint}" + (
+                " " if hint else f": {'the config' if not where else where} has the keys {', '.join(known)}. "
+                f"To add a key the config does not have (an argument its builder takes), write +{key}=... ") +
+                "`gan-lab train --cfg job` prints every key.")
+
+
+def _missing(cfg: DictConfig, key: str) -> tuple[str, str, list[str]] | None:
+    # (the node, its first missing part, the node's keys) when the dotted key is not in cfg; None when
+    # it is, or when a part of it is not a mapping (Hydra judges those)
+    node, parts = cfg, key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return None
+        if part not in node:
+            return ".".join(parts[:i]), part, [str(k) for k in node.keys() if not str(k).startswith("_")]
+        node = node._get_node(part)  # not node[part]: no interpolation is resolved here
+    return None
 
 
 def choose_device(name: str) -> torch.device:
@@ -126,7 +244,11 @@ def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, ne
         raise GanLabError(f"{key}.lr={lr} is out of range: the learning rate must be a number > 0, "
                           f"e.g. {key}.lr=1e-4.")
     cfg.lr = lr * lr_scale
-    return _build(f"{network} optimizer", lambda: instantiate(cfg)(params))
+    def node(key: str) -> str:  # where the key came from: the command line's, the preset's or the shared node
+        return (f"optimizer_{network}" if key in overrides else f"optimizer.per_network.{network}"
+                if key in preset.get(network, {}) else "optimizer")
+
+    return _build(f"{network} optimizer", lambda: instantiate(cfg)(params), node, cfg.get("_target_"), cfg.keys())
 
 
 def check_compatible(loss: Any, critic: torch.nn.Module, batch_size: int, data: Any) -> None:
@@ -207,15 +329,18 @@ def run_training(cfg: DictConfig, run_dir: Path,
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         raise GanLabError(f"The config does not resolve: {err}") from None
-    settings = _build("train settings", lambda: TrainSettings(**plain["train"]))
+    settings = _build("train settings", lambda: TrainSettings(**plain["train"]), "train", TrainSettings,
+                      plain["train"])
     device = distributed.device_for(distributed.launched(), str(cfg.device)) or choose_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))  # the same initial weights on every rank
 
-    data = _build("data set", lambda: build_data(plain["data"], device))
+    data = _build("data set", lambda: build_data(plain["data"], device), "data", plain["data"].get("_target_"),
+                  plain["data"])
     G, critic = _build("model", lambda: instantiate(cfg.model, shape=data.shape, n_classes=data.n_classes,
-                                                    augment=list(data.augment)))
+                                                    augment=list(data.augment)),
+                       "model", plain["model"].get("_target_"), plain["model"])
     G, critic = G.to(device), critic.to(device)
-    loss = _build("loss", lambda: instantiate(cfg.loss))
+    loss = _build("loss", lambda: instantiate(cfg.loss), "loss", plain["loss"].get("_target_"), plain["loss"])
     check_compatible(loss, critic, settings.batch_size, data)
     ranks = distributed.world_size()
     if ranks > 1:
@@ -432,6 +557,8 @@ def train_command(args: list[str]) -> None:
         distributed.init(info)
         console.quiet = not info.main
         args = distributed.shared_run_dir(info, args)
+    if not {"--help", "-h", "--hydra-help", "--info"} & set(args):
+        check_overrides(args)  # before anything is made: a typo gets the key that was meant
     if not {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info"} & set(args):
         args = rundirs.own_output_dir(args, main=info.main or not info.enabled)
         if args is None:  # a finished run asked for again: nothing to do

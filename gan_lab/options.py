@@ -10,8 +10,9 @@ lists each key with its meaning and default, and a mistake is one GanLabError pa
 from __future__ import annotations
 
 import argparse
+import difflib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from gan_lab.errors import GanLabError
 
@@ -46,6 +47,12 @@ def _typed(option: Option) -> Callable[[str], Any]:
         kind = {int: "a whole number", float: "a number", bool: "true or false"}[option.type]
         raise argparse.ArgumentTypeError(f"{option.key}={text!r} is not valid: it must be {kind}")
     return convert
+
+
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """'; did you mean <prefix><closest>?' for a misspelt key or option, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,12 +97,11 @@ def parse(parser: argparse.ArgumentParser, args: list[str]) -> dict[str, Any]:
     tokens: list[str] = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if sep and not arg.startswith("-"):
-            if key not in known:
-                raise GanLabError(f"{parser.prog}: unknown argument {arg!r}. It takes key=value arguments: "
-                                  f"{', '.join(f'{k}=' for k in known if k != 'help')}. "
-                                  f"Run {parser.prog} --help for what each one means.")
-            tokens.append(f"--{arg}")  # key=value is --key=value: one parser for both spellings
-        else:
-            tokens.append(arg)
+        name = key[2:] if arg.startswith("--") else key if sep and not arg.startswith("-") else None
+        if name is not None and name not in known:
+            raise GanLabError(f"{parser.prog}: unknown argument {arg!r}: no key {name}{did_you_mean(name, known)}. "
+                              f"It takes key=value arguments: {', '.join(f'{k}=' for k in known if k != 'help')}. "
+                              f"Run {parser.prog} --help for what each one means.")
+        # key=value is --key=value: one parser for both spellings
+        tokens.append(f"--{arg}" if sep and not arg.startswith("-") else arg)
     return vars(parser.parse_args(tokens))
