@@ -9,8 +9,11 @@ no DataLoader, no per-sample PIL transforms, no host round trip in the hot loop.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
+import re
+import sys
 from typing import Any
 from urllib.error import URLError
 
@@ -135,8 +138,50 @@ class StackedMNIST:
         return x.float().div_(127.5).sub_(1.0), y
 
 
+def _version(text: str) -> tuple[int, int, str | None] | None:
+    # "2.14.1+cu130" -> (2, 14, "cu13"): major, minor and the build (cpu, cuda's major, rocm x.y); None if odd
+    found = re.match(r"(\d+)\.(\d+)[^+]*(?:\+(cpu|cu\d\d|rocm[\d.]+))?", text)
+    return (int(found[1]), int(found[2]), found[3]) if found else None
+
+
+def import_torchvision() -> Any:
+    """torchvision, once it is known to be the build that goes with this torch; else one paragraph with the fix.
+
+    torchvision X.Y is built for torch 2.(Y-15) and for one platform (+cpu, +cu130, ...). A pair
+    that does not match fails on import ("operator torchvision::nms does not exist") or later;
+    the versions are compared first, from the installed metadata, before anything is imported.
+    """
+    try:
+        theirs = importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        theirs = None
+    ours, tv = _version(torch.__version__), _version(theirs or "")
+    if ours and tv and ours[0] == 2 and tv[0] == 0 and tv[1] != ours[1] + 15:
+        problem = f"torchvision 0.{tv[1]} is built for torch 2.{tv[1] - 15}"
+    elif ours and tv and ours[0] == 2 and tv[0] == 0 and ours[2] and tv[2] and ours[2] != tv[2]:
+        problem = (f"this torch is a {torch.__version__.partition('+')[2]} build and this torchvision a "
+                   f"{theirs.partition('+')[2]} build")
+    else:
+        try:
+            import torchvision  # noqa: F401  (its C extension is loaded here)
+
+            return torchvision
+        except (ImportError, RuntimeError, OSError) as err:
+            problem = f"importing torchvision failed ({type(err).__name__}: {' '.join(str(err).split())})"
+    local = torch.__version__.partition("+")[2]
+    index = f" --index-url https://download.pytorch.org/whl/{local}" if re.fullmatch(r"cpu|cu\d+|rocm[\d.]+", local) \
+        else ""
+    wanted = f"torchvision==0.{ours[1] + 15}.*" if ours else "torchvision"
+    raise GanLabError(
+        f"torch {torch.__version__} and torchvision {theirs or '(not installed)'} do not go together: {problem}. "
+        f"gan-lab needs torchvision for image data and image grids, and torchvision "
+        f"{'0.' + str(ours[1] + 15) if ours else 'of the matching version'} is the one built for this torch. "
+        f"Install it, leaving torch as it is, with: {sys.executable} -m pip install --force-reinstall --no-deps "
+        f"\"{wanted}\"{index}")  # no full stop after the command: it would be copied with the index's address
+
+
 def _load_torchvision(name: str, root: str, download: bool, train: bool) -> tuple[Tensor, Tensor]:
-    import torchvision  # imported here: the toy data sets do not need it at start-up
+    torchvision = import_torchvision()  # imported here: the toy data sets do not need it at start-up
 
     cls_name, folder = _TORCHVISION[name]
     where = os.path.abspath(os.path.expanduser(root))

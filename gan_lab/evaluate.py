@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_lab.checkpoint import load_checkpoint, resolve_checkpoint
-from gan_lab.data import ImageData, StackedMNIST, ToyMixture
+from gan_lab.data import ImageData, StackedMNIST, ToyMixture, import_torchvision
 from gan_lab.errors import GanLabError
 from gan_lab.files import atomic_write_text, atomic_writer
 from gan_lab.metrics import histogram_kl, mixture_metrics
@@ -381,8 +381,7 @@ def sample_command(args: list[str]) -> None:
     with atomic_writer(out / f"{name}.pt") as tmp:  # each file whole or absent, even after a Ctrl-C
         torch.save(x, tmp)
     if x.dim() == 4:
-        import torchvision.utils
-
+        torchvision = import_torchvision()  # one paragraph, not a traceback, when it does not fit this torch
         nrow = 10 if opts["interpolate"] else max(1, int(round(n ** 0.5)))
         with atomic_writer(out / f"{name}.png") as tmp:
             torchvision.utils.save_image(x, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, TINY_MLP, run_cli, user_error
+from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
 
 # (overrides, expected fragment of the message); each exits with code 2
 USER_ERRORS = [
@@ -87,6 +87,47 @@ def test_missing_data_names_the_directory(download: str, tmp_path: Path, capsys:
     err = " ".join(printed.split())
     assert f"Could not load mnist from {root}" in err and "data.root=" in err
     assert ("download failed" in err) == (download == "true")
+
+
+class _BrokenTorchvision:
+    """An import hook standing in for a torchvision built for another torch: its C extension does not load."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.split(".")[0] == "torchvision":
+            raise RuntimeError("operator torchvision::nms does not exist")  # what a mismatched pair raises
+        return None
+
+
+def test_a_torchvision_that_does_not_load_is_one_paragraph_with_the_fix(
+        tmp_path: Path, tiny_mnist_root: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+        monkeypatch.delitem(sys.modules, name)  # put back after the test: the real venv is untouched
+    monkeypatch.setattr(sys, "meta_path", [_BrokenTorchvision(), *sys.meta_path])
+    err = user_error(capsys, "train", "data=mnist", f"data.root={tiny_mnist_root}", *TINY, *TINY_DCGAN,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert "operator torchvision::nms does not exist" in err and f"torch {torch.__version__}" in err
+    assert "-m pip install --force-reinstall --no-deps" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("torch_version, torchvision_version, fix", [
+    ("2.14.1+cpu", "0.29.1+cu130", '"torchvision==0.29.*" --index-url https://download.pytorch.org/whl/cpu'),
+    ("2.6.0+cu124", "0.29.1+cu124", '"torchvision==0.21.*" --index-url https://download.pytorch.org/whl/cu124'),
+    ("2.14.1", "0.21.0", '--no-deps "torchvision==0.29.*"'),  # PyPI's own builds: no index
+])
+def test_a_torchvision_built_for_another_torch_is_named_before_it_is_imported(
+        torch_version: str, torchvision_version: str, fix: str, tmp_path: Path, tiny_mnist_root: Path,
+        capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(torch, "__version__", torch_version)
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: torchvision_version if name == "torchvision" else real_version(name))
+    err = user_error(capsys, "train", "data=mnist", f"data.root={tiny_mnist_root}", *TINY, *TINY_DCGAN,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert f"torch {torch_version}" in err and f"torchvision {torchvision_version}" in err
+    assert err.rstrip().endswith(fix)  # the command last, whole, ready to copy
 
 
 def make_run(tmp_path: Path) -> Path:
