@@ -258,6 +258,22 @@ def run_dir_of(file: Path) -> Path:
     return file.parent.parent if file.parent.name == "checkpoints" else file.parent
 
 
+def data_root_here(config: dict[str, Any], given: str | None) -> str | None:
+    """Where a checkpoint's data set is on this machine: data.root= when given, else the root it trained with
+    when that folder is here, else $GAN_LAB_DATA_ROOT (train's default); None for data without a root."""
+    data = config.get("data")
+    if not isinstance(data, dict) or "root" not in data:
+        return None  # generated on the fly (ring8, grid25, ...)
+    stored = data["root"]
+    if given or (isinstance(stored, str) and os.path.isdir(os.path.expanduser(stored))):
+        return given or stored
+    if os.environ.get("GAN_LAB_DATA_ROOT"):
+        return os.environ["GAN_LAB_DATA_ROOT"]
+    raise GanLabError(f"The checkpoint's data set ({data.get('name', 'data')}) was read from {stored} when it "
+                      f"trained, and that folder is not on this machine. Pass data.root=/path/to/data, the folder "
+                      f"that holds it here in torchvision's layout (or set GAN_LAB_DATA_ROOT).")
+
+
 def eval_parser() -> argparse.ArgumentParser:
     """`gan-lab eval`'s keys, their meanings and defaults (its --help)."""
     return build_parser("eval", "Every metric that applies to a checkpoint's data set, as a table and as JSON.", [
@@ -268,7 +284,10 @@ def eval_parser() -> argparse.ArgumentParser:
         Option("inception_weights", os.environ.get("GAN_LAB_INCEPTION_WEIGHTS"), str,
                "torch-fidelity's Inception .pth for FID/IS/KID on RGB data ($GAN_LAB_INCEPTION_WEIGHTS)"),
         Option("rejection", "none", str, REJECTION_HELP),
-    ], examples="  gan-lab eval checkpoint=outputs/<date>/<time>\n  gan-lab eval checkpoint=run/checkpoints/step_00001000.pt seed=1")
+        Option("data.root", None, str, "the folder holding the checkpoint's data set on this machine (default: the "
+                                       "checkpoint's data.root, else $GAN_LAB_DATA_ROOT when that folder is not here)"),
+    ], examples="  gan-lab eval checkpoint=outputs/<date>/<time>\n  gan-lab eval checkpoint=run/checkpoints/step_00001000.pt seed=1\n"
+                "  gan-lab eval checkpoint=<run dir from another machine> data.root=/path/to/data")
 
 
 def sample_parser() -> argparse.ArgumentParser:
@@ -301,9 +320,11 @@ def eval_command(args: list[str]) -> None:
     code = code_version()  # the code as it is when the evaluation starts
     G, state, file = load_generator(str(opts["checkpoint"]), opts["device"])
     config = state["config"]
+    root = data_root_here(config, opts["data.root"])
+    if root is not None:  # read where the data lives here, not where it lived when the run trained
+        config = {**config, "data": {**config["data"], "root": root}}
     data = rebuild_data(config, file, opts["device"])
-    evaluator = make_evaluator(data, config["data"].get("root"), inception_weights=opts["inception_weights"],
-                               seed=seed)
+    evaluator = make_evaluator(data, root, inception_weights=opts["inception_weights"], seed=seed)
     if evaluator is None:
         raise GanLabError(f"gan-lab has no built-in metric for data '{config['data'].get('name')}' yet: "
                           f"metrics exist for ring8, grid25, mnist, fashion_mnist, stacked_mnist and RGB images (Inception).")

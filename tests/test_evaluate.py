@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,23 @@ def test_class_metrics_during_an_mnist_run(tmp_path: Path, tiny_mnist_root: Path
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert {k: evaluated[k] for k in logged if k.startswith("metrics/")} == {
         k: v for k, v in logged.items() if k.startswith("metrics/")}
+
+
+def test_eval_reads_the_data_where_it_lives_on_this_machine(tmp_path: Path, tiny_mnist_root: Path,
+                                                             capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "other_machine"  # where the run found its data when it trained
+    shutil.copytree(tiny_mnist_root, elsewhere)
+    run = tmp_path / "run"
+    run_cli("train", "data=mnist", f"data.root={elsewhere}", *TINY, *TINY_DCGAN, f"hydra.run.dir={run}")
+    shutil.rmtree(elsewhere)  # the checkpoint moved to a machine where the data lives elsewhere
+    monkeypatch.delenv("GAN_LAB_DATA_ROOT", raising=False)
+    err = user_error(capsys, "eval", f"checkpoint={run}")
+    assert str(elsewhere) in err and "data.root=" in err and "GAN_LAB_DATA_ROOT" in err
+    run_cli("eval", f"checkpoint={run}", f"data.root={tiny_mnist_root}", f"out={tmp_path / 'given.json'}")
+    monkeypatch.setenv("GAN_LAB_DATA_ROOT", str(tiny_mnist_root))  # train's default root, used when the run's is gone
+    run_cli("eval", f"checkpoint={run}", f"out={tmp_path / 'env.json'}")
+    assert (tmp_path / "given.json").is_file() and (tmp_path / "env.json").is_file()
 
 
 @pytest.mark.parametrize("model", ["mlp", "dcgan"])
