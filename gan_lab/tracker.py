@@ -67,7 +67,6 @@ class Tracker:
     def __init__(self, log_dir: str | Path, total_steps: int, start_step: int = 0, cpu_threads: int = 0):
         self.log_dir, self.total_steps = Path(log_dir), total_steps
         self.pace = Pace(total_steps, start_step)
-        self.written: set[str] = set()  # scalar tags of this life: the HParams metrics point at them
         # a CPU run with several threads: say once if other processes make them wait for each other
         self.cpu_watch = CpuWatch(cpu_threads) if cpu_threads > 1 else None
         hint = self.cpu_watch.start() if self.cpu_watch else None
@@ -103,7 +102,6 @@ class Tracker:
         """Log named scalars at a step and show the losses on the progress bar."""
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
-        self.written.update(values)
         shown = "  ".join(f"{k.split('/', 1)[1]} {v:+.4f}" for k, v in values.items() if k.startswith("loss/"))
         if not shown:  # an evaluation step: its metrics
             shown = "  ".join(f"{k.removeprefix('metrics/')} {v:.4g}" for k, v in values.items())
@@ -138,14 +136,16 @@ class Tracker:
             fig.savefig(path, dpi=100)
         self.writer.add_figure(tag, fig, step, close=True)
 
-    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Log hyper-parameters and final metrics to the HParams dashboard, in this run's own event file."""
+    def hparams(self, params: dict[str, Any]) -> None:
+        """Log the run's hyper-parameters for the HParams dashboard, in this run's own event file."""
         params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-        # The dashboard reads each metric's value from the run's scalar of that tag, so it names the
-        # curves already written (their last point is the final value). SummaryWriter.add_hparams would
-        # write a second, one-point copy of each as hparams/<tag>, cluttering the Scalars tab.
-        metrics = {k: v for k, v in metrics.items() if k in self.written}
-        for summary in hparams_summary(params, metrics):
+        # Only the session (its hparams, and its end). Without an experiment summary TensorBoard builds
+        # the dashboard's columns from every run's hparams and marks those whose values differ (the
+        # swept keys), listing them first, and its metrics from the runs' own scalar curves (whose last
+        # point is the final value; add_hparams would add one-point hparams/* copies). With one it takes
+        # some run's list as the whole experiment's, with nothing marked, in name order.
+        _, session_start, session_end = hparams_summary(params, {})
+        for summary in (session_start, session_end):
             self.writer._get_file_writer().add_summary(summary)  # the writer's own event file
         self.writer.flush()
 
@@ -203,7 +203,7 @@ class NullTracker(Tracker):
 
         plt.close(fig)
 
-    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    def hparams(self, params: dict[str, Any]) -> None:
         pass
 
     def stop_progress(self) -> None:
