@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
@@ -23,7 +23,24 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from gan_lab import runlog
 from gan_lab.busy import CpuWatch
 
-console = Console(stderr=True)
+
+
+class _Console(Console):
+    """rich's Console, except that in a pipe or a log file it never breaks a line.
+
+    rich wraps at the terminal's width, and at 80 columns where there is no terminal: a path or an
+    override cut in two there no longer copy-pastes, nor greps. There, every line is as long as it
+    needs (tables and trees take the width of their content).
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(UNWRAPPED_WIDTH, size.height)
+
+
+UNWRAPPED_WIDTH = 100_000  # characters: no line gan-lab prints comes near
+console = _Console(stderr=True)
 SAMPLE_GRID_WIDTH = 480  # pixels: small images (MNIST's 28x28) are scaled up to at least this width
 CAPTION_HEIGHT = 26  # pixels of the white strip above a sample grid that names its step
 

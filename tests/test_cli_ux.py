@@ -145,6 +145,15 @@ def test_piped_step_lines_carry_speed_and_eta(tmp_path: Path, capsys: pytest.Cap
     assert steps[-1].split("ETA ")[1].startswith("0:00:00")  # nothing left at the last step
 
 
+def test_piped_output_keeps_a_long_path_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # a pipe or a log is no terminal: rich wrapped every line at 80 columns there, cutting paths in two
+    run_dir = tmp_path / ("a_long_folder_name_" * 12) / ("and_another_" * 12) / "run"  # far past any width
+    run_cli("train", *TINY, *TINY_MLP, "metrics=false", f"inception_weights={run_dir.parent}", f"hydra.run.dir={run_dir}")
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "run directory" in line and str(run_dir) in line], err
+    assert [line for line in err.splitlines() if f"inception_weights: {run_dir.parent}" in line], err  # the config tree
+
+
 def test_first_use_classifier_training_reports_progress_when_piped(tmp_path: Path, capsys) -> None:
     from gan_lab.classifier import load_or_train_classifier
 
