@@ -267,7 +267,7 @@ def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n
 def classifier_parser() -> argparse.ArgumentParser:
     """`gan-lab classifier`'s action and keys, their meanings and defaults (its --help)."""
     return build_parser("classifier", "Train the digit classifier the MNIST and Fashion-MNIST metrics use, and cache it\n"
-                        "(the metrics otherwise train it on first use, ~2 min on a CPU).", [
+                        "(the metrics otherwise train it on first use; its time on a CPU: the README's \"What a run costs\").", [
         Option("data", "mnist", str, f"the data set: {' or '.join(DATA_SETS)}"),
         Option("root", os.environ.get("GAN_LAB_DATA_ROOT", "data"), str,
                "the folder holding the data set ($GAN_LAB_DATA_ROOT)", ("data.root",)),

@@ -33,6 +33,23 @@ def test_every_subcommand_prints_its_usage(command: str, capsys: pytest.CaptureF
     assert all(key in out for key in KEYS[command]), out
 
 
+def test_help_states_no_run_times_and_points_at_the_readme(capsys: pytest.CaptureFixture) -> None:
+    # the README's "What a run costs" holds the measured times, with command and machine; times in a
+    # --help drifted from them ("under a minute" and "~2 h" beside the README's measured figures)
+    import re
+
+    from gan_lab.cli import USAGE
+
+    texts = {"gan-lab": USAGE}
+    for command in ["train", *KEYS]:
+        with pytest.raises(SystemExit):
+            run_cli(command, "--help")
+        texts[command] = capsys.readouterr().out
+    duration = re.compile(r"\d\s*(s|sec|seconds?|min|minutes?|h|hours?)\b|\b(a|one|two) (minute|hour)s?\b", re.I)
+    assert not {name: duration.search(text)[0] for name, text in texts.items() if duration.search(text)}
+    assert "What a run costs" in texts["train"] and "README" in texts["train"], texts["train"]
+
+
 def test_options_take_both_spellings_typed_and_refuse_unknown_keys(tmp_path: Path, capsys) -> None:
     from gan_lab.errors import GanLabError
     from gan_lab.evaluate import sample_parser
