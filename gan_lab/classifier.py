@@ -103,22 +103,28 @@ def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = DEFAULT_EP
 
 @contextmanager
 def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[float], None]]:
-    """Yield advance(loss): a rich bar on a terminal, a plain line every 5% in logs and pipes, or nothing."""
+    """Yield advance(loss): a rich bar on a terminal, a plain line every 5% in logs and pipes, or nothing.
+
+    Under a live bar the run's log file (gan_lab.runlog) still gets the plain lines.
+    """
     if not enabled:
         yield lambda loss: None
         return
+    from gan_lab import runlog
     from gan_lab.tracker import Pace, console
 
-    if not console.is_terminal:  # piped: no live bar, but never minutes of silence
-        pace, every, done = Pace(total), max(1, total // 20), 0
-        console.print(f"training the classifier: {total} steps", highlight=False)
+    pace, every, done = Pace(total), max(1, total // 20), 0
+    live = console.is_terminal  # piped: no live bar, but never minutes of silence
+    say = runlog.line if live else lambda text: console.print(text, highlight=False)
+    say(f"training the classifier: {total} steps")
 
-        def advance(loss: float) -> None:
-            nonlocal done
-            done += 1
-            if done % every == 0 or done == total:
-                console.print(f"classifier step {done}/{total}  {pace(done)}  loss {loss:.4f}", highlight=False)
-        yield advance
+    def line(loss: float) -> None:
+        nonlocal done
+        done += 1
+        if done % every == 0 or done == total:
+            say(f"classifier step {done}/{total}  {pace(done)}  loss {loss:.4f}")
+    if not live:
+        yield line
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -126,7 +132,11 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[float], None]
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=True,
                   console=console) as bar:
         task = bar.add_task("train", total=total, loss=float("nan"))
-        yield lambda loss: bar.update(task, advance=1, loss=loss)
+
+        def advance(loss: float) -> None:
+            bar.update(task, advance=1, loss=loss)
+            line(loss)
+        yield advance
 
 
 @torch.no_grad()
@@ -257,7 +267,7 @@ def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n
 def classifier_parser() -> argparse.ArgumentParser:
     """`gan-lab classifier`'s action and keys, their meanings and defaults (its --help)."""
     return build_parser("classifier", "Train the digit classifier the MNIST and Fashion-MNIST metrics use, and cache it\n"
-                        "(the metrics otherwise train it on first use, ~2 min on a CPU).", [
+                        "(the metrics otherwise train it on first use; its time on a CPU: the README's \"What a run costs\").", [
         Option("data", "mnist", str, f"the data set: {' or '.join(DATA_SETS)}"),
         Option("root", os.environ.get("GAN_LAB_DATA_ROOT", "data"), str,
                "the folder holding the data set ($GAN_LAB_DATA_ROOT)", ("data.root",)),

@@ -376,7 +376,7 @@ def run_training(cfg: DictConfig, run_dir: Path,
     cpu_threads = torch.get_num_threads() if device.type == "cpu" else 0  # watched for a busy machine
     with reporter(run_dir, settings.steps, start_step=start, cpu_threads=cpu_threads) as tracker:
         result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume, evaluator)
-        tracker.hparams(_hparams(plain), {k: v for k, v in result.items() if "/" in k})
+        tracker.hparams(_hparams(plain))
     console.print(summary_table(result))
     print_outputs(run_dir)
     return result
@@ -407,11 +407,14 @@ def load_resume(resume: str | None, run_dir: Path, plain: dict[str, Any], force:
 
 
 def _hparams(plain: dict[str, Any]) -> dict[str, Any]:
-    # flat keys for the HParams dashboard: the groups' choices and their settings
+    # flat keys for the HParams dashboard: the groups' choices and their settings. TensorBoard lists
+    # the keys whose values differ between runs (a sweep's) first, then the others in name order, and
+    # ticks the first 5: the choices are capitalised (Loss, Model, Data, Optimizer) so that they sort
+    # before every setting, and the swept keys and the choices are what the dashboard shows at first.
     flat: dict[str, Any] = {}
     choices = HydraConfig.get().runtime.choices
     for group in ("loss", "model", "data", "optimizer"):
-        flat[group] = choices.get(group)
+        flat[group.capitalize()] = choices.get(group)
         for key, value in plain[group].items():
             if not key.startswith("_") and not isinstance(value, (dict, list)):
                 flat[f"{group}.{key}"] = value

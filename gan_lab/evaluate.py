@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from gan_lab.checkpoint import load_checkpoint, resolve_checkpoint
+from gan_lab.checkpoint import LAST, load_checkpoint, resolve_checkpoint
 from gan_lab.data import ImageData, StackedMNIST, ToyMixture, import_torchvision
 from gan_lab.errors import GanLabError
 from gan_lab.files import atomic_write_text, atomic_writer
@@ -274,13 +274,31 @@ def data_root_here(config: dict[str, Any], given: str | None) -> str | None:
                       f"that holds it here in torchvision's layout (or set GAN_LAB_DATA_ROOT).")
 
 
+def evaluation_label(checkpoint: str, seed: int, rejection: str) -> str:
+    """What sets an evaluation apart from the plain one (checkpoints/last.pt, seed 0, no rejection): 'plain' for it."""
+    name = Path(checkpoint).name
+    parts = ([name] if name != LAST else []) + ([f"rejection={rejection}"] if rejection != "none" else [])
+    parts += [f"seed={seed}"] if seed != EVAL_SEED else []
+    return " ".join(parts) or "plain"
+
+
+def eval_file(run_dir: Path, label: str) -> Path:
+    """Each evaluation's own record in the run directory: eval.json (plain), eval_drs.json, eval_seed1.json, ..."""
+    if label == "plain":
+        return run_dir / "eval.json"
+    for long, short in ((".pt", ""), ("rejection=", ""), ("=", ""), (" ", "_")):
+        label = label.replace(long, short)
+    return run_dir / f"eval_{label}.json"
+
+
 def eval_parser() -> argparse.ArgumentParser:
     """`gan-lab eval`'s keys, their meanings and defaults (its --help)."""
     return build_parser("eval", "Every metric that applies to a checkpoint's data set, as a table and as JSON.", [
         Option("checkpoint", None, str, "a run directory (its checkpoints/last.pt) or a .pt file (required)"),
         Option("seed", EVAL_SEED, int, "seed of the generated samples (the run's own metrics use the default)"),
         Option("device", "cpu", str, "cpu or cuda[:N]"),
-        Option("out", None, str, "the JSON file to write (default: <run dir>/eval.json)"),
+        Option("out", None, str, "the JSON file to write (default: <run dir>/eval.json, and for other settings "
+                                 "their own file: eval_drs.json, eval_seed1.json, ...)"),
         Option("inception_weights", os.environ.get("GAN_LAB_INCEPTION_WEIGHTS"), str,
                "torch-fidelity's Inception .pth for FID/IS/KID on RGB data ($GAN_LAB_INCEPTION_WEIGHTS)"),
         Option("rejection", "none", str, REJECTION_HELP),
@@ -332,7 +350,9 @@ def eval_command(args: list[str]) -> None:
     metrics = evaluator(sampler if sampler is not None else G)
     if sampler is not None:  # beside the metrics: how much of G's output the critic let through
         metrics["rejection/acceptance_rate"] = sampler.acceptance_rate
-    out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "eval.json"
+    # each evaluation keeps its own record: rejection=drs or seed=1 never overwrites the plain one
+    label = evaluation_label(str(file), seed, opts["rejection"])
+    out = Path(opts["out"]) if opts["out"] else eval_file(run_dir_of(file), label)
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
     finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
     n = eval_samples(data)

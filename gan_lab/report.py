@@ -6,13 +6,16 @@ config that ran, so a value that came from an interpolation, such as a data set'
 lambda_gp, shows as the number it was), prints a rich table, and
 writes report.csv, report.md and report.png (chosen metrics against a swept key, one
 line per combination of the other swept keys, error bars over seeds). Failed, interrupted
-and still-running jobs get a row of their own; they are never dropped.
+and still-running jobs get a row of their own; they are never dropped. The runs'
+`gan-lab eval` records (eval.json, eval_drs.json, ...) follow as a second table, one row
+per evaluation, and in report_eval.csv.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import re
@@ -100,6 +103,33 @@ def _resolved(path: Path) -> dict[str, str]:
     return flat
 
 
+def load_evaluations(runs: list[Run]) -> list[Run]:
+    """Each run's `gan-lab eval` records (eval*.json in its directory), one row each, the plain one first."""
+    from gan_lab.evaluate import EVAL_SEED, evaluation_label
+
+    found = []
+    for run in runs:
+        for file in sorted(run.path.glob("eval*.json"), key=lambda f: (f.name != "eval.json", f.name)):
+            try:
+                record = json.loads(file.read_text())
+            except (OSError, ValueError):
+                continue  # not an evaluation record (nor readable): not gan-lab eval's
+            if not isinstance(record, dict) or "checkpoint" not in record:
+                continue
+            # older records lack "rejection" (there was none); the label is what the record says, whatever its name
+            label = evaluation_label(str(record["checkpoint"]), record.get("seed", EVAL_SEED),
+                                     str(record.get("rejection", "none")))
+            metrics = {k: float(v) for k, v in record.items() if "/" in k and _is_number(v)}
+            found.append(Run(file, run.name, label, run.params, metrics))
+    return found
+
+
+def evaluation_columns(evaluations: list[Run]) -> list[str]:
+    """metrics/* of the evaluations, then the rejection sampler's acceptance rate where there is one."""
+    present = {k for run in evaluations for k in run.metrics}
+    return sorted(k for k in present if k.startswith("metrics/")) + sorted(k for k in present if k.startswith("rejection/"))
+
+
 def add_resolved_keys(runs: list[Run]) -> None:
     """Add to each run's params the resolved values that differ between runs and that no override
     names, e.g. loss.lambda_gp in a sweep over data sets that each recommend their own."""
@@ -175,7 +205,8 @@ def rows(runs: list[Run], keys: list[str], metrics: list[str]) -> list[list[str]
              run.error] for run in runs]
 
 
-def rich_tables(runs: list[Run], keys: list[str], metrics: list[str], width: int) -> list[Table]:
+def rich_tables(runs: list[Run], keys: list[str], metrics: list[str], width: int,
+                second: str = "status") -> list[Table]:
     """The report as rich tables no wider than `width`: the columns that do not fit go to a further table.
 
     Every table starts with the run column; a number is never folded or cut, and headers drop
@@ -184,7 +215,7 @@ def rich_tables(runs: list[Run], keys: list[str], metrics: list[str], width: int
     """
     cells = rows(runs, keys, metrics)
     styles = {1: "", **{2 + i: "cyan" for i in range(len(keys))}}
-    headers = ["run", "status", *keys, *(m.removeprefix("metrics/") for m in metrics)]
+    headers = ["run", second, *keys, *(m.removeprefix("metrics/") for m in metrics)]
 
     def layout(wrap: bool) -> list[tuple[int, str, int]]:  # (index in a row, header, width) per column
         columns = []
@@ -222,7 +253,8 @@ def rich_tables(runs: list[Run], keys: list[str], metrics: list[str], width: int
             table.add_column("error (first sentence; all of it in report.md)", overflow="fold",
                              width=max(20, min(80, width - used - 3)))
         for run, row in zip(runs, cells):
-            shown = [f"[{STYLE.get(run.status, '')}]{run.status}[/]" if i == 1 else escape(row[i]) for i, _, _ in block]
+            shown = [f"[{STYLE[run.status]}]{run.status}[/]" if i == 1 and run.status in STYLE else escape(row[i])
+                     for i, _, _ in block]
             if errors and number == len(blocks) - 1:
                 shown.append(escape(run.error.split(". ", 1)[0]))
             table.add_row(*shown)
@@ -241,26 +273,31 @@ def _wrap_name(name: str, width: int) -> str:
     return "\n".join(lines)
 
 
-def write_csv(runs: list[Run], keys: list[str], path: Path) -> None:
-    """Every metric of every run, plus its directory and error."""
+def write_csv(runs: list[Run], keys: list[str], path: Path, second: str = "status") -> None:
+    """Every metric of every run, plus its directory (or evaluation record) and error."""
     metrics = metric_columns(runs, "all")
     with atomic_writer(path) as tmp, tmp.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["run", "status", *keys, *metrics, "error", "path"])
+        writer.writerow(["run", second, *keys, *metrics, "error", "path"])
         for run in runs:
             writer.writerow([run.name, run.status, *[run.params.get(k, "") for k in keys],
                              *[run.metrics.get(m, "") for m in metrics], run.error, str(run.path)])
 
 
-def write_markdown(runs: list[Run], keys: list[str], metrics: list[str], path: Path, title: str) -> None:
-    """The table as a Markdown pipe table."""
-    header = ["run", "status", *keys, *metrics, "error"]
-
+def write_markdown(runs: list[Run], keys: list[str], metrics: list[str], path: Path, title: str,
+                   evaluations: list[Run] = ()) -> None:
+    """The table as a Markdown pipe table, and the evaluations' table after it."""
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
+    header = ["run", "status", *keys, *metrics, "error"]
     text = [f"# {title}", "", line(header), "|" + "---|" * len(header)]
     text += [line(cells) for cells in rows(runs, keys, metrics)]
+    if evaluations:
+        columns = evaluation_columns(evaluations)
+        header = ["run", "evaluation", *keys, *columns]
+        text += ["", "## Evaluations (gan-lab eval)", "", line(header), "|" + "---|" * len(header)]
+        text += [line(cells[:-1]) for cells in rows(evaluations, keys, columns)]  # evaluations have no error
     with atomic_writer(path) as tmp:
         tmp.write_text("\n".join(text) + "\n")
 
@@ -366,9 +403,13 @@ def report_command(args: list[str]) -> None:
 
     out = Path(_text(options["out"]) or root)
     out.mkdir(parents=True, exist_ok=True)
+    evaluations = load_evaluations(runs)
     write_csv(runs, keys, out / "report.csv")
-    write_markdown(runs, keys, metrics, out / "report.md", title)
+    write_markdown(runs, keys, metrics, out / "report.md", title, evaluations)
     written = [out / "report.csv", out / "report.md"]
+    if evaluations:
+        write_csv(evaluations, keys, out / "report_eval.csv", second="evaluation")
+        written.append(out / "report_eval.csv")
     picture = _plot_plan(runs, keys, metrics, options)
     if picture:
         x, plotted = picture
@@ -380,6 +421,10 @@ def report_command(args: list[str]) -> None:
     console.print(title, soft_wrap=True, highlight=False)
     for table in rich_tables(runs, keys, metrics, console.width):
         console.print(table)
+    if evaluations:
+        console.print(f"evaluations (gan-lab eval): {len(evaluations)}", highlight=False)
+        for table in rich_tables(evaluations, keys, evaluation_columns(evaluations), console.width, "evaluation"):
+            console.print(table)
     console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
 
 

@@ -10,6 +10,7 @@ traceback are added too. The file is opened for appending: a resumed run continu
 
 from __future__ import annotations
 
+import sys
 import traceback
 import warnings
 from pathlib import Path
@@ -59,7 +60,9 @@ class RunLog:
         self.file.flush()
 
     def close(self) -> None:
-        """Detach from the console and close the file."""
+        """Detach from the console and close the file, saying so when a Ctrl-C is ending the job."""
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):  # the job's finally: its Ctrl-C on the way out
+            self.file.write("gan-lab: interrupted (Ctrl-C)\n")
         hooks = self.console._render_hooks  # pop_render_hook would drop whichever hook is last
         if self.hook in hooks:
             hooks.remove(self.hook)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
@@ -23,7 +23,24 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from gan_lab import runlog
 from gan_lab.busy import CpuWatch
 
-console = Console(stderr=True)
+
+
+class _Console(Console):
+    """rich's Console, except that in a pipe or a log file it never breaks a line.
+
+    rich wraps at the terminal's width, and at 80 columns where there is no terminal: a path or an
+    override cut in two there no longer copy-pastes, nor greps. There, every line is as long as it
+    needs (tables and trees take the width of their content).
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(UNWRAPPED_WIDTH, size.height)
+
+
+UNWRAPPED_WIDTH = 100_000  # characters: no line gan-lab prints comes near
+console = _Console(stderr=True)
 SAMPLE_GRID_WIDTH = 480  # pixels: small images (MNIST's 28x28) are scaled up to at least this width
 CAPTION_HEIGHT = 26  # pixels of the white strip above a sample grid that names its step
 
@@ -67,7 +84,6 @@ class Tracker:
     def __init__(self, log_dir: str | Path, total_steps: int, start_step: int = 0, cpu_threads: int = 0):
         self.log_dir, self.total_steps = Path(log_dir), total_steps
         self.pace = Pace(total_steps, start_step)
-        self.written: set[str] = set()  # scalar tags of this life: the HParams metrics point at them
         # a CPU run with several threads: say once if other processes make them wait for each other
         self.cpu_watch = CpuWatch(cpu_threads) if cpu_threads > 1 else None
         hint = self.cpu_watch.start() if self.cpu_watch else None
@@ -103,7 +119,6 @@ class Tracker:
         """Log named scalars at a step and show the losses on the progress bar."""
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
-        self.written.update(values)
         shown = "  ".join(f"{k.split('/', 1)[1]} {v:+.4f}" for k, v in values.items() if k.startswith("loss/"))
         if not shown:  # an evaluation step: its metrics
             shown = "  ".join(f"{k.removeprefix('metrics/')} {v:.4g}" for k, v in values.items())
@@ -138,14 +153,16 @@ class Tracker:
             fig.savefig(path, dpi=100)
         self.writer.add_figure(tag, fig, step, close=True)
 
-    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Log hyper-parameters and final metrics to the HParams dashboard, in this run's own event file."""
+    def hparams(self, params: dict[str, Any]) -> None:
+        """Log the run's hyper-parameters for the HParams dashboard, in this run's own event file."""
         params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-        # The dashboard reads each metric's value from the run's scalar of that tag, so it names the
-        # curves already written (their last point is the final value). SummaryWriter.add_hparams would
-        # write a second, one-point copy of each as hparams/<tag>, cluttering the Scalars tab.
-        metrics = {k: v for k, v in metrics.items() if k in self.written}
-        for summary in hparams_summary(params, metrics):
+        # Only the session (its hparams, and its end). Without an experiment summary TensorBoard builds
+        # the dashboard's columns from every run's hparams and marks those whose values differ (the
+        # swept keys), listing them first, and its metrics from the runs' own scalar curves (whose last
+        # point is the final value; add_hparams would add one-point hparams/* copies). With one it takes
+        # some run's list as the whole experiment's, with nothing marked, in name order.
+        _, session_start, session_end = hparams_summary(params, {})
+        for summary in (session_start, session_end):
             self.writer._get_file_writer().add_summary(summary)  # the writer's own event file
         self.writer.flush()
 
@@ -203,7 +220,7 @@ class NullTracker(Tracker):
 
         plt.close(fig)
 
-    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    def hparams(self, params: dict[str, Any]) -> None:
         pass
 
     def stop_progress(self) -> None:

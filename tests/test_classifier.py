@@ -194,3 +194,47 @@ def test_classifier_command_bad_input(args: list[str], message: str, tmp_path: P
     assert exit_info.value.code == 2
     assert message in " ".join(capsys.readouterr().err.split())
     assert not list(tmp_path.iterdir())  # nothing half-written into the cache
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_while_its_classifier_trains_keeps_its_progress_in_the_log(tmp_path: Path) -> None:
+    # `gan-lab train data=mnist` on a terminal trains the metrics' classifier first, behind a live bar;
+    # a Ctrl-C there left train.log with one newline and nothing else
+    import os
+    import pty
+    import re
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = make_tiny_mnist(tmp_path / "data", n=6000)  # 5 epochs of 47 batches: seconds, time to interrupt
+    run_dir = tmp_path / "run"
+    primary, secondary = pty.openpty()  # a terminal: the live bar, as a user sees it
+    proc = subprocess.Popen([sys.executable, "-m", "gan_lab", "train", "data=mnist", f"data.root={root}",
+                             "threads=1", "device=cpu", "train.steps=2", f"hydra.run.dir={run_dir}"],
+                            stdin=secondary, stdout=secondary, stderr=secondary, cwd=tmp_path,
+                            env={**os.environ, "GAN_LAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
+    os.close(secondary)
+    shown, deadline, interrupted = "", time.monotonic() + 120, False
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 1)
+            try:
+                chunk = os.read(primary, 4096).decode(errors="replace") if ready else ""
+            except OSError:  # the terminal closed: the process ended
+                break
+            shown += chunk
+            steps = [int(n) for n in re.findall(r"(\d+)/235", shown)]
+            if not interrupted and steps and max(steps) >= 30:  # past two of the log's 5% lines
+                proc.send_signal(signal.SIGINT)
+                interrupted = True
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        os.close(primary)
+    assert interrupted and proc.returncode == 130, shown[-2000:]
+    log = (run_dir / "train.log").read_text()
+    assert "training the classifier: 235 steps" in log and "classifier step 22/235" in log, log
+    assert log.rstrip().endswith("gan-lab: interrupted (Ctrl-C)"), log

@@ -33,6 +33,23 @@ def test_every_subcommand_prints_its_usage(command: str, capsys: pytest.CaptureF
     assert all(key in out for key in KEYS[command]), out
 
 
+def test_help_states_no_run_times_and_points_at_the_readme(capsys: pytest.CaptureFixture) -> None:
+    # the README's "What a run costs" holds the measured times, with command and machine; times in a
+    # --help drifted from them ("under a minute" and "~2 h" beside the README's measured figures)
+    import re
+
+    from gan_lab.cli import USAGE
+
+    texts = {"gan-lab": USAGE}
+    for command in ["train", *KEYS]:
+        with pytest.raises(SystemExit):
+            run_cli(command, "--help")
+        texts[command] = capsys.readouterr().out
+    duration = re.compile(r"\d\s*(s|sec|seconds?|min|minutes?|h|hours?)\b|\b(a|one|two) (minute|hour)s?\b", re.I)
+    assert not {name: duration.search(text)[0] for name, text in texts.items() if duration.search(text)}
+    assert "What a run costs" in texts["train"] and "README" in texts["train"], texts["train"]
+
+
 def test_options_take_both_spellings_typed_and_refuse_unknown_keys(tmp_path: Path, capsys) -> None:
     from gan_lab.errors import GanLabError
     from gan_lab.evaluate import sample_parser
@@ -143,6 +160,15 @@ def test_piped_step_lines_carry_speed_and_eta(tmp_path: Path, capsys: pytest.Cap
     steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
     assert len(steps) == 2 and all(" it/s  ETA " in line and "critic" in line for line in steps), steps
     assert steps[-1].split("ETA ")[1].startswith("0:00:00")  # nothing left at the last step
+
+
+def test_piped_output_keeps_a_long_path_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # a pipe or a log is no terminal: rich wrapped every line at 80 columns there, cutting paths in two
+    run_dir = tmp_path / ("a_long_folder_name_" * 12) / ("and_another_" * 12) / "run"  # far past any width
+    run_cli("train", *TINY, *TINY_MLP, "metrics=false", f"inception_weights={run_dir.parent}", f"hydra.run.dir={run_dir}")
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "run directory" in line and str(run_dir) in line], err
+    assert [line for line in err.splitlines() if f"inception_weights: {run_dir.parent}" in line], err  # the config tree
 
 
 def test_first_use_classifier_training_reports_progress_when_piped(tmp_path: Path, capsys) -> None:

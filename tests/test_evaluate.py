@@ -67,6 +67,33 @@ def test_eval_command_writes_a_table_and_json(toy_run: Path, capsys: pytest.Capt
     assert again["metrics/high_quality"] == result["metrics/high_quality"]
 
 
+def test_each_evaluation_keeps_its_own_record_and_the_report_shows_them_all(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    run_cli("train", *TINY, *TINY_MLP, "loss=nonsaturating", "threads=1", "metrics=false", f"hydra.run.dir={run}")
+    run_cli("eval", f"checkpoint={run}")
+    plain = json.loads((run / "eval.json").read_text())
+    run_cli("eval", f"checkpoint={run}", "rejection=drs")
+    run_cli("eval", f"checkpoint={run / 'checkpoints' / 'step_00000002.pt'}", "seed=1")
+    assert json.loads((run / "eval.json").read_text()) == plain  # the plain evaluation is still there
+    drs = json.loads((run / "eval_drs.json").read_text())
+    assert plain["rejection"] == "none" and drs["rejection"] == "drs" and 0 < drs["rejection/acceptance_rate"] <= 1
+    early = json.loads((run / "eval_step_00000002_seed1.json").read_text())
+    assert early["seed"] == 1 and early["checkpoint"].endswith("step_00000002.pt")
+
+    capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "400")  # each table in one block: a row on one line
+    run_cli("report", str(run))
+    printed = capsys.readouterr().out
+    rows = {line.split("│")[2].strip(): line for line in printed.splitlines() if line.count("│") > 3}
+    assert {"plain", "rejection=drs", "step_00000002.pt seed=1"} <= set(rows), printed
+    assert f"{plain['metrics/high_quality']:.4g}" in rows["plain"].split()
+    assert f"{drs['metrics/high_quality']:.4g}" in rows["rejection=drs"].split()
+    assert f"{drs['rejection/acceptance_rate']:.4g}" in rows["rejection=drs"].split()
+    markdown = (run / "report.md").read_text()
+    assert "| rejection=drs |" in markdown and "| plain |" in markdown
+
+
 def test_eval_reproduces_the_runs_final_metrics_exactly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # enough steps that some samples reach a mode: then every metric depends on the exact z drawn
     run_cli("train", "train.steps=80", "train.batch_size=64", "train.log_every=40", "train.sample_every=1000",

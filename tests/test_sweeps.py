@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,50 @@ def test_submitit_local_sweep_lands_where_the_report_reads(tmp_path: Path, capsy
     assert [hparams_of(run)["loss.lambda_gp"] for run in runs] == pytest.approx([0.1, 10.0])
     _, rows = report_rows(sweep_dir, capsys)
     assert [(r["status"], r["loss.lambda_gp"]) for r in rows] == [("completed", "0.1"), ("completed", "10")]
+
+
+def tensorboard_experiment(logdir: Path) -> dict:
+    """What a real TensorBoard server on logdir answers the HParams tab's first request (loopback only)."""
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+                               "--host", "127.0.0.1", "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, printed = None, []
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:  # it prints its address once it serves
+            line = server.stdout.readline()
+            if not line:
+                break
+            printed.append(line)
+            url = (re.search(r"http://127\.0\.0\.1:\d+/", line) or [None])[0]
+        assert url, "TensorBoard did not start: " + "".join(printed)
+        # the request the HParams dashboard sends (tf-hparams-dashboard: experimentName, hparamsLimit)
+        request = urllib.request.Request(url + "experiment/defaultExperimentId/data/plugin/hparams/experiment",
+                                         data=json.dumps({"experimentName": "", "hparamsLimit": 1000}).encode(),
+                                         headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+        while time.monotonic() < deadline:  # it reads the event files in the background
+            with urllib.request.urlopen(request, timeout=10) as response:
+                experiment = json.load(response)
+            if experiment.get("hparamInfos") and experiment.get("metricInfos"):
+                return experiment
+            time.sleep(0.2)
+        raise AssertionError(f"TensorBoard reported no hparams within 60 s: {experiment}")
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.slow
+def test_hparams_tab_shows_the_swept_key_first_then_the_group_choices(tmp_path: Path) -> None:
+    out, sweep_dir = sweep(tmp_path, "loss.lambda_gp=0.1,10")
+    assert out.returncode == 0, out.stderr[-3000:]
+    experiment = tensorboard_experiment(sweep_dir)
+    names = [info["name"] for info in experiment["hparamInfos"]]
+    # the dashboard ticks the first 5 columns: the swept key, then which loss, model, data and optimizer
+    assert names[0] == "loss.lambda_gp", names
+    assert {name.lower() for name in names[1:5]} == {"loss", "model", "data", "optimizer"}, names
+    assert len(names) == len(set(names)) > 30  # every other setting still listed, once
+    assert "critic/wasserstein_estimate" in {m["name"]["tag"] for m in experiment["metricInfos"]}
 
 
 # Stand-ins for SLURM's commands: sbatch runs each array task of the submission file right
