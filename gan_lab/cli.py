@@ -315,9 +315,12 @@ def print_outputs(run_dir: Path) -> None:
         console.print(f"[cyan]{name}[/]: {escape(str(where))}", soft_wrap=True, highlight=False)
 
 
-def run_training(cfg: DictConfig, run_dir: Path,
-                 on_start: Callable[[dict[str, Any]], None] = lambda plain: None) -> dict[str, float]:
+def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, Any]], None] = lambda plain: None,
+                 follow_free_cores: bool = False) -> dict[str, float]:
     """Build every object the config describes and train; returns the final scalars.
+
+    follow_free_cores: a CPU run on one process sets its thread count to the cores other processes
+    leave free (threads: auto, gan_lab.busy); otherwise it keeps the count it was given.
 
     on_start(resolved config) is called once everything is built and checked, just before training.
     """
@@ -374,7 +377,8 @@ def run_training(cfg: DictConfig, run_dir: Path,
     start = resume["step"] if resume else 0
     reporter = Tracker if distributed.is_main() else NullTracker  # rank 0 alone writes
     cpu_threads = torch.get_num_threads() if device.type == "cpu" else 0  # watched for a busy machine
-    with reporter(run_dir, settings.steps, start_step=start, cpu_threads=cpu_threads) as tracker:
+    with reporter(run_dir, settings.steps, start_step=start, cpu_threads=cpu_threads,
+                  adapt_threads=follow_free_cores and ranks == 1) as tracker:
         result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume, evaluator)
         tracker.hparams(_hparams(plain))
     console.print(summary_table(result))
@@ -481,7 +485,8 @@ def train_job(cfg: DictConfig) -> float | None:
         threads = job_threads(cfg.threads, job.launcher if sweep else None)
         if threads:
             torch.set_num_threads(threads)  # n parallel jobs x threads <= cores: no oversubscription
-        result = run_training(cfg, run_dir, start)
+        # threads: auto on a single run (no launcher sharing the cores out): follow the free cores
+        result = run_training(cfg, run_dir, start, follow_free_cores=threads is None and cfg.threads == "auto")
         # rank 0 alone computes metrics/*: the other ranks of a torchrun job have no objective to return
         objective = objective_value(result, str(cfg.objective)) if main else float("nan")
         mark("completed", objective={str(cfg.objective): objective}, metrics=result, threads=torch.get_num_threads())

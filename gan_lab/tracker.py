@@ -9,7 +9,8 @@ import math
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from collections import deque
+from typing import Any, Callable
 
 import torch
 from rich.console import Console, ConsoleDimensions
@@ -46,14 +47,25 @@ CAPTION_HEIGHT = 26  # pixels of the white strip above a sample grid that names 
 
 
 class Pace:
-    """Steps per second and the time left, for plain progress lines (logs and pipes have no live bar)."""
+    """Steps per second and the time left, for plain progress lines (logs and pipes have no live bar).
 
-    def __init__(self, total: int, start: int = 0):
-        self.total, self.start, self.started = total, start, time.perf_counter()
+    The rate is measured over the last `window` seconds, so the ETA follows a machine whose load
+    changed (a whole-run average keeps its first estimate long after); evaluations inside the
+    window count, as they take time too.
+    """
+
+    def __init__(self, total: int, start: int = 0, window: float = 30.0, clock: Callable[[], float] = time.perf_counter):
+        self.total, self.window, self.clock = total, window, clock
+        self.seen: deque[tuple[float, int]] = deque([(clock(), start)])  # (time, step), oldest first
 
     def __call__(self, step: int) -> str:
-        """'12.3 it/s  ETA 0:04:05' at `step` (the mean rate since the start, evaluations included)."""
-        done, seconds = step - self.start, time.perf_counter() - self.started
+        """'12.3 it/s  ETA 0:04:05' at `step`, from the rate over the recent window."""
+        now = self.clock()
+        while len(self.seen) > 1 and now - self.seen[1][0] >= self.window:
+            self.seen.popleft()  # keep one point at least `window` old, so the rate spans the whole window
+        then, first = self.seen[0]
+        self.seen.append((now, step))
+        done, seconds = step - first, now - then
         if done <= 0 or seconds <= 0:
             return "... it/s  ETA ..."
         rate = done / seconds
@@ -81,14 +93,14 @@ def _after_earlier_event_files(log_dir: Path) -> None:
 class Tracker:
     """Writes scalars, samples and hparams to TensorBoard and shows a rich progress bar."""
 
-    def __init__(self, log_dir: str | Path, total_steps: int, start_step: int = 0, cpu_threads: int = 0):
+    def __init__(self, log_dir: str | Path, total_steps: int, start_step: int = 0, cpu_threads: int = 0,
+                 adapt_threads: bool = False):
         self.log_dir, self.total_steps = Path(log_dir), total_steps
         self.pace = Pace(total_steps, start_step)
-        # a CPU run with several threads: say once if other processes make them wait for each other
-        self.cpu_watch = CpuWatch(cpu_threads) if cpu_threads > 1 else None
-        hint = self.cpu_watch.start() if self.cpu_watch else None
-        if hint:
-            console.print(f"[yellow]{hint}[/]", soft_wrap=True, highlight=False)
+        # a CPU run with several threads: follow the free cores (threads: auto), or say once that
+        # other processes make its threads wait for each other (gan_lab.busy)
+        self.cpu_watch = CpuWatch(cpu_threads, adapt=adapt_threads) if cpu_threads > 1 else None
+        self._say(self.cpu_watch.start() if self.cpu_watch else None)
         # a live bar on a terminal; in logs and pipes (CI, clusters) one plain line per log step
         self.live = console.is_terminal
         # purge_step: when a run resumes in its own directory, drop the events its previous
@@ -109,6 +121,8 @@ class Tracker:
 
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
+        if self.cpu_watch is not None:
+            self.cpu_watch.restore()
         self.writer.close()
 
     def stop_progress(self) -> None:
@@ -128,9 +142,11 @@ class Tracker:
                           soft_wrap=True)  # one line per step in a log, however long
         else:  # the bar shows it on the terminal; the run's log file gets the plain line
             runlog.line(f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}")
-        hint = self.cpu_watch.check() if self.cpu_watch else None
-        if hint:
-            console.print(f"[yellow]{hint}[/]", soft_wrap=True, highlight=False)
+        self._say(self.cpu_watch.check() if self.cpu_watch else None)
+
+    def _say(self, note: str | None) -> None:
+        if note:
+            console.print(f"[yellow]{note}[/]", soft_wrap=True, highlight=False)
 
     def advance(self, step: int) -> None:
         """Move the progress bar to `step`."""
