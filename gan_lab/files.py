@@ -15,6 +15,11 @@ def _umask() -> int:
     return mask
 
 
+def file_mode() -> int:
+    """The mode open() gives a new file: 0666 less the umask (mkstemp's files are private, 0600)."""
+    return 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_writer(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write to; it replaces `path` only when the block ends normally.
@@ -27,7 +32,7 @@ def atomic_writer(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it an ordinary file's mode
+        os.chmod(tmp, file_mode())  # mkstemp makes it private; give it an ordinary file's mode
         os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
