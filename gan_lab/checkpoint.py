@@ -8,6 +8,8 @@ classes being pickled.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 import re
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 
 from gan_lab.errors import GanLabError
+from gan_lab.files import DiskFull, disk_full, file_mode, free_bytes
 from gan_lab.rebuild import check_config
 
 FORMAT = "gan-lab-checkpoint"
@@ -28,37 +31,83 @@ _STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 
 
 def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int, keep: int) -> Path:
-    """Write `step_<N>.pt` and `last.pt` atomically in `directory`; keep the newest `keep` step files."""
+    """Write `step_<N>.pt` atomically in `directory`, last.pt a second name for it; keep the newest `keep` step files."""
     directory = Path(directory)
+    step_path = directory / f"step_{step:08d}.pt"
+    buffer = io.BytesIO()  # serialised first: its size is what the disk must hold, known before writing
     try:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
+        data = buffer.getbuffer()
         directory.mkdir(parents=True, exist_ok=True)
-        state = {"format": FORMAT, "version": VERSION, **state}
-        step_path = directory / f"step_{step:08d}.pt"
-        _atomic_save(state, step_path)
-        _atomic_save(state, directory / LAST)
+        free = free_bytes(directory)
+        if free is not None and free < len(data):  # refused up front: the disk is not filled to the brim
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        _atomic_write(data, step_path)
+        _link_last(step_path, data)
     except OSError as err:
+        if disk_full(err):
+            raise DiskFull(directory, f"the checkpoint {step_path.name}", needed=buffer.getbuffer().nbytes or None,
+                           quota=err.errno == errno.EDQUOT) from None
         raise GanLabError(f"Could not write a checkpoint to {directory}: {err.strerror or err}. "
                           f"The previous checkpoint there is untouched; free some space or choose a "
                           f"writable output directory (hydra.run.dir=...).") from None
     steps = sorted(p for p in directory.iterdir() if _STEP_FILE.search(p.name))
     for old in steps[:-keep] if keep > 0 else steps:
-        old.unlink(missing_ok=True)
+        old.unlink(missing_ok=True)  # last.pt, a link to the newest, keeps its data
     return step_path
 
 
-def _atomic_save(state: dict[str, Any], path: Path) -> None:
+def _atomic_write(data: memoryview, path: Path) -> None:
     # Write to a temporary file in the same folder, flush it to disk, then rename over
-    # the target: a crash at any moment leaves either the old or the new file, never a torn one.
+    # the target: a crash or a full disk at any moment leaves either the old or the new file, never a torn one.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide it from the lab: follow the umask like every file
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
         os.replace(tmp, path)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _link_last(step_path: Path, data: memoryview) -> None:
+    # last.pt is a hard link to the newest step file, not a second copy: one file's space, and pruning
+    # that step file later leaves last.pt whole. A new link replaces the old one atomically.
+    last = step_path.with_name(LAST)
+    tmp = step_path.with_name(f".{LAST}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(step_path, tmp)
+    except OSError as err:
+        if disk_full(err):
+            raise
+        _atomic_write(data, last)  # a file system without hard links: a copy, as before
+        return
+    try:
+        os.replace(tmp, last)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def resume_hint(run_dir: Path) -> str:
+    """For a run that stopped on an error: its last good checkpoint and how to continue, or that it has none."""
+    last = run_dir / "checkpoints" / LAST
+    if not last.is_file():
+        return "No checkpoint had been written yet: once there is space, run the same command again."
+    # last.pt is a second name of the newest step file (when the file system has hard links): its step
+    steps = [int(match.group(1)) for p in last.parent.glob("step_*.pt")
+             if (match := _STEP_FILE.search(p.name)) and p.samefile(last)]
+    which = f"{last} (step {steps[0]})" if steps else str(last)
+    return (f"The last good checkpoint, {which}, is untouched: once there is space, continue from it with the "
+            f"same command plus resume={run_dir} (or hydra.run.dir={run_dir}, which resumes on its own).")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -28,9 +28,10 @@ from rich.table import Table
 from rich.tree import Tree
 
 from gan_lab import sweeps
-from gan_lab.checkpoint import LAST, load_checkpoint
+from gan_lab.checkpoint import LAST, load_checkpoint, resume_hint
 from gan_lab.data import build_data
 from gan_lab.errors import GanLabError
+from gan_lab.files import disk_full_explained
 from gan_lab.options import did_you_mean
 from gan_lab.safety import Interrupted, config_differences, hand_over
 from gan_lab.sweeps import job_threads, objective_value, read_status, write_status
@@ -485,8 +486,9 @@ def train_job(cfg: DictConfig) -> float | None:
         threads = job_threads(cfg.threads, job.launcher if sweep else None)
         if threads:
             torch.set_num_threads(threads)  # n parallel jobs x threads <= cores: no oversubscription
-        # threads: auto on a single run (no launcher sharing the cores out): follow the free cores
-        result = run_training(cfg, run_dir, start, follow_free_cores=threads is None and cfg.threads == "auto")
+        with disk_full_explained(run_dir, lambda: resume_hint(run_dir)):  # a full disk: one paragraph
+            # threads: auto on a single run (no launcher sharing the cores out): follow the free cores
+            result = run_training(cfg, run_dir, start, follow_free_cores=threads is None and cfg.threads == "auto")
         # rank 0 alone computes metrics/*: the other ranks of a torchrun job have no objective to return
         objective = objective_value(result, str(cfg.objective)) if main else float("nan")
         mark("completed", objective={str(cfg.objective): objective}, metrics=result, threads=torch.get_num_threads())

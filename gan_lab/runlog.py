@@ -13,21 +13,35 @@ from __future__ import annotations
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console, ConsoleRenderable, RenderHook
 from rich.control import Control
+from rich.text import Text
+
+from gan_lab.files import disk_full
 
 
 class _Tee(RenderHook):
     def __init__(self, target: Console):
-        self.target = target
+        self.target, self.failed = target, False
 
     def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
         printable = [r for r in renderables if not isinstance(r, Control)]  # cursor moves of a live display
-        if printable:
-            self.target.print(*printable)
+        if printable and not self.failed:
+            try:
+                self.target.print(*printable)
+            except OSError as err:
+                if not disk_full(err):
+                    raise
+                # the console goes on; whatever write of the run comes next stops it with its error
+                self.failed = True
+                note = Text(f"note: {self.target.file.name} is not written any more: no space left on its disk.",
+                            style="yellow")
+                return [*renderables, note]
         return renderables
 
 
@@ -47,17 +61,36 @@ class RunLog:
     def _warning(self, message: Any, category: Any, filename: str, lineno: int, file: TextIO | None = None,
                  line: str | None = None) -> None:
         self._showwarning(message, category, filename, lineno, file, line)
-        self.file.write(warnings.formatwarning(message, category, filename, lineno, line))
-        self.file.flush()
+        if self.hook.failed:
+            return
+        with self._unless_full():
+            self.file.write(warnings.formatwarning(message, category, filename, lineno, line))
+            self.file.flush()
 
     def line(self, text: str) -> None:
         """A line for the file only (what the live progress bar shows on the terminal)."""
-        self.plain.print(text, markup=False)
+        if self.hook.failed:
+            return
+        with self._unless_full():
+            self.plain.print(text, markup=False)
 
     def exception(self) -> None:
         """The traceback of the exception being handled (a bug: it keeps its traceback here too)."""
-        self.file.write(traceback.format_exc())
-        self.file.flush()
+        if self.hook.failed:
+            return
+        with self._unless_full():
+            self.file.write(traceback.format_exc())
+            self.file.flush()
+
+    @contextmanager
+    def _unless_full(self) -> Iterator[None]:
+        # once its disk is full the log stops (callers skip it), and the run's own error says why
+        try:
+            yield
+        except OSError as err:
+            if not disk_full(err):
+                raise
+            self.hook.failed = True
 
     def close(self) -> None:
         """Detach from the console and close the file, saying so when a Ctrl-C is ending the job."""
@@ -68,7 +101,11 @@ class RunLog:
             hooks.remove(self.hook)
         if warnings.showwarning == self._warning:
             warnings.showwarning = self._showwarning
-        self.file.close()
+        try:
+            self.file.close()  # flushes what is left, which a full disk refuses; the file is closed all the same
+        except OSError as err:
+            if not disk_full(err):
+                raise
 
 
 current: RunLog | None = None  # the log of the job running in this process, if any

@@ -6,6 +6,7 @@ Training code reports named scalars and samples; the tracker decides how they lo
 from __future__ import annotations
 
 import math
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -17,12 +18,14 @@ from rich.console import Console, ConsoleDimensions
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from gan_lab import runlog
 from gan_lab.busy import CpuWatch
+from gan_lab.files import disk_full
 
 
 
@@ -90,6 +93,23 @@ def _after_earlier_event_files(log_dir: Path) -> None:
         time.sleep(0.05)  # at most a second, and only for a resume started within a second of its first run
 
 
+def _quiet_writer_threads() -> None:
+    """Let TensorBoard's writer thread fail on a full disk without printing a traceback of its own.
+
+    The thread keeps its exception, and the writer raises it again in the training thread at the
+    next write or flush, where it becomes the run's one-paragraph error.
+    """
+    if getattr(threading.excepthook, "quiet_disk_full", False):
+        return
+    hook = threading.excepthook
+
+    def excepthook(args: Any) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread) and disk_full(args.exc_value)):
+            hook(args)
+    excepthook.quiet_disk_full = True  # type: ignore[attr-defined]
+    threading.excepthook = excepthook
+
+
 class Tracker:
     """Writes scalars, samples and hparams to TensorBoard and shows a rich progress bar."""
 
@@ -107,6 +127,7 @@ class Tracker:
         # life wrote after the checkpoint, so the curves continue without a fold
         if start_step:
             _after_earlier_event_files(self.log_dir)
+        _quiet_writer_threads()
         self.writer = SummaryWriter(str(self.log_dir), purge_step=start_step + 1 if start_step else None)
         self.progress = Progress(
             TextColumn("[bold]step"), BarColumn(), MofNCompleteColumn(), _SpeedColumn(),
@@ -123,7 +144,12 @@ class Tracker:
         self.progress.stop()
         if self.cpu_watch is not None:
             self.cpu_watch.restore()
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError as err:  # the writer thread's error, raised again by the final flush
+            if exc[0] is None or not disk_full(err):
+                raise
+            # the run is already ending on an error (the disk is full): that error tells the user
 
     def stop_progress(self) -> None:
         """End the live progress bar (before a summary is printed)."""

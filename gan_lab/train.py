@@ -22,6 +22,7 @@ from gan_lab import distributed, graphs
 from gan_lab.checkpoint import save_checkpoint
 from gan_lab.ema import GeneratorEMA
 from gan_lab.errors import GanLabError
+from gan_lab.files import low_space
 from gan_lab.losses import Loss, clip_weights, input_grad_norms, interpolates
 from gan_lab.safety import Interrupted, NonFiniteGuard, StopSignal
 from gan_lab.schedules import SCHEDULES, LRSchedule, lr_schedule
@@ -432,6 +433,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
     fixed_y = torch.arange(n_fixed, device=device) % G.n_classes if G.n_classes else None  # each class in turn
     saved = f"the checkpoint of step {start} was not touched" if start else "no checkpoint had been written yet"
+    warned: list[str] = []  # the low-space warning, given once
 
     def checkpoint(step: int) -> str:
         rng = distributed.gather(rng_state())  # every rank's stream, so a resume continues each
@@ -443,6 +445,10 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
             if ema is not None:
                 state["G_ema"] = ema.G_ema.state_dict()
             path = save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints).parent / "last.pt"
+            warning = None if warned else low_space(path.parent, path.stat().st_size)
+            if warning:  # once a run: the disk fills before a checkpoint fails, not after
+                warned.append(warning)
+                console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
         return f"the last good checkpoint, {path} (step {step}), is untouched"
 
     if ema is not None:

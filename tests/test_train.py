@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,23 @@ def test_keep_checkpoints_prunes_old_step_files(tmp_path: Path) -> None:
             "train.sample_every=8", "device=cpu", *TINY_MLP, f"hydra.run.dir={tmp_path}")
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["last.pt", "step_00000007.pt", "step_00000008.pt"]
+
+
+def test_checkpoints_follow_the_umask_and_last_is_a_link_not_a_copy(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        run_cli("train", *TINY, *TINY_MLP, "threads=1", "train.keep_checkpoints=1", f"hydra.run.dir={tmp_path / 'run'}")
+        run_cli("train", *TINY, *TINY_MLP, "threads=1", "train.keep_checkpoints=0", f"hydra.run.dir={tmp_path / 'none'}")
+    finally:
+        os.umask(old)
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "step_00000004.pt"]
+    for path in folder.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path  # readable by the lab, like every other file
+    assert (folder / "last.pt").samefile(folder / "step_00000004.pt")  # one copy on disk, two names
+    # keep_checkpoints=0 prunes every step file; last.pt stays whole
+    assert sorted(p.name for p in (tmp_path / "none" / "checkpoints").iterdir()) == ["last.pt"]
+    assert load_checkpoint(tmp_path / "none")["step"] == 4
 
 
 def test_real_mnist_short_run(tmp_path: Path, real_data_root: Path) -> None:
