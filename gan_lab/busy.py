@@ -64,10 +64,11 @@ class CpuWatch:
     """
 
     def __init__(self, threads: int, cores: int | None = None, read: Callable[[], CpuSample | None] | None = None,
-                 min_seconds: float = 2.0, adapt: bool = False,
-                 set_threads: Callable[[int], None] = torch.set_num_threads):
+                 min_seconds: float = 1.0, adapt: bool = False,
+                 set_threads: Callable[[int], None] | None = None):
         self.threads = self.most = threads  # the count in use, and the most it may be (torch's default)
-        self.cores, self.adapt, self.set_threads = cores or len(_cores()), adapt, set_threads
+        self.cores, self.adapt = cores or len(_cores()), adapt
+        self.set_threads = set_threads or torch.set_num_threads
         self.read, self.min_seconds = read or read_cpu, min_seconds
         self.said = threads <= 1 and not adapt  # one thread waits on no other: nothing to say
         self.since = None if self.said else self.read()

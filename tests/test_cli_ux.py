@@ -14,6 +14,7 @@ import torch
 
 from conftest import TINY, TINY_DCGAN, TINY_MLP, make_tiny_mnist, run_cli
 from gan_lab.busy import CpuSample, CpuWatch
+from gan_lab.tracker import Pace
 from test_train import read_events
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,14 +196,14 @@ def fake_cpu(others: float, threads: int):
 def test_cpu_watch_speaks_once_when_others_oversubscribe_the_cores() -> None:
     watch = CpuWatch(2, cores=2, read=fake_cpu(1.0, 2))
     hint = watch.check()
-    assert hint and "threads=1 will be faster" in hint and "1.0 of its 2 cores" in hint
+    assert hint and "threads=1 (or the default threads=auto" in hint and "1.0 of its 2 cores" in hint
     assert watch.check() is None  # once
     assert CpuWatch(2, cores=2, read=fake_cpu(0.1, 2)).check() is None  # an idle machine
     assert CpuWatch(2, cores=8, read=fake_cpu(3.0, 2)).check() is None  # room for everyone
     assert CpuWatch(1, cores=2, read=fake_cpu(4.0, 1)).check() is None  # one thread waits on no other
     # at the start, from the load average: this process's own recent threads are not counted as others
     assert CpuWatch(2, cores=2, read=fake_cpu(0, 2)).start(load=2.0) is None
-    assert "threads=1 will be faster" in CpuWatch(2, cores=2, read=fake_cpu(0, 2)).start(load=3.5)
+    assert "threads=1 (or the default" in CpuWatch(2, cores=2, read=fake_cpu(0, 2)).start(load=3.5)
 
 
 def test_a_busy_machine_is_named_once_in_the_run_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -213,10 +214,68 @@ def test_a_busy_machine_is_named_once_in_the_run_output(tmp_path: Path, monkeypa
     monkeypatch.setattr(gan_lab.busy.os, "getloadavg", lambda: (3.5, 3.5, 3.5))  # also busy at the start
     # the run believes it has torch's two threads (really two would crawl on the busy machines that run tests)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    run_cli("train", *TINY, *TINY_MLP, "metrics=false", f"hydra.run.dir={tmp_path}")
-    assert " ".join(capsys.readouterr().err.split()).count("threads=1 will be faster") == 1
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # threads=2 below must not reach torch either
+    # a count given by hand is kept: the run only says what would be faster
+    run_cli("train", *TINY, *TINY_MLP, "metrics=false", "threads=2", f"hydra.run.dir={tmp_path}")
+    assert " ".join(capsys.readouterr().err.split()).count("threads=1 (or the default threads=auto") == 1
 
 
+def test_cpu_watch_follows_the_free_cores_with_a_margin() -> None:
+    counts: list[int] = []
+    clock = {"others": 1.0, "t": 0.0, "own": 0.0, "busy": 0.0}
+
+    def read() -> CpuSample:  # 10 s per read; this process busy on its current thread count
+        threads = counts[-1] if counts else 2
+        clock["t"] += 10
+        clock["own"] += 10 * threads
+        clock["busy"] += 10 * (threads + clock["others"])
+        return CpuSample(clock["t"], clock["own"], clock["busy"])
+
+    watch = CpuWatch(2, cores=2, read=read, adapt=True, set_threads=counts.append)
+    note = watch.check()  # one core held by another process: one thread
+    assert counts == [1] and note and "training on 1 thread (of 2)" in note and "threads=2 fixes" in note
+    clock["others"] = 0.5  # within the margin of both counts: no flapping
+    assert watch.check() is None and counts == [1]
+    clock["others"] = 0.1  # free again
+    assert "free again: training on 2 threads" in watch.check() and counts == [1, 2]
+    clock["others"] = 0.5
+    assert watch.check() is None and counts == [1, 2]
+    clock["others"] = 1.0
+    watch.check()
+    watch.restore()  # the next job of a sweep, or the next test, gets the count the process had
+    assert counts == [1, 2, 1, 2]
+    # at the start, from the load average: this process's own recent threads are not counted as others
+    assert CpuWatch(2, cores=2, read=read, adapt=True, set_threads=counts.append).start(load=2.0) is None
+    assert "training on 1 thread" in CpuWatch(2, cores=2, read=read, adapt=True, set_threads=counts.append).start(load=3.2)
+
+
+def test_threads_auto_trains_on_the_free_cores_and_gives_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    import gan_lab.busy
+
+    monkeypatch.setattr(gan_lab.busy, "read_cpu", fake_cpu(1.0, 2))
+    monkeypatch.setattr(gan_lab.busy.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # idle at the start
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    counts: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", counts.append)
+    run_cli("train", *TINY, *TINY_MLP, "metrics=false", f"hydra.run.dir={tmp_path}")  # threads=auto, the default
+    err = " ".join(capsys.readouterr().err.split())
+    assert "training on 1 thread (of 2)" in err
+    assert counts == [1, 2]  # one thread while the other process held a core, torch's count again after the run
+    assert "training on 1 thread (of 2)" in (tmp_path / "train.log").read_text().replace("\n", " ")
+
+
+def test_the_eta_follows_the_recent_rate() -> None:
+    now = {"t": 0.0}
+    pace = Pace(total=1000, start=0, window=30, clock=lambda: now["t"])
+    for step in range(10, 110, 10):  # 100 steps in 10 s: 10 it/s
+        now["t"] += 1
+        pace(step)
+    for step in range(101, 161):  # then the machine gets busy: 1 it/s for 60 s
+        now["t"] += 1
+        line = pace(step)
+    # a whole-run mean (160 steps in 70 s) would still say 2.3 it/s and 6 minutes
+    assert line.startswith("1.0 it/s") and "ETA 0:14:00" in line, line
 # --- TensorBoard ------------------------------------------------------------------------------
 
 def test_image_samples_are_scaled_up_and_captioned(tmp_path: Path, tiny_mnist_root: Path) -> None:
