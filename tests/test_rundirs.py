@@ -15,9 +15,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import TINY, TINY_MLP, run_cli
-from gan_lab import rundirs
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.errors import GanLabError
+from gan_lab.runs import rundirs
+from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.sweeps import read_status
 
 QUICK = [*TINY, *TINY_MLP, "metrics=false", "threads=1"]
@@ -118,7 +118,7 @@ def test_a_sweep_relaunched_into_its_directory_fills_in_the_holes(tmp_path: Path
 
 
 def test_train_log_keeps_what_the_console_showed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gan_lab.tracker import console
+    from gan_lab.runs.tracker import console
 
     monkeypatch.setattr(console, "_force_terminal", True)  # a terminal: the live bar, no step lines printed
     run_cli("train", *QUICK, f"hydra.run.dir={tmp_path}")

@@ -78,7 +78,7 @@ def shared_run_dir(info: Dist, args: list[str]) -> list[str]:
     if any(a in ("-m", "--multirun") for a in args):
         raise GanLabError("A multirun sweep cannot be launched under torchrun: launch one torchrun per "
                           "job (e.g. with the submitit launcher) instead.")
-    from gan_lab import rundirs
+    from gan_lab.runs import rundirs
 
     # rank 0 claims a fresh default directory (never one another run took in the same second)
     stamp = [str(rundirs.claim(rundirs.default_dir("hydra.run.dir"))) if info.main else None]

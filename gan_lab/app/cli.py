@@ -28,14 +28,14 @@ from rich.table import Table
 from rich.tree import Tree
 
 from gan_lab import sweeps
-from gan_lab.checkpoint import LAST, load_checkpoint, resume_hint
 from gan_lab.data import build_data
 from gan_lab.errors import GanLabError
-from gan_lab.files import disk_full_explained
 from gan_lab.options import did_you_mean
-from gan_lab.safety import Interrupted, config_differences, hand_over
+from gan_lab.runs.checkpoint import LAST, load_checkpoint, resume_hint
+from gan_lab.runs.files import disk_full_explained
+from gan_lab.runs.safety import Interrupted, config_differences, hand_over
+from gan_lab.runs.tracker import console
 from gan_lab.sweeps import job_threads, objective_value, read_status, write_status
-from gan_lab.tracker import console
 
 USAGE = """usage: gan-lab <command> [key=value ...]
 
@@ -67,7 +67,7 @@ def report_error(err: Exception) -> None:
 # only these on its stack is about the call itself (a key the builder does not take, a target that
 # does not exist, an optimizer setting torch.optim refuses): a bad override. One raised inside a
 # model, loss or data class is a bug there, and keeps its traceback.
-_PLUMBING = ("gan_lab.cli", "hydra.", "omegaconf.", "importlib", "_frozen_importlib", "torch.optim.")
+_PLUMBING = ("gan_lab.app.cli", "hydra.", "omegaconf.", "importlib", "_frozen_importlib", "torch.optim.")
 
 
 def _bad_override(err: BaseException) -> bool:
@@ -321,13 +321,13 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     """Build every object the config describes and train; returns the final scalars.
 
     follow_free_cores: a CPU run on one process sets its thread count to the cores other processes
-    leave free (threads: auto, gan_lab.busy); otherwise it keeps the count it was given.
+    leave free (threads: auto, gan_lab.runs.busy); otherwise it keeps the count it was given.
 
     on_start(resolved config) is called once everything is built and checked, just before training.
     """
-    from gan_lab import distributed
-    from gan_lab.train import TrainSettings, train
-    from gan_lab.tracker import NullTracker, Tracker
+    from gan_lab.runs.tracker import NullTracker, Tracker
+    from gan_lab.training import distributed
+    from gan_lab.training.train import TrainSettings, train
 
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
@@ -358,7 +358,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, G.parameters(), "generator", lr_scale)
     opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, critic.parameters(), "critic", lr_scale)
     if loss.unroll:
-        from gan_lab.unroll import check
+        from gan_lab.training.unroll import check
 
         check(opt_d, ranks, compiled=bool(settings.compile))
     if ranks > 1:
@@ -368,7 +368,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     resume = load_resume(cfg.resume, run_dir, plain, bool(cfg.resume_force), settings.steps)
     evaluator = None
     if cfg.metrics and distributed.is_main():
-        from gan_lab.evaluate import make_evaluator
+        from gan_lab.evaluation.evaluate import make_evaluator
 
         evaluator = make_evaluator(data, cfg.data.get("root"), inception_weights=cfg.inception_weights)
 
@@ -431,7 +431,7 @@ def _hparams(plain: dict[str, Any]) -> dict[str, Any]:
 def train_job(cfg: DictConfig) -> float | None:
     """The Hydra task behind `gan-lab train`: one job of a run or of a sweep; returns its objective.
 
-    The job holds its run directory (gan_lab.rundirs) and writes run_dir/status.json when it
+    The job holds its run directory (gan_lab.runs.rundirs) and writes run_dir/status.json when it
     starts and ends (for `gan-lab report`), and run_dir/train.log with what the console showed.
     A directory that already holds this very run, completed, is left as it is (a sweep
     re-launched into its own directory runs only its missing, failed or interrupted jobs). A
@@ -441,7 +441,8 @@ def train_job(cfg: DictConfig) -> float | None:
     go on; `gan-lab train -m` then exits 2 naming the failed jobs. A single run refused before
     training removes the directory it created. Bugs are marked too, then raised with their traceback.
     """
-    from gan_lab import distributed, rundirs, runlog
+    from gan_lab.runs import rundirs, runlog
+    from gan_lab.training import distributed
 
     job = HydraConfig.get()
     run_dir = Path(job.runtime.output_dir)
@@ -529,7 +530,7 @@ def train_job(cfg: DictConfig) -> float | None:
 def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     # the status record when run_dir already holds this run, completed (a config that does not
     # resolve is not: the run itself then reports why)
-    from gan_lab.rundirs import finished
+    from gan_lab.runs.rundirs import finished
 
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
@@ -539,7 +540,7 @@ def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
 
 def _close_log() -> None:
-    from gan_lab import runlog
+    from gan_lab.runs import runlog
 
     if runlog.current is not None:
         runlog.current.close()
@@ -548,13 +549,14 @@ def _close_log() -> None:
 
 # A plain module-level task function, wrapped rather than decorated: joblib and submitit
 # pickle the task to run it in another process, and they can only pickle it by reference
-# when `gan_lab.cli.train_job` names this very function.
+# when `gan_lab.app.cli.train_job` names this very function.
 train_app = hydra.main(version_base="1.3", config_path="pkg://gan_lab.conf", config_name="train")(train_job)
 
 
 def train_command(args: list[str]) -> None:
     """`gan-lab train [overrides]`: the Hydra app."""
-    from gan_lab import distributed, rundirs
+    from gan_lab.runs import rundirs
+    from gan_lab.training import distributed
 
     # Hydra's rerun unpickles the named file: any file could run any code, so it is never offered
     # (argparse also takes any unique prefix of it, down to --e)
@@ -599,10 +601,10 @@ def _lazy(module: str, name: str) -> Callable[[list[str]], None]:
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": train_command,
-    "sample": _lazy("gan_lab.evaluate", "sample_command"),
-    "eval": _lazy("gan_lab.evaluate", "eval_command"),
-    "report": _lazy("gan_lab.report", "report_command"),
-    "classifier": _lazy("gan_lab.classifier", "classifier_command"),
+    "sample": _lazy("gan_lab.evaluation.evaluate", "sample_command"),
+    "eval": _lazy("gan_lab.evaluation.evaluate", "eval_command"),
+    "report": _lazy("gan_lab.evaluation.report", "report_command"),
+    "classifier": _lazy("gan_lab.evaluation.classifier", "classifier_command"),
 }
 
 
