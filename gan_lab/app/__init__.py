@@ -1,1 +1,1 @@
-"""The command line and the job's lifecycle: dispatch, Hydra composition and building objects (cli), one training job from start to end (job)."""
+"""The command line and the job's lifecycle: dispatch, composition and building (cli), one job start to end (job)."""

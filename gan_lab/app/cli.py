@@ -211,20 +211,6 @@ def _missing(cfg: DictConfig, key: str) -> tuple[str, str, list[str]] | None:
     return None
 
 
-def choose_device(name: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; anything else must exist on this machine."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GanLabError(f"device={name!r} is not a device name: use auto, cpu or cuda[:N].") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GanLabError(f"device={name} was asked for, but this machine has no CUDA GPU that PyTorch "
-                          f"can use. Use device=auto or device=cpu.")
-    return device
-
-
 def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, network: str,
                     lr_scale: float = 1) -> torch.optim.Optimizer:
     """The shared optimizer config, a preset's `per_network.<network>` node and this network's non-null overrides.
@@ -335,7 +321,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
         raise GanLabError(f"The config does not resolve: {err}") from None
     settings = _build("train settings", lambda: TrainSettings(**plain["train"]), "train", TrainSettings,
                       plain["train"])
-    device = distributed.device_for(distributed.launched(), str(cfg.device)) or choose_device(str(cfg.device))
+    device = distributed.device_for(distributed.launched(), str(cfg.device)) or distributed.choose_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))  # the same initial weights on every rank
 
     data = _build("data set", lambda: build_data(plain["data"], device), "data", plain["data"].get("_target_"),

@@ -289,9 +289,9 @@ def classifier_command(args: list[str]) -> None:
     parallel jobs do not each train one), reports its test accuracy, and with force=true
     replaces a cached one.
     """
-    from gan_lab.app.cli import choose_device
     from gan_lab.options import parse
     from gan_lab.runs.tracker import console
+    from gan_lab.training import distributed
 
     opts = parse(classifier_parser(), args)
     if opts["action"] != "train":
@@ -311,5 +311,5 @@ def classifier_command(args: list[str]) -> None:
                       f"use it. Pass force=true to train a new one in its place.", soft_wrap=True, highlight=False)
         return
     load_or_train_classifier(name, str(opts["root"]), cache_dir, download=opts["download"],
-                             device=choose_device(str(opts["device"])), epochs=opts["epochs"], seed=opts["seed"],
-                             retrain=True)
+                             device=distributed.choose_device(str(opts["device"])), epochs=opts["epochs"],
+                             seed=opts["seed"], retrain=True)

@@ -1,1 +1,1 @@
-"""Run bookkeeping: run folders, logs, status and busy-machine watch, checkpoints, safe file writes, provenance, rebuilding from stored configs."""
+"""Run bookkeeping: run folders, logs, status, checkpoints, safe writes, provenance, rebuilding from stored configs."""

@@ -1,1 +1,1 @@
-"""The training loop, its fast path (CUDA graphs, compile, data-parallel, device choice) and the cures applied while training (EMA, unrolling, schedules)."""
+"""The training loop, its fast path (CUDA graphs, data-parallel, the device) and the cures applied while training."""

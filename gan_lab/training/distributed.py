@@ -1,4 +1,4 @@
-"""Data-parallel training with torch.distributed (launched by torchrun).
+"""The device a run trains on (choose_device) and data-parallel training with torch.distributed.
 
 `torchrun --nproc_per_node=N -m gan_lab train ...` starts N processes that each run
 the whole command. Each rank draws its own real batches and noise; G and the critic
@@ -69,6 +69,20 @@ def device_for(info: Dist, requested: str) -> torch.device | None:
     if info.enabled and requested == "auto" and torch.cuda.is_available():
         return torch.device("cuda", info.local_rank)
     return None
+
+
+def choose_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU; anything else must exist on this machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GanLabError(f"device={name!r} is not a device name: use auto, cpu or cuda[:N].") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GanLabError(f"device={name} was asked for, but this machine has no CUDA GPU that PyTorch "
+                          f"can use. Use device=auto or device=cpu.")
+    return device
 
 
 def shared_run_dir(info: Dist, args: list[str]) -> list[str]:
