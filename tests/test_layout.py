@@ -73,3 +73,24 @@ def test_lower_layers_never_import_the_app() -> None:
     offenders = {name: sorted(after for after in targets if after.startswith("gan_lab.app"))
                  for name, targets in graph().items() if not name.startswith(on_top)}
     assert {name: after for name, after in offenders.items() if after} == {}
+
+
+def test_the_validity_rules_sit_beside_what_they_check() -> None:
+    # the critic's rules with the models, the batch size against the data set's size with the data
+    import pytest
+
+    from gan_lab.data import ToyMixture, check_batch_size
+    from gan_lab.errors import GanLabError
+    from gan_lab.losses import Wasserstein
+    from gan_lab.models import check_critic, mlp
+
+    _, critic = mlp((2,), critic_norm="batch")
+    with pytest.raises(GanLabError, match="batch norm is refused"):
+        check_critic(critic, Wasserstein(lambda_gp=10.0), batch_size=64)
+    assert check_critic(critic, Wasserstein(lambda_gp=0.0), batch_size=64) == []
+    _, packed = mlp((2,), pack=2, minibatch_std=2)
+    with pytest.raises(GanLabError, match="multiple of 4"):
+        check_critic(packed, Wasserstein(lambda_gp=0.0), batch_size=66)
+    [note] = check_critic(packed, Wasserstein(lambda_gp=10.0), batch_size=64)
+    assert note.startswith("model.minibatch_std=2 couples the samples of a group")
+    check_batch_size(ToyMixture("ring8", sigma=0.02), 10**6)  # generated on the fly: any size

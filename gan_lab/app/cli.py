@@ -28,8 +28,9 @@ from rich.table import Table
 from rich.tree import Tree
 
 from gan_lab import sweeps
-from gan_lab.data import build_data
+from gan_lab.data import build_data, check_batch_size
 from gan_lab.errors import GanLabError
+from gan_lab.models import check_critic
 from gan_lab.options import did_you_mean
 from gan_lab.runs.checkpoint import LAST, load_checkpoint, resume_hint
 from gan_lab.runs.files import disk_full_explained
@@ -238,35 +239,6 @@ def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, ne
     return _build(f"{network} optimizer", lambda: instantiate(cfg)(params), node, cfg.get("_target_"), cfg.keys())
 
 
-def check_compatible(loss: Any, critic: torch.nn.Module, batch_size: int, data: Any) -> None:
-    """Combinations that build but cannot train correctly are refused before training."""
-    if critic.norm == "batch" and loss.penalised:
-        raise GanLabError(
-            f"A gradient penalty on a critic with batch norm is refused ({', '.join(p.tag for p in loss.penalties())} "
-            "on): the penalty constrains the "
-            "gradient of each sample's score with respect to that sample, but batch norm makes every "
-            "score depend on the whole batch, so the per-sample gradient is not the one penalised. "
-            "Use model.critic_norm=layer (the WGAN-GP paper's advice) or none, or turn the penalty off "
-            "(loss.lambda_gp, loss.lambda_r1, loss.lambda_r2, loss.lambda_dragan = 0).")
-    pack, group = getattr(critic, "pack", 1), getattr(critic, "group", 0)
-    if batch_size % (pack * max(group, 1)):
-        unit = pack * max(group, 1)
-        raise GanLabError(
-            f"train.batch_size={batch_size} does not split into the critic's packs and groups: model.pack={pack} "
-            f"scores {pack} samples as one and model.minibatch_std={group} groups {max(group, 1)} packs, so the "
-            f"batch size must be a multiple of {unit}; otherwise a pack or group would mix real and fake samples "
-            f"(or be left incomplete). Use e.g. train.batch_size={max(unit, batch_size // unit * unit)}.")
-    if group and loss.penalised:
-        # allowed, as ProGAN (WGAN-GP) and StyleGAN2 (R1) do, but the penalty means something else
-        console.print(f"[yellow]note:[/] model.minibatch_std={group} couples the samples of a group, so the "
-                      f"gradient penalty takes the gradient of the group's summed score with respect to each "
-                      f"sample (its own score's gradient plus the other scores' through the group's spread), "
-                      f"as ProGAN and StyleGAN2 do.", soft_wrap=True, highlight=False)
-    if data.size is not None and batch_size > data.size:
-        raise GanLabError(f"train.batch_size={batch_size} is larger than the data set ({data.size} "
-                          f"samples). Use a batch size of at most {data.size}.")
-
-
 def print_config(cfg: DictConfig) -> None:
     """The composed config as a rich tree, interpolations resolved."""
     tree = Tree("[bold]config")
@@ -331,7 +303,9 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
                        "model", plain["model"].get("_target_"), plain["model"])
     G, critic = G.to(device), critic.to(device)
     loss = _build("loss", lambda: instantiate(cfg.loss), "loss", plain["loss"].get("_target_"), plain["loss"])
-    check_compatible(loss, critic, settings.batch_size, data)
+    for note in check_critic(critic, loss, settings.batch_size):  # what trains, but means something else
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True, highlight=False)
+    check_batch_size(data, settings.batch_size)
     ranks = distributed.world_size()
     if ranks > 1:
         if critic.norm == "batch":

@@ -169,7 +169,7 @@ def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> 
         # One forward on the concatenated batch: the same scores for a per-sample critic,
         # and exactly one forward per backward, which DDP's reducer needs. chunk, not split by
         # the batch size: a packed critic gives one score per pack. Packs and minibatch-std
-        # groups are runs of consecutive rows, and cli.check_compatible makes the batch a
+        # groups are runs of consecutive rows, and models.check_critic makes the batch a
         # multiple of their size, so none straddles two parts.
         labels = None if y is None else y.repeat(len(parts))
         return list(critic(torch.cat(parts), labels).chunk(len(parts)))
