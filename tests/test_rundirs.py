@@ -163,7 +163,7 @@ def test_a_refused_run_prints_its_error_alone_and_leaves_no_folder(tmp_path: Pat
 
 def test_hold_refuses_a_held_directory_and_frees_it_with_its_owner(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from gan_lab import rundirs; rundirs.hold(Path(sys.argv[1])); print('held', flush=True); "
+                               "from gan_lab.runs import rundirs; rundirs.hold(Path(sys.argv[1])); print('held', flush=True); "
                                "time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
