@@ -94,3 +94,13 @@ def test_the_validity_rules_sit_beside_what_they_check() -> None:
     [note] = check_critic(packed, Wasserstein(lambda_gp=10.0), batch_size=64)
     assert note.startswith("model.minibatch_std=2 couples the samples of a group")
     check_batch_size(ToyMixture("ring8", sigma=0.02), 10**6)  # generated on the fly: any size
+
+
+def test_the_job_lifecycle_has_its_own_module() -> None:
+    # cli.py composes and builds; the run folder, status, resume policy, signals and summary are the job's
+    defined = {name: {node.name for node in ast.parse(file.read_text()).body
+                      if isinstance(node, (ast.FunctionDef, ast.ClassDef))} for name, file in modules().items()}
+    lifecycle = {"run_job", "load_resume", "summary_table", "print_outputs"}
+    assert lifecycle <= defined["gan_lab.app.job"]
+    assert not lifecycle & defined["gan_lab.app.cli"]
+    assert "choose_device" in defined["gan_lab.training.distributed"]
