@@ -1,6 +1,6 @@
 """The `gan-lab` command and `python -m gan_lab ...` (torchrun needs a module).
 
-The command's entry point is here, not in gan_lab.cli, because importing the CLI imports
+The command's entry point is here, not in gan_lab.app.cli, because importing the CLI imports
 torch and Hydra (seconds): a Ctrl-C in that time must end in one line too, not a traceback.
 """
 
@@ -10,7 +10,7 @@ import sys
 def main() -> None:
     """Import the CLI and run it; a Ctrl-C at any moment ends in one line and exit code 130."""
     try:
-        from gan_lab.cli import main as cli_main, report_interrupt
+        from gan_lab.app.cli import main as cli_main, report_interrupt
     except KeyboardInterrupt:
         sys.stderr.write("\ngan-lab: interrupted (Ctrl-C) while starting; nothing was written.\n")
         sys.exit(130)

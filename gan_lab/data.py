@@ -31,6 +31,13 @@ def build_data(node: dict, device: str | torch.device = "cpu") -> Any:
     return instantiate({k: v for k, v in node.items() if k != "recommended"}, device=device)
 
 
+def check_batch_size(data: Any, batch_size: int) -> None:
+    """Refuse a batch larger than a data set of fixed size (generated data sets have none)."""
+    if data.size is not None and batch_size > data.size:
+        raise GanLabError(f"train.batch_size={batch_size} is larger than the data set ({data.size} "
+                          f"samples). Use a batch size of at most {data.size}.")
+
+
 class ToyMixture:
     """A mixture of equal-weight isotropic 2-D Gaussians (the PacGAN / VEEGAN protocol)."""
 

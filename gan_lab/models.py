@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -111,6 +112,37 @@ class MinibatchStd(nn.Module):
 
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}"
+
+
+def check_critic(critic: nn.Module, loss: Any, batch_size: int) -> list[str]:
+    """Refuse a critic that builds but cannot train correctly with this loss and batch size; notes on the rest.
+
+    Returns a note for each combination that trains but means something else than a reader might expect.
+    """
+    if critic.norm == "batch" and loss.penalised:
+        raise GanLabError(
+            f"A gradient penalty on a critic with batch norm is refused ({', '.join(p.tag for p in loss.penalties())} "
+            "on): the penalty constrains the "
+            "gradient of each sample's score with respect to that sample, but batch norm makes every "
+            "score depend on the whole batch, so the per-sample gradient is not the one penalised. "
+            "Use model.critic_norm=layer (the WGAN-GP paper's advice) or none, or turn the penalty off "
+            "(loss.lambda_gp, loss.lambda_r1, loss.lambda_r2, loss.lambda_dragan = 0).")
+    pack, group = getattr(critic, "pack", 1), getattr(critic, "group", 0)
+    if batch_size % (pack * max(group, 1)):
+        unit = pack * max(group, 1)
+        raise GanLabError(
+            f"train.batch_size={batch_size} does not split into the critic's packs and groups: model.pack={pack} "
+            f"scores {pack} samples as one and model.minibatch_std={group} groups {max(group, 1)} packs, so the "
+            f"batch size must be a multiple of {unit}; otherwise a pack or group would mix real and fake samples "
+            f"(or be left incomplete). Use e.g. train.batch_size={max(unit, batch_size // unit * unit)}.")
+    notes = []
+    if group and loss.penalised:
+        # allowed, as ProGAN (WGAN-GP) and StyleGAN2 (R1) do, but the penalty means something else
+        notes.append(f"model.minibatch_std={group} couples the samples of a group, so the "
+                     f"gradient penalty takes the gradient of the group's summed score with respect to each "
+                     f"sample (its own score's gradient plus the other scores' through the group's spread), "
+                     f"as ProGAN and StyleGAN2 do.")
+    return notes
 
 
 def _check_norm(norm: str) -> None:

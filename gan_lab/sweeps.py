@@ -18,8 +18,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from gan_lab.errors import GanLabError
-from gan_lab.files import DiskFull, atomic_write_text, disk_full
-from gan_lab.provenance import code_version
+from gan_lab.runs.files import DiskFull, atomic_write_text, disk_full
+from gan_lab.runs.provenance import code_version
 
 STATUS = "status.json"
 RESERVE = ".status.reserve"  # space kept free while a job runs, for its final status on a full disk
@@ -56,7 +56,7 @@ def write_status(run_dir: Path, status: str, **fields: Any) -> None:
             raise
         if status == "running":
             raise DiskFull(run_dir, STATUS, quota=err.errno == errno.EDQUOT) from None
-        from gan_lab.tracker import console  # the job is ending on its error: add this to it, do not replace it
+        from gan_lab.runs.tracker import console  # the job is ending on its error: add this to it, do not replace it
 
         console.print(f"[yellow]note:[/] {run_dir / STATUS} could not be updated (no space left): it may still "
                       f"say {(read_status(run_dir) or {}).get('status', 'nothing')} for this {status} run.",

@@ -5,9 +5,9 @@
     critic forwards for real, fake and interpolates, `autograd.grad(create_graph=True)`, and
     `.item()` + print of both losses every generator step. Ring8 is sampled point by point
     with numpy, as the official WGAN-GP toy code does.
-(b) gan-lab eager: `gan_lab.train.Iteration` (critic_step / generator_step on `gan_lab.data` sets
-    held on the device), called exactly as `gan_lab.train.train` calls it (scalars read at log steps).
-(c) gan-lab CUDA graph (on CUDA): the same iteration through `gan_lab.graphs.runner`, captured
+(b) gan-lab eager: `gan_lab.training.train.Iteration` (critic_step / generator_step on `gan_lab.data` sets
+    held on the device), called exactly as `gan_lab.training.train.train` calls it (scalars read at log steps).
+(c) gan-lab CUDA graph (on CUDA): the same iteration through `gan_lab.training.graphs.runner`, captured
     whole after 3 eager warm-up steps and replayed, as `gan-lab train` does on CUDA.
 Extra rows: gan-lab at `--precision bf16` (train.precision=bf16; graphed on CUDA): not the same math.
 
@@ -41,13 +41,13 @@ import torch
 from torch import Tensor, autograd, nn
 from torchvision import datasets, transforms  # imported up front: its import is not counted as a variant's memory
 
-from gan_lab import graphs
 from gan_lab.data import ImageData, ToyMixture
 from gan_lab.losses import Wasserstein
 from gan_lab.models import Critic, Generator, dcgan, mlp
-from gan_lab.safety import NonFiniteGuard
-from gan_lab.tracker import scalars_to_floats
-from gan_lab.train import PRECISIONS, Iteration, with_critic_input_stats
+from gan_lab.runs.safety import NonFiniteGuard
+from gan_lab.runs.tracker import scalars_to_floats
+from gan_lab.training import graphs
+from gan_lab.training.train import PRECISIONS, Iteration, with_critic_input_stats
 from generated_doc import made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
 BATCH, N_CRITIC, LAMBDA_GP, LR, BETAS = 64, 5, 10.0, 1e-4, (0.0, 0.9)
@@ -261,8 +261,8 @@ class Textbook:
 # ---------------------------------------------------------------- (b), (c) gan-lab
 
 class GanLab:
-    """gan-lab's loop body: `gan_lab.train.Iteration` (data on the device, critic_step / generator_step),
-    run eagerly or as a CUDA graph by `gan_lab.graphs.runner`, scalars read at log steps."""
+    """gan-lab's loop body: `gan_lab.training.train.Iteration` (data on the device, critic_step / generator_step),
+    run eagerly or as a CUDA graph by `gan_lab.training.graphs.runner`, scalars read at log steps."""
 
     def __init__(self, config: str, device: torch.device, data_root: str, seed: int, graph: bool = False,
                  precision: str = "fp32"):
@@ -277,7 +277,7 @@ class GanLab:
                 else ImageData("mnist", root=data_root, download=False, device=device))
         self.guard = NonFiniteGuard("stop", device)
         loss = Wasserstein(n_critic=N_CRITIC, lambda_gp=LAMBDA_GP)
-        # the networks as gan_lab.train.train passes them without DDP: each plays both roles
+        # the networks as gan_lab.training.train.train passes them without DDP: each plays both roles
         iteration = Iteration(self.G, self.critic, self.G, self.critic, loss, data, opt_g, opt_d, BATCH,
                               self.guard, PRECISIONS[precision])
         self.iterate = graphs.runner(iteration, graph, device, 0, skip=False)
@@ -289,7 +289,7 @@ class GanLab:
         for _ in range(generator_steps):
             self.step += 1
             step = self.step
-            # from here to the log step: the body of gan_lab.train.train
+            # from here to the log step: the body of gan_lab.training.train.train
             stats, batch = self.iterate(step)
             if step % LOG_EVERY == 0:
                 stats = with_critic_input_stats(self.G, self.critic, stats, batch)

@@ -3,7 +3,7 @@
 Issue #23: with one of two cores held by another process, `gan-lab train` must take at most 2x its
 idle time. Each row trains the README's default run (`gan-lab train`, or a shorter one with --steps)
 in a fresh run directory, with 0, 1 or 2 processes spinning on the CPU beside it, under
-`threads=auto` (the default: follows the free cores, gan_lab.busy) and under a pinned
+`threads=auto` (the default: follows the free cores, gan_lab.runs.busy) and under a pinned
 `threads=<cores>` (torch's default count, what gan-lab did before). The rounds alternate the order of
 the rows, and each row reports its training time (status.json's time/seconds, start-up excluded) and
 its ratio to the idle run of the same setting in the same round.

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from gan_lab.classifier import DEFAULT_EPOCHS, classifier_path, load_or_train_classifier
 from gan_lab.errors import GanLabError
+from gan_lab.evaluation.classifier import DEFAULT_EPOCHS, classifier_path, load_or_train_classifier
 
 MNIST_BAR = 0.99
 

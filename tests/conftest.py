@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan_lab.cli import main
+from gan_lab.app.cli import main
 
 # cuBLAS picks deterministic kernels only with a fixed workspace, read when CUDA starts: set
 # before any test touches the GPU (test_graphs compares graphed and eager runs exactly).
@@ -42,7 +42,7 @@ def user_error(capsys: pytest.CaptureFixture, *args: str) -> str:
 
 def straight_and_resumed(root: Path, common: list[str], steps: int = 6) -> tuple[dict, dict]:
     """Train `steps` steps straight, and half of them then resumed to `steps`; both final checkpoints."""
-    from gan_lab.checkpoint import load_checkpoint
+    from gan_lab.runs.checkpoint import load_checkpoint
 
     run_cli("train", *common, f"train.steps={steps}", f"hydra.run.dir={root / 'straight'}")
     run_cli("train", *common, f"train.steps={steps // 2}", f"hydra.run.dir={root / 'first'}")

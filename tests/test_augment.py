@@ -11,10 +11,10 @@ from torch.testing import assert_close
 from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
 from gan_lab import augment
 from gan_lab.augment import DiffAugment, adjust_color, cut_out, random_cutout, random_translation, translate
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.losses import grad_norms
 from gan_lab.models import dcgan
-from gan_lab.rebuild import check_config
+from gan_lab.runs.checkpoint import load_checkpoint
+from gan_lab.runs.rebuild import check_config
 
 
 def test_translate_shifts_content_and_pads_with_zeros() -> None:

@@ -14,8 +14,8 @@ import torch
 from torch.testing import assert_close
 
 from conftest import make_tiny_mnist, run_cli
-from gan_lab import classifier as classifier_module
-from gan_lab.classifier import (Classifier, class_metrics, classifier_path, default_cache_dir, evaluate_accuracy,
+from gan_lab.evaluation import classifier as classifier_module
+from gan_lab.evaluation.classifier import (Classifier, class_metrics, classifier_path, default_cache_dir, evaluate_accuracy,
                                 load_or_train_classifier, train_classifier)
 from gan_lab.errors import GanLabError
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import TINY, TINY_DCGAN, TINY_MLP, make_tiny_mnist, run_cli
-from gan_lab.busy import CpuSample, CpuWatch
-from gan_lab.tracker import Pace
+from gan_lab.runs.busy import CpuSample, CpuWatch
+from gan_lab.runs.tracker import Pace
 from test_train import read_events
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_help_states_no_run_times_and_points_at_the_readme(capsys: pytest.Captur
     # --help drifted from them ("under a minute" and "~2 h" beside the README's measured figures)
     import re
 
-    from gan_lab.cli import USAGE
+    from gan_lab.app.cli import USAGE
 
     texts = {"gan-lab": USAGE}
     for command in ["train", *KEYS]:
@@ -53,7 +53,7 @@ def test_help_states_no_run_times_and_points_at_the_readme(capsys: pytest.Captur
 
 def test_options_take_both_spellings_typed_and_refuse_unknown_keys(tmp_path: Path, capsys) -> None:
     from gan_lab.errors import GanLabError
-    from gan_lab.evaluate import sample_parser
+    from gan_lab.evaluation.evaluate import sample_parser
     from gan_lab.options import parse
 
     opts = parse(sample_parser(), ["checkpoint=run", "--n", "5", "--interpolate=true", "label=null", "seed=-1"])
@@ -71,7 +71,7 @@ def test_options_take_both_spellings_typed_and_refuse_unknown_keys(tmp_path: Pat
 def test_no_developer_paths_in_user_facing_text(capsys: pytest.CaptureFixture) -> None:
     shipped = [*REPO.joinpath("gan_lab").glob("*.py"), *REPO.joinpath("conf").rglob("*.yaml")]
     assert not [p.name for p in shipped if "shared/data" in p.read_text()]
-    from gan_lab.cli import USAGE
+    from gan_lab.app.cli import USAGE
 
     assert "data.root=/path/to/data" in USAGE
 
@@ -129,8 +129,8 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_ctrl_c_in_eval_sample_and_report(toy_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture) -> None:
-    import gan_lab.evaluate
-    import gan_lab.report
+    import gan_lab.evaluation.evaluate
+    import gan_lab.evaluation.report
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
@@ -139,9 +139,9 @@ def test_ctrl_c_in_eval_sample_and_report(toy_run: Path, tmp_path: Path, monkeyp
         Path(file).write_bytes(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gan_lab.evaluate, "rebuild_data", ctrl_c)
+    monkeypatch.setattr(gan_lab.evaluation.evaluate, "rebuild_data", ctrl_c)
     monkeypatch.setattr(torch, "save", half_then_ctrl_c)
-    monkeypatch.setattr(gan_lab.report, "plot_runs", ctrl_c)
+    monkeypatch.setattr(gan_lab.evaluation.report, "plot_runs", ctrl_c)
     capsys.readouterr()
     for args in (["eval", f"checkpoint={toy_run}"], ["sample", f"checkpoint={toy_run}", f"out={tmp_path / 's'}"],
                  ["report", str(toy_run), f"out={tmp_path / 'r'}", "x=seed", "plot=loss/critic"]):
@@ -173,7 +173,7 @@ def test_piped_output_keeps_a_long_path_on_one_line(tmp_path: Path, capsys: pyte
 
 
 def test_first_use_classifier_training_reports_progress_when_piped(tmp_path: Path, capsys) -> None:
-    from gan_lab.classifier import load_or_train_classifier
+    from gan_lab.evaluation.classifier import load_or_train_classifier
 
     root = make_tiny_mnist(tmp_path / "data", n=16)
     load_or_train_classifier("mnist", str(root), tmp_path / "cache", epochs=40)
@@ -208,10 +208,10 @@ def test_cpu_watch_speaks_once_when_others_oversubscribe_the_cores() -> None:
 
 def test_a_busy_machine_is_named_once_in_the_run_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture) -> None:
-    import gan_lab.busy
+    import gan_lab.runs.busy
 
-    monkeypatch.setattr(gan_lab.busy, "read_cpu", fake_cpu(1.0, 2))
-    monkeypatch.setattr(gan_lab.busy.os, "getloadavg", lambda: (3.5, 3.5, 3.5))  # also busy at the start
+    monkeypatch.setattr(gan_lab.runs.busy, "read_cpu", fake_cpu(1.0, 2))
+    monkeypatch.setattr(gan_lab.runs.busy.os, "getloadavg", lambda: (3.5, 3.5, 3.5))  # also busy at the start
     # the run believes it has torch's two threads (really two would crawl on the busy machines that run tests)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # threads=2 below must not reach torch either
@@ -251,10 +251,10 @@ def test_cpu_watch_follows_the_free_cores_with_a_margin() -> None:
 
 def test_threads_auto_trains_on_the_free_cores_and_gives_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture) -> None:
-    import gan_lab.busy
+    import gan_lab.runs.busy
 
-    monkeypatch.setattr(gan_lab.busy, "read_cpu", fake_cpu(1.0, 2))
-    monkeypatch.setattr(gan_lab.busy.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # idle at the start
+    monkeypatch.setattr(gan_lab.runs.busy, "read_cpu", fake_cpu(1.0, 2))
+    monkeypatch.setattr(gan_lab.runs.busy.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # idle at the start
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     counts: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", counts.append)
@@ -291,7 +291,7 @@ def test_image_samples_are_scaled_up_and_captioned(tmp_path: Path, tiny_mnist_ro
 
 
 def test_scatter_draws_real_points_over_generated_ones() -> None:
-    from gan_lab.plots import critic_landscape, scatter_2d
+    from gan_lab.evaluation.plots import critic_landscape, scatter_2d
 
     real, fake = torch.randn(50, 2) * 0.01, torch.randn(50, 2)
     for fig in (scatter_2d(real, fake, 7), critic_landscape(lambda x: x.sum(1), real, fake, 7)):

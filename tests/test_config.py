@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 import gan_lab.data
 import gan_lab.losses
 from conftest import TINY, TINY_MLP, run_cli
-from gan_lab.checkpoint import load_checkpoint
-from gan_lab.cli import build_optimizer
+from gan_lab.app.cli import build_optimizer
 from gan_lab.losses import Loss
+from gan_lab.runs.checkpoint import load_checkpoint
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -159,7 +159,7 @@ def test_non_editable_install_finds_its_configs(tmp_path: Path) -> None:
     assert (target / "gan_lab" / "conf" / "loss" / "wgan_gp.yaml").is_file()
     run = subprocess.run([sys.executable, "-c", "import gan_lab, sys; print(gan_lab.__file__); "
                           "sys.argv[1:] = ['train', '--cfg', 'job', 'data=grid25']; "
-                          "from gan_lab.cli import main; main()"],
+                          "from gan_lab.app.cli import main; main()"],
                          capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": ""})
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[0].startswith(str(target))  # the installed copy, not the source tree

@@ -13,12 +13,12 @@ from torch import nn
 from torch.testing import assert_close
 
 from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Wasserstein, grad_norms, input_grad_norms
 from gan_lab.models import Critic, MinibatchStd, dcgan, mlp
-from gan_lab.rebuild import rebuild_generator
-from gan_lab.train import critic_forward, critic_step
+from gan_lab.runs.checkpoint import load_checkpoint
+from gan_lab.runs.rebuild import rebuild_generator
+from gan_lab.training.train import critic_forward, critic_step
 
 
 def first_input(critic: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,12 @@ import torch
 from torch.testing import assert_close
 
 from conftest import TINY, TINY_DCGAN, run_cli
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.data import ImageData, ToyMixture
 from gan_lab.losses import Wasserstein
 from gan_lab.models import mlp
-from gan_lab.safety import NonFiniteGuard
-from gan_lab.train import critic_step, generator_step
+from gan_lab.runs.checkpoint import load_checkpoint
+from gan_lab.runs.safety import NonFiniteGuard
+from gan_lab.training.train import critic_step, generator_step
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -15,11 +15,11 @@ import torch.multiprocessing as mp
 from torch.testing import assert_close
 
 from conftest import TINY_MLP, run_cli
-from gan_lab import distributed
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.losses import RpGAN, Wasserstein
 from gan_lab.models import mlp
-from gan_lab.train import critic_step, generator_step
+from gan_lab.runs.checkpoint import load_checkpoint
+from gan_lab.training import distributed
+from gan_lab.training.train import critic_step, generator_step
 
 BATCH, STEPS = 16, 3
 

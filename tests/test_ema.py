@@ -9,9 +9,9 @@ import torch
 from torch.testing import assert_close
 
 from conftest import TINY, TINY_MLP, run_cli, straight_and_resumed
-from gan_lab.checkpoint import load_checkpoint
-from gan_lab.ema import GeneratorEMA, ema_beta
 from gan_lab.losses import Wasserstein
+from gan_lab.runs.checkpoint import load_checkpoint
+from gan_lab.training.ema import GeneratorEMA, ema_beta
 from test_train import read_events, toy_iteration
 
 

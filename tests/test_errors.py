@@ -216,7 +216,7 @@ def test_a_typo_names_the_key_that_was_meant(overrides: list[str], hint: str, tm
 
 
 def test_overrides_that_exist_pass_the_typo_check() -> None:
-    from gan_lab.cli import check_overrides
+    from gan_lab.app.cli import check_overrides
 
     check_overrides(["-m", "loss=hinge,wgan_gp", "loss.lambda_gp=0.1,1", "+optimizer_critic.weight_decay=1e-5",
                      "data=mnist", "model.width=8", "hydra.run.dir=x", "hydra/launcher=joblib",

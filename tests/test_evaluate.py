@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
-from gan_lab.evaluate import make_evaluator
 from gan_lab.data import ToyMixture
+from gan_lab.evaluation.evaluate import make_evaluator
 from test_train import read_events
 
 
@@ -194,7 +194,7 @@ def test_conditional_models_take_labels(model: str) -> None:
 
 
 def test_label_accuracy_overall_and_per_class() -> None:
-    from gan_lab.evaluate import label_accuracy
+    from gan_lab.evaluation.evaluate import label_accuracy
 
     requested = torch.tensor([0, 0, 1, 1, 1, 1, 2, 2])
     predicted = torch.tensor([0, 1, 1, 1, 1, 0, 0, 0])  # class 0: 1/2, class 1: 3/4, class 2: 0/2

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from conftest import TINY, TINY_MLP, run_cli, user_error
-from gan_lab import graphs
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.data import ToyMixture
-from gan_lab.ema import GeneratorEMA
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Hinge, RaGAN, RpGAN, Wasserstein
 from gan_lab.models import dcgan, mlp
-from gan_lab.safety import NonFiniteGuard
-from gan_lab.schedules import LRSchedule, linear
-from gan_lab.train import Iteration
+from gan_lab.runs.checkpoint import load_checkpoint
+from gan_lab.runs.safety import NonFiniteGuard
+from gan_lab.training import graphs
+from gan_lab.training.ema import GeneratorEMA
+from gan_lab.training.schedules import LRSchedule, linear
+from gan_lab.training.train import Iteration
 from test_train import read_events
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -25,7 +25,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", fused: bool = False,
           schedule_steps: int = 0, ema_kimg: float = 0.0):
-    """A seeded WGAN-GP iteration on ring8 (or DCGAN on random 'images'), as gan_lab.train builds it.
+    """A seeded WGAN-GP iteration on ring8 (or DCGAN on random 'images'), as gan_lab.training.train builds it.
 
     schedule_steps > 0: both learning rates fall linearly to 0 at that step (train.lr_schedule=linear);
     ema_kimg > 0: a generator EMA of that half-life with the default ramp-up (train.ema_kimg).

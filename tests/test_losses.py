@@ -13,7 +13,7 @@ from gan_lab.errors import GanLabError
 from gan_lab.losses import (Hinge, LeastSquares, Minimax, NonSaturating, RaGAN, RaLSGAN, RpGAN, RSGAN, Wasserstein,
                             clip_weights, gradient_penalty, interpolates, perturbed, squared_gradient)
 from gan_lab.models import mlp
-from gan_lab.train import critic_step, generator_step
+from gan_lab.training.train import critic_step, generator_step
 
 REAL = torch.tensor([2.0, -1.0])  # critic outputs (logits / scores) on two real samples
 FAKE = torch.tensor([0.5, -3.0])  # ... and on two fakes

@@ -1,4 +1,4 @@
-"""Known-answer tests for gan_lab.metrics (mode coverage, histogram KL, Fréchet distance, k-NN metrics)."""
+"""Known-answer tests for gan_lab.evaluation.metrics (mode coverage, histogram KL, Fréchet distance, k-NN metrics)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import gan_lab.metrics
-from gan_lab.metrics import (density_coverage, frechet_distance, grid25_centers, histogram_kl, knn_metrics,
+import gan_lab.evaluation.metrics
+from gan_lab.evaluation.metrics import (density_coverage, frechet_distance, grid25_centers, histogram_kl, knn_metrics,
                              mixture_metrics, precision_recall, ring8_centers)
 
 # For an isotropic 2-D Gaussian the distance to its mean is Rayleigh distributed:
@@ -272,7 +272,7 @@ def test_knn_metrics_do_not_depend_on_the_chunk_size(monkeypatch: pytest.MonkeyP
     g = torch.Generator().manual_seed(1)
     real, fake = torch.randn(200, 8, generator=g), torch.randn(150, 8, generator=g) * 1.3 + 0.2
     whole = knn_metrics(real, fake)
-    monkeypatch.setattr(gan_lab.metrics, "CHUNK", 7)
+    monkeypatch.setattr(gan_lab.evaluation.metrics, "CHUNK", 7)
     assert knn_metrics(real, fake) == whole
     assert 0 < whole["precision"] < 1 and 0 < whole["recall"] < 1 and 0 < whole["coverage"] < 1
 

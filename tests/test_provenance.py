@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY, TINY_MLP, run_cli
-from gan_lab import provenance
+from gan_lab.runs import provenance
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.testing import assert_close
 
 from conftest import TINY, TINY_MLP, run_cli
-from gan_lab.rejection import RejectionSampler, drs_shifted_logit
+from gan_lab.evaluation.rejection import RejectionSampler, drs_shifted_logit
 
 
 def test_shifted_logit_is_the_papers_formula() -> None:

@@ -15,9 +15,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import TINY, TINY_MLP, run_cli
-from gan_lab import rundirs
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.errors import GanLabError
+from gan_lab.runs import rundirs
+from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.sweeps import read_status
 
 QUICK = [*TINY, *TINY_MLP, "metrics=false", "threads=1"]
@@ -118,7 +118,7 @@ def test_a_sweep_relaunched_into_its_directory_fills_in_the_holes(tmp_path: Path
 
 
 def test_train_log_keeps_what_the_console_showed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gan_lab.tracker import console
+    from gan_lab.runs.tracker import console
 
     monkeypatch.setattr(console, "_force_terminal", True)  # a terminal: the live bar, no step lines printed
     run_cli("train", *QUICK, f"hydra.run.dir={tmp_path}")
@@ -163,7 +163,7 @@ def test_a_refused_run_prints_its_error_alone_and_leaves_no_folder(tmp_path: Pat
 
 def test_hold_refuses_a_held_directory_and_frees_it_with_its_owner(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from gan_lab import rundirs; rundirs.hold(Path(sys.argv[1])); print('held', flush=True); "
+                               "from gan_lab.runs import rundirs; rundirs.hold(Path(sys.argv[1])); print('held', flush=True); "
                                "time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -14,8 +14,8 @@ import torch
 from torch.testing import assert_close
 
 from conftest import TINY, TINY_MLP, run_cli
-from gan_lab.checkpoint import load_checkpoint
-from gan_lab.safety import config_differences
+from gan_lab.runs.checkpoint import load_checkpoint
+from gan_lab.runs.safety import config_differences
 from test_train import read_events
 
 SMALL = ["train.batch_size=16", "device=cpu", *TINY_MLP]
@@ -70,8 +70,8 @@ def test_signal_checkpoints_and_resume_matches_a_straight_run(sig: signal.Signal
 
 
 def test_stop_message_leads_with_continuing_in_place(tmp_path: Path, capsys, monkeypatch) -> None:
-    from gan_lab import cli
-    from gan_lab.safety import Interrupted
+    from gan_lab.app import cli
+    from gan_lab.runs.safety import Interrupted
 
     def stopped(*args, **kwargs):
         raise Interrupted(signal.SIGINT, 3)  # what the loop raises once it has checkpointed
@@ -257,7 +257,7 @@ def test_unwritable_output_directory(tmp_path: Path) -> None:
 def test_resumed_event_file_is_read_after_the_first_lifes(tmp_path: Path) -> None:
     # A resume within the same second as its first life: TensorBoard orders event files by
     # name (second, host, pid), so the resume's file must not sort before the first one.
-    from gan_lab.tracker import Tracker
+    from gan_lab.runs.tracker import Tracker
 
     with Tracker(tmp_path, 10) as tracker:
         tracker.scalars(5, {"loss/critic": 1.0})
@@ -274,7 +274,7 @@ def test_resumed_event_file_is_read_after_the_first_lifes(tmp_path: Path) -> Non
 def test_inside_a_submitit_job_sigusr2_is_gan_labs_until_the_checkpoint_and_sigterm_stays_submitits() -> None:
     from submitit.core.job_environment import SignalHandler
 
-    from gan_lab.safety import StopSignal, hand_over
+    from gan_lab.runs.safety import StopSignal, hand_over
 
     calls: list[int] = []
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from conftest import TINY, TINY_DCGAN, run_cli, write_idx
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.data import StackedMNIST
-from gan_lab.evaluate import stacked_modes
+from gan_lab.evaluation.evaluate import stacked_modes
+from gan_lab.runs.checkpoint import load_checkpoint
 
 
 def labelled_mnist(root: Path) -> Path:

@@ -328,8 +328,8 @@ echo "$2" >> "$here/requeued"
 def test_sigusr2_requeues_the_job_and_it_finishes_like_a_straight_run(launcher: str, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """SLURM's warning before a time limit or preemption: checkpoint, requeue, continue in place."""
-    from gan_lab.checkpoint import load_checkpoint
-    from gan_lab.rundirs import LOCK
+    from gan_lab.runs.checkpoint import load_checkpoint
+    from gan_lab.runs.rundirs import LOCK
     from test_safety import weights_equal
 
     bin_dir = tmp_path / "bin"

@@ -11,12 +11,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.testing import assert_close
 
 from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, straight_and_resumed
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.data import ToyMixture
 from gan_lab.losses import Loss, RaGAN, RpGAN, Wasserstein
 from gan_lab.models import mlp
-from gan_lab.safety import NonFiniteGuard
-from gan_lab.train import Iteration, critic_step, generator_step
+from gan_lab.runs.checkpoint import load_checkpoint
+from gan_lab.runs.safety import NonFiniteGuard
+from gan_lab.training.train import Iteration, critic_step, generator_step
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))  # every loss the CLI offers
@@ -228,7 +228,7 @@ def lambdalr_iteration(monkeypatch: pytest.MonkeyPatch, steps: int) -> None:
     That is torch's LambdaLR on float lrs, created when training starts and stepped on the
     host after every generator step, so step s updates with lr * max(0, 1 - (s - 1) / steps).
     """
-    from gan_lab.train import Iteration
+    from gan_lab.training.train import Iteration
 
     original = Iteration.__call__
 
@@ -265,7 +265,7 @@ def test_linear_schedule_trains_bitwise_as_float_learning_rates(optimizer: str, 
 
 
 def toy_iteration(loss, conditional: bool = False) -> Iteration:
-    """A seeded ring8 iteration with tiny MLPs and SGD, as gan_lab.train builds it."""
+    """A seeded ring8 iteration with tiny MLPs and SGD, as gan_lab.training.train builds it."""
     torch.manual_seed(0)
     data = ToyMixture("ring8", sigma=0.02)
     G, critic = mlp((2,), z_dim=2, hidden=16, depth=2, conditional=conditional, n_classes=data.n_classes)

@@ -10,11 +10,11 @@ import torch
 from torch.testing import assert_close
 
 from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, straight_and_resumed, user_error
-from gan_lab.checkpoint import load_checkpoint
 from gan_lab.losses import NonSaturating, RSGAN, Wasserstein
 from gan_lab.models import mlp
-from gan_lab.train import TrainSettings, critic_objective, generator_step
-from gan_lab.unroll import lookahead
+from gan_lab.runs.checkpoint import load_checkpoint
+from gan_lab.training.train import TrainSettings, critic_objective, generator_step
+from gan_lab.training.unroll import lookahead
 
 OPTIMIZERS = {
     "adam": lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.5, 0.99), weight_decay=1e-3),

@@ -18,16 +18,16 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from gan_lab import distributed, graphs
-from gan_lab.checkpoint import save_checkpoint
-from gan_lab.ema import GeneratorEMA
 from gan_lab.errors import GanLabError
-from gan_lab.files import low_space
 from gan_lab.losses import Loss, clip_weights, input_grad_norms, interpolates
-from gan_lab.safety import Interrupted, NonFiniteGuard, StopSignal
-from gan_lab.schedules import SCHEDULES, LRSchedule, lr_schedule
-from gan_lab.tracker import Tracker, console, scalars_to_floats
-from gan_lab.unroll import lookahead
+from gan_lab.runs.checkpoint import save_checkpoint
+from gan_lab.runs.files import low_space
+from gan_lab.runs.safety import Interrupted, NonFiniteGuard, StopSignal
+from gan_lab.runs.tracker import Tracker, console, scalars_to_floats
+from gan_lab.training import distributed, graphs
+from gan_lab.training.ema import GeneratorEMA
+from gan_lab.training.schedules import SCHEDULES, LRSchedule, lr_schedule
+from gan_lab.training.unroll import lookahead
 
 
 @dataclass
@@ -132,7 +132,7 @@ def critic_objective(critic: Callable[..., Tensor], loss: Loss, x: Tensor, fake:
     """The critic's loss on x and fakes: the adversarial term plus penalty_scale x the penalties (0: none).
 
     Returns the total, the named scalars of its terms, and the real and fake scores. The critic
-    step takes it on detached fakes; the unrolled look-ahead (gan_lab.unroll) on fakes with G's graph.
+    step takes it on detached fakes; the unrolled look-ahead (gan_lab.training.unroll) on fakes with G's graph.
     """
     # Points the critic scores: real, fake, and each penalty's points (interpolates, points near x;
     # R1's are x itself and R2's G(z) itself, scored once for the loss and the penalty).
@@ -169,7 +169,7 @@ def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> 
         # One forward on the concatenated batch: the same scores for a per-sample critic,
         # and exactly one forward per backward, which DDP's reducer needs. chunk, not split by
         # the batch size: a packed critic gives one score per pack. Packs and minibatch-std
-        # groups are runs of consecutive rows, and cli.check_compatible makes the batch a
+        # groups are runs of consecutive rows, and models.check_critic makes the batch a
         # multiple of their size, so none straddles two parts.
         labels = None if y is None else y.repeat(len(parts))
         return list(critic(torch.cat(parts), labels).chunk(len(parts)))
@@ -193,7 +193,7 @@ def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim
                    amp: torch.dtype | None = None, x: Tensor | None = None, keep: float = 1.0) -> dict[str, Tensor]:
     """One generator update on fresh z (labels y); x: a fresh real batch, given when the loss compares with it.
 
-    `critic` is the critic as it is, or its unrolled look-ahead (gan_lab.unroll); `keep` < 1 trains
+    `critic` is the critic as it is, or its unrolled look-ahead (gan_lab.training.unroll); `keep` < 1 trains
     on that fraction of the scores only, the highest (top-k training).
     """
     critic.requires_grad_(False)  # the critic's gradients are not needed: skip computing them
@@ -508,7 +508,7 @@ def _log_samples(G: nn.Module, critic: nn.Module, data: Any, fixed_z: Tensor, fi
         grid = torchvision.utils.make_grid(fake[:64].float().cpu(), nrow=8, normalize=True, value_range=(-1, 1))
         tracker.images(step, grid, path)
     elif data.shape == (2,):
-        from gan_lab.plots import critic_landscape, scatter_2d
+        from gan_lab.evaluation.plots import critic_landscape, scatter_2d
 
         real, _ = data.sample(len(fake))
         tracker.figure("samples", step, scatter_2d(real.cpu(), fake.cpu(), step), path)

@@ -14,7 +14,7 @@ from typing import Any
 
 from gan_lab import __version__
 
-SOURCE = Path(__file__).resolve().parent.parent  # the checkout holding gan_lab/ (or site-packages)
+SOURCE = Path(__file__).resolve().parents[2]  # the checkout holding gan_lab/ (or site-packages)
 
 
 def _git(*args: str) -> str | None:
@@ -31,7 +31,7 @@ def code_version() -> dict[str, Any]:
     info: dict[str, Any] = {"gan_lab": __version__}
     top = _git("rev-parse", "--show-toplevel")
     # only gan-lab's own repository: a venv inside some other project's checkout must not lend it its commit
-    if top is None or Path(top).resolve() != SOURCE or not (SOURCE / "gan_lab" / "provenance.py").is_file():
+    if top is None or Path(top).resolve() != SOURCE or not (SOURCE / "gan_lab" / "runs" / "provenance.py").is_file():
         return info
     commit, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain")
     if commit is not None and status is not None:

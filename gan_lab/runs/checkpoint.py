@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from gan_lab.errors import GanLabError
-from gan_lab.files import DiskFull, disk_full, file_mode, free_bytes
-from gan_lab.rebuild import check_config
+from gan_lab.runs.files import DiskFull, disk_full, file_mode, free_bytes
+from gan_lab.runs.rebuild import check_config
 
 FORMAT = "gan-lab-checkpoint"
 VERSION = 1

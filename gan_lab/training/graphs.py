@@ -16,7 +16,7 @@ What makes an iteration capturable:
   a device tensor incremented inside the graph, and the loop reads the captured scalars
   only at log steps, before the next replay overwrites them.
 
-Learning-rate schedules (gan_lab.schedules) are part of the captured iteration. A graph
+Learning-rate schedules (gan_lab.training.schedules) are part of the captured iteration. A graph
 replays kernels with the arguments they were recorded with, so an lr passed as a Python
 float would stay the first step's forever. Under a schedule the learning rates are therefore
 tensors on the device (float32), and the iteration's first act is to write them in place
@@ -30,7 +30,7 @@ captured under a schedule; graph_blocker names it and the run trains eagerly. A 
 stays a float: nothing changes it, so the graph may keep it. Anything else that varies with the
 step (a generator EMA's decay and ramp-up, a penalty applied every k steps) fits the same way:
 a tensor computed from the step inside the iteration, never a Python value chosen on the host.
-The generator EMA (gan_lab.ema, train.ema_kimg) is one: after the generator step the iteration
+The generator EMA (gan_lab.training.ema, train.ema_kimg) is one: after the generator step the iteration
 computes beta (with its ramp-up) from the step tensor and averages with `_foreach_lerp_` and that
 tensor weight, so each replay applies its own step's decay.
 
@@ -52,9 +52,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from gan_lab import distributed
 from gan_lab.errors import GanLabError
-from gan_lab.tracker import console
+from gan_lab.runs.tracker import console
+from gan_lab.training import distributed
 
 Result = tuple[dict[str, Tensor], tuple[Tensor, Tensor | None, Tensor]]
 

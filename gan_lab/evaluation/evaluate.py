@@ -1,7 +1,7 @@
 """Metrics for a trained generator, chosen by the data it learns, and `gan-lab eval` / `sample`.
 
-2-D mixtures use the VEEGAN / PacGAN protocol (gan_lab.metrics.mixture_metrics);
-MNIST and Fashion-MNIST use gan-lab's own classifier (gan_lab.classifier). Other data
+2-D mixtures use the VEEGAN / PacGAN protocol (gan_lab.evaluation.metrics.mixture_metrics);
+MNIST and Fashion-MNIST use gan-lab's own classifier (gan_lab.evaluation.classifier). Other data
 sets have no built-in metric yet: evaluate() returns an empty dict for them.
 """
 
@@ -17,14 +17,14 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from gan_lab.checkpoint import LAST, load_checkpoint, resolve_checkpoint
 from gan_lab.data import ImageData, StackedMNIST, ToyMixture, import_torchvision
 from gan_lab.errors import GanLabError
-from gan_lab.files import atomic_write_text, atomic_writer
-from gan_lab.metrics import histogram_kl, mixture_metrics
+from gan_lab.evaluation.metrics import histogram_kl, mixture_metrics
 from gan_lab.options import Option, build_parser
-from gan_lab.provenance import code_version
-from gan_lab.rebuild import rebuild_data, rebuild_generator, rebuild_models
+from gan_lab.runs.checkpoint import LAST, load_checkpoint, resolve_checkpoint
+from gan_lab.runs.files import atomic_write_text, atomic_writer
+from gan_lab.runs.provenance import code_version
+from gan_lab.runs.rebuild import rebuild_data, rebuild_generator, rebuild_models
 
 MIXTURE_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 IMAGE_SAMPLES = 10000
@@ -87,7 +87,7 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
             return metrics
         return mixture
     if isinstance(data, StackedMNIST):
-        from gan_lab.classifier import load_or_train_classifier
+        from gan_lab.evaluation.classifier import load_or_train_classifier
 
         model = load_or_train_classifier("mnist", classifier_root or "data", cache_dir, device=data.images.device)
 
@@ -101,7 +101,7 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
     if isinstance(data, ImageData) and data.shape[0] == 3:
         return inception_evaluator(data, inception_weights, seed)
     if isinstance(data, ImageData) and data.name in ("mnist", "fashion_mnist"):
-        from gan_lab.classifier import class_metrics, load_or_train_classifier
+        from gan_lab.evaluation.classifier import class_metrics, load_or_train_classifier
 
         device = data.images.device
         model = load_or_train_classifier(data.name, classifier_root or "data", cache_dir, device=device)
@@ -170,7 +170,7 @@ def inception_evaluator(data: ImageData, weights: str | None,
                 kid_subset_size=min(1000, n), cuda=torch.cuda.is_available(), verbose=False,
                 feature_extractor_weights_path=weights, cache=True, input2_cache_name=f"gan-lab-{data.name}-{n}")
         except OSError as err:
-            from gan_lab.tracker import console
+            from gan_lab.runs.tracker import console
 
             state["off"] = True
             where = f"from {weights}" if weights else "by download"
@@ -220,15 +220,15 @@ def load_generator(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dic
     return rebuild_generator(state, file, generator_entry(state)).to(device), state, file
 
 
-REJECTIONS = ("none", "drs")  # rejection=: none, or Discriminator Rejection Sampling (gan_lab.rejection)
+REJECTIONS = ("none", "drs")  # rejection=: none, or Discriminator Rejection Sampling (gan_lab.evaluation.rejection)
 REJECTION_HELP = ("none, or drs: Discriminator Rejection Sampling (Azadi et al. 2019) with the run's critic; "
                   "prints the acceptance rate")
 
 
 def rejection_sampler(option: Any, state: dict[str, Any], file: Path, device: str, seed: int) -> Any:
     """`rejection=drs`: the generator of sample/eval wrapped in DRS with the run's critic; None for rejection=none."""
-    from gan_lab.rejection import BURN_IN, GAMMA_QUANTILE, RejectionSampler, loss_caveat
-    from gan_lab.tracker import console
+    from gan_lab.evaluation.rejection import BURN_IN, GAMMA_QUANTILE, RejectionSampler, loss_caveat
+    from gan_lab.runs.tracker import console
 
     if option not in REJECTIONS:
         raise GanLabError(f"rejection={option} is not known: use rejection=none (the default) or rejection=drs "
@@ -327,7 +327,7 @@ def eval_command(args: list[str]) -> None:
     from rich.table import Table
 
     from gan_lab.options import parse
-    from gan_lab.tracker import console
+    from gan_lab.runs.tracker import console
 
     opts = parse(eval_parser(), args)
     if not opts["checkpoint"]:
@@ -383,7 +383,7 @@ def eval_command(args: list[str]) -> None:
 def sample_command(args: list[str]) -> None:
     """`gan-lab sample checkpoint=<run dir or .pt> n=64`: a PNG (grid or scatter) and the raw samples."""
     from gan_lab.options import parse
-    from gan_lab.tracker import console
+    from gan_lab.runs.tracker import console
 
     opts = parse(sample_parser(), args)
     if not opts["checkpoint"]:
@@ -427,7 +427,7 @@ def sample_command(args: list[str]) -> None:
         with atomic_writer(out / f"{name}.png") as tmp:
             torchvision.utils.save_image(x, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))
     else:
-        from gan_lab.plots import scatter_2d
+        from gan_lab.evaluation.plots import scatter_2d
 
         real, _ = rebuild_data(config, file).sample(max(n, 1000))
         with atomic_writer(out / f"{name}.png") as tmp:

@@ -13,7 +13,7 @@ weights are far from the later ones) are soon forgotten:
 The update runs inside the training iteration after the generator step, from the step alone:
 the eager loop hands it an int, a CUDA graph its step tensor on the device, and the decay is
 computed with tensor ops on the device in both cases, so a captured graph replays each step's
-own beta with no host synchronisation (gan_lab.graphs).
+own beta with no host synchronisation (gan_lab.training.graphs).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The run's log file: what the console showed, as plain text, in run_dir/train.log.
 
-gan-lab prints through one rich console (gan_lab.tracker.console); Hydra's job log file only
+gan-lab prints through one rich console (gan_lab.runs.tracker.console); Hydra's job log file only
 receives Python `logging` records, which gan-lab does not use, so it stayed empty. While a job
 runs, a render hook copies everything the console prints (config tree, warnings, summary,
 errors) into the file through a second, colourless console; the step lines that a live
@@ -22,7 +22,7 @@ from rich.console import Console, ConsoleRenderable, RenderHook
 from rich.control import Control
 from rich.text import Text
 
-from gan_lab.files import disk_full
+from gan_lab.runs.files import disk_full
 
 
 class _Tee(RenderHook):

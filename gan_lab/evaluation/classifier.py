@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from gan_lab.data import _load_torchvision
 from gan_lab.errors import GanLabError
-from gan_lab.metrics import frechet_distance, histogram_kl, knn_metrics
+from gan_lab.evaluation.metrics import frechet_distance, histogram_kl, knn_metrics
 from gan_lab.options import Option, build_parser
 
 __all__ = ["Classifier", "train_classifier", "evaluate_accuracy", "default_cache_dir", "classifier_path",
@@ -105,13 +105,13 @@ def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = DEFAULT_EP
 def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[float], None]]:
     """Yield advance(loss): a rich bar on a terminal, a plain line every 5% in logs and pipes, or nothing.
 
-    Under a live bar the run's log file (gan_lab.runlog) still gets the plain lines.
+    Under a live bar the run's log file (gan_lab.runs.runlog) still gets the plain lines.
     """
     if not enabled:
         yield lambda loss: None
         return
-    from gan_lab import runlog
-    from gan_lab.tracker import Pace, console
+    from gan_lab.runs import runlog
+    from gan_lab.runs.tracker import Pace, console
 
     pace, every, done = Pace(total), max(1, total // 20), 0
     live = console.is_terminal  # piped: no live bar, but never minutes of silence
@@ -244,7 +244,7 @@ def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n
     Images are float (N, 1, 28, 28) in [-1, 1]. class_kl is KL(p_fake || p_real) between the
     histograms of predicted classes; it is +inf when the fakes hit a class no real image is
     predicted as (which never happens with a real test set of a few hundred images or more).
-    The k-NN metrics (gan_lab.metrics.knn_metrics) use the first knn_samples of each set (None: all).
+    The k-NN metrics (gan_lab.evaluation.metrics.knn_metrics) use the first knn_samples of each set (None: all).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -289,9 +289,9 @@ def classifier_command(args: list[str]) -> None:
     parallel jobs do not each train one), reports its test accuracy, and with force=true
     replaces a cached one.
     """
-    from gan_lab.cli import choose_device
     from gan_lab.options import parse
-    from gan_lab.tracker import console
+    from gan_lab.runs.tracker import console
+    from gan_lab.training import distributed
 
     opts = parse(classifier_parser(), args)
     if opts["action"] != "train":
@@ -311,5 +311,5 @@ def classifier_command(args: list[str]) -> None:
                       f"use it. Pass force=true to train a new one in its place.", soft_wrap=True, highlight=False)
         return
     load_or_train_classifier(name, str(opts["root"]), cache_dir, download=opts["download"],
-                             device=choose_device(str(opts["device"])), epochs=opts["epochs"], seed=opts["seed"],
-                             retrain=True)
+                             device=distributed.choose_device(str(opts["device"])), epochs=opts["epochs"],
+                             seed=opts["seed"], retrain=True)

@@ -23,9 +23,9 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from gan_lab import runlog
-from gan_lab.busy import CpuWatch
-from gan_lab.files import disk_full
+from gan_lab.runs import runlog
+from gan_lab.runs.busy import CpuWatch
+from gan_lab.runs.files import disk_full
 
 
 
@@ -118,7 +118,7 @@ class Tracker:
         self.log_dir, self.total_steps = Path(log_dir), total_steps
         self.pace = Pace(total_steps, start_step)
         # a CPU run with several threads: follow the free cores (threads: auto), or say once that
-        # other processes make its threads wait for each other (gan_lab.busy)
+        # other processes make its threads wait for each other (gan_lab.runs.busy)
         self.cpu_watch = CpuWatch(cpu_threads, adapt=adapt_threads) if cpu_threads > 1 else None
         self._say(self.cpu_watch.start() if self.cpu_watch else None)
         # a live bar on a terminal; in logs and pipes (CI, clusters) one plain line per log step

@@ -30,8 +30,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from gan_lab.errors import GanLabError
-from gan_lab.files import atomic_writer
 from gan_lab.options import Option, build_parser, parse
+from gan_lab.runs.files import atomic_writer
 from gan_lab.sweeps import find_runs, read_status
 
 SUMMARY = """One row per run of a sweep: its status, the swept keys and the final metrics.
@@ -85,7 +85,7 @@ def load_run(path: Path, root: Path) -> Run:
 
 def _resolved(path: Path) -> dict[str, str]:
     # config_resolved.yaml, written when the run's training started (absent before, and in older runs)
-    from gan_lab.rundirs import RESOLVED
+    from gan_lab.runs.rundirs import RESOLVED
 
     file = path / RESOLVED
     if not file.is_file():
@@ -105,7 +105,7 @@ def _resolved(path: Path) -> dict[str, str]:
 
 def load_evaluations(runs: list[Run]) -> list[Run]:
     """Each run's `gan-lab eval` records (eval*.json in its directory), one row each, the plain one first."""
-    from gan_lab.evaluate import EVAL_SEED, evaluation_label
+    from gan_lab.evaluation.evaluate import EVAL_SEED, evaluation_label
 
     found = []
     for run in runs:

@@ -139,7 +139,7 @@ class NonFiniteGuard:
 
 # Keys that may change between a checkpoint and its resume: they do not change the math. The
 # intervals qualify because every observer runs the networks in eval mode on a forked RNG
-# (gan_lab.train.observing; tests/test_observing.py checks the final state is bitwise the same).
+# (gan_lab.training.train.observing; tests/test_observing.py checks the final state is bitwise the same).
 HARMLESS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.nonfinite", "train.eval_every",
             "train.cuda_graph", "train.compile", "optimizer.fused", "metrics", "inception_weights",

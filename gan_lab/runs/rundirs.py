@@ -22,8 +22,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gan_lab.errors import GanLabError
+from gan_lab.runs.tracker import console
 from gan_lab.sweeps import STATUS, read_status
-from gan_lab.tracker import console
 
 LOCK = ".gan-lab.lock"
 RESOLVED = "config_resolved.yaml"
@@ -148,8 +148,8 @@ def finished(run_dir: Path, plain: dict[str, Any]) -> dict[str, Any] | None:
     and no training-relevant key changed (the keys a resume may change, such as log
     intervals or threads, may differ).
     """
-    from gan_lab.checkpoint import LAST, load_checkpoint
-    from gan_lab.safety import config_differences
+    from gan_lab.runs.checkpoint import LAST, load_checkpoint
+    from gan_lab.runs.safety import config_differences
 
     record = read_status(run_dir)
     if not record or record.get("status") != "completed" or plain.get("resume") != "auto":

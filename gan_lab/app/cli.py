@@ -1,8 +1,10 @@
 """The composition root: the only code that sees the whole Hydra config.
 
-`gan-lab train [overrides]` composes conf/ into one config, prints it, builds the
-objects (data, models, loss, optimizers) and hands them to `train.train(...)`.
-Errors a user can cause surface as one readable paragraph and exit code 2.
+`gan-lab <command>` is dispatched here. `gan-lab train [overrides]` composes conf/ into one
+config, prints it, builds the objects (data, models, loss, optimizers) and hands them to
+`train.train(...)`; the job around that (run folder, status, resume policy, signals, final
+summary) is gan_lab.app.job. Errors a user can cause surface as one readable paragraph and
+exit code 2.
 """
 
 from __future__ import annotations
@@ -19,23 +21,19 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from rich.markup import escape
-from rich.table import Table
 from rich.tree import Tree
 
 from gan_lab import sweeps
-from gan_lab.checkpoint import LAST, load_checkpoint, resume_hint
-from gan_lab.data import build_data
+from gan_lab.app import job
+from gan_lab.app.job import report_error
+from gan_lab.data import build_data, check_batch_size
 from gan_lab.errors import GanLabError
-from gan_lab.files import disk_full_explained
+from gan_lab.models import check_critic
 from gan_lab.options import did_you_mean
-from gan_lab.safety import Interrupted, config_differences, hand_over
-from gan_lab.sweeps import job_threads, objective_value, read_status, write_status
-from gan_lab.tracker import console
+from gan_lab.runs.tracker import console
 
 USAGE = """usage: gan-lab <command> [key=value ...]
 
@@ -57,17 +55,11 @@ examples:
 """
 
 
-def report_error(err: Exception) -> None:
-    """Print a user error as one paragraph, no traceback."""
-    # soft_wrap: no hard line breaks inside paths and overrides, so they copy-paste whole
-    console.print(f"[bold red]gan-lab: error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
-
-
 # Modules whose frames lie between a config key and the code it reaches. An exception raised with
 # only these on its stack is about the call itself (a key the builder does not take, a target that
 # does not exist, an optimizer setting torch.optim refuses): a bad override. One raised inside a
 # model, loss or data class is a bug there, and keeps its traceback.
-_PLUMBING = ("gan_lab.cli", "hydra.", "omegaconf.", "importlib", "_frozen_importlib", "torch.optim.")
+_PLUMBING = ("gan_lab.app.cli", "hydra.", "omegaconf.", "importlib", "_frozen_importlib", "torch.optim.")
 
 
 def _bad_override(err: BaseException) -> bool:
@@ -211,20 +203,6 @@ def _missing(cfg: DictConfig, key: str) -> tuple[str, str, list[str]] | None:
     return None
 
 
-def choose_device(name: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; anything else must exist on this machine."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GanLabError(f"device={name!r} is not a device name: use auto, cpu or cuda[:N].") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GanLabError(f"device={name} was asked for, but this machine has no CUDA GPU that PyTorch "
-                          f"can use. Use device=auto or device=cpu.")
-    return device
-
-
 def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, network: str,
                     lr_scale: float = 1) -> torch.optim.Optimizer:
     """The shared optimizer config, a preset's `per_network.<network>` node and this network's non-null overrides.
@@ -252,35 +230,6 @@ def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, ne
     return _build(f"{network} optimizer", lambda: instantiate(cfg)(params), node, cfg.get("_target_"), cfg.keys())
 
 
-def check_compatible(loss: Any, critic: torch.nn.Module, batch_size: int, data: Any) -> None:
-    """Combinations that build but cannot train correctly are refused before training."""
-    if critic.norm == "batch" and loss.penalised:
-        raise GanLabError(
-            f"A gradient penalty on a critic with batch norm is refused ({', '.join(p.tag for p in loss.penalties())} "
-            "on): the penalty constrains the "
-            "gradient of each sample's score with respect to that sample, but batch norm makes every "
-            "score depend on the whole batch, so the per-sample gradient is not the one penalised. "
-            "Use model.critic_norm=layer (the WGAN-GP paper's advice) or none, or turn the penalty off "
-            "(loss.lambda_gp, loss.lambda_r1, loss.lambda_r2, loss.lambda_dragan = 0).")
-    pack, group = getattr(critic, "pack", 1), getattr(critic, "group", 0)
-    if batch_size % (pack * max(group, 1)):
-        unit = pack * max(group, 1)
-        raise GanLabError(
-            f"train.batch_size={batch_size} does not split into the critic's packs and groups: model.pack={pack} "
-            f"scores {pack} samples as one and model.minibatch_std={group} groups {max(group, 1)} packs, so the "
-            f"batch size must be a multiple of {unit}; otherwise a pack or group would mix real and fake samples "
-            f"(or be left incomplete). Use e.g. train.batch_size={max(unit, batch_size // unit * unit)}.")
-    if group and loss.penalised:
-        # allowed, as ProGAN (WGAN-GP) and StyleGAN2 (R1) do, but the penalty means something else
-        console.print(f"[yellow]note:[/] model.minibatch_std={group} couples the samples of a group, so the "
-                      f"gradient penalty takes the gradient of the group's summed score with respect to each "
-                      f"sample (its own score's gradient plus the other scores' through the group's spread), "
-                      f"as ProGAN and StyleGAN2 do.", soft_wrap=True, highlight=False)
-    if data.size is not None and batch_size > data.size:
-        raise GanLabError(f"train.batch_size={batch_size} is larger than the data set ({data.size} "
-                          f"samples). Use a batch size of at most {data.size}.")
-
-
 def print_config(cfg: DictConfig) -> None:
     """The composed config as a rich tree, interpolations resolved."""
     tree = Tree("[bold]config")
@@ -296,38 +245,18 @@ def print_config(cfg: DictConfig) -> None:
     console.print(tree)
 
 
-def summary_table(result: dict[str, float]) -> Table:
-    """The end-of-run table: final losses, metrics, steps and time."""
-    table = Table(title="gan-lab train: done", show_header=False, title_justify="left")
-    table.add_column(style="cyan")
-    table.add_column(justify="right")
-    table.add_row("generator steps", f"{int(result['step'])}")
-    table.add_row("time", f"{result['time/seconds']:.1f} s")
-    for tag, value in result.items():
-        if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/", "metrics/", "metrics_raw/")):
-            table.add_row(tag, f"{value:.4f}")
-    return table
-
-
-def print_outputs(run_dir: Path) -> None:
-    """Where the run's outputs are, as whole lines (a table cell would cut long paths)."""
-    for name, where in (("run directory", run_dir), ("checkpoint", run_dir / "checkpoints" / "last.pt"),
-                        ("compare runs", f"tensorboard --logdir {run_dir.parent}")):
-        console.print(f"[cyan]{name}[/]: {escape(str(where))}", soft_wrap=True, highlight=False)
-
-
 def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, Any]], None] = lambda plain: None,
                  follow_free_cores: bool = False) -> dict[str, float]:
     """Build every object the config describes and train; returns the final scalars.
 
     follow_free_cores: a CPU run on one process sets its thread count to the cores other processes
-    leave free (threads: auto, gan_lab.busy); otherwise it keeps the count it was given.
+    leave free (threads: auto, gan_lab.runs.busy); otherwise it keeps the count it was given.
 
     on_start(resolved config) is called once everything is built and checked, just before training.
     """
-    from gan_lab import distributed
-    from gan_lab.train import TrainSettings, train
-    from gan_lab.tracker import NullTracker, Tracker
+    from gan_lab.runs.tracker import NullTracker, Tracker
+    from gan_lab.training import distributed
+    from gan_lab.training.train import TrainSettings, train
 
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
@@ -335,7 +264,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
         raise GanLabError(f"The config does not resolve: {err}") from None
     settings = _build("train settings", lambda: TrainSettings(**plain["train"]), "train", TrainSettings,
                       plain["train"])
-    device = distributed.device_for(distributed.launched(), str(cfg.device)) or choose_device(str(cfg.device))
+    device = distributed.device_for(distributed.launched(), str(cfg.device)) or distributed.choose_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))  # the same initial weights on every rank
 
     data = _build("data set", lambda: build_data(plain["data"], device), "data", plain["data"].get("_target_"),
@@ -345,7 +274,9 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
                        "model", plain["model"].get("_target_"), plain["model"])
     G, critic = G.to(device), critic.to(device)
     loss = _build("loss", lambda: instantiate(cfg.loss), "loss", plain["loss"].get("_target_"), plain["loss"])
-    check_compatible(loss, critic, settings.batch_size, data)
+    for note in check_critic(critic, loss, settings.batch_size):  # what trains, but means something else
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True, highlight=False)
+    check_batch_size(data, settings.batch_size)
     ranks = distributed.world_size()
     if ranks > 1:
         if critic.norm == "batch":
@@ -358,17 +289,17 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, G.parameters(), "generator", lr_scale)
     opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, critic.parameters(), "critic", lr_scale)
     if loss.unroll:
-        from gan_lab.unroll import check
+        from gan_lab.training.unroll import check
 
         check(opt_d, ranks, compiled=bool(settings.compile))
     if ranks > 1:
         console.print(f"[bold]data-parallel[/] {ranks} ranks x batch {settings.batch_size} = effective batch "
                       f"{ranks * settings.batch_size}; learning rates "
                       f"{'x ' + str(ranks) + ' (lr_scaling=linear)' if lr_scale > 1 else 'unchanged (lr_scaling=none)'}")
-    resume = load_resume(cfg.resume, run_dir, plain, bool(cfg.resume_force), settings.steps)
+    resume = job.load_resume(cfg.resume, run_dir, plain, bool(cfg.resume_force), settings.steps)
     evaluator = None
     if cfg.metrics and distributed.is_main():
-        from gan_lab.evaluate import make_evaluator
+        from gan_lab.evaluation.evaluate import make_evaluator
 
         evaluator = make_evaluator(data, cfg.data.get("root"), inception_weights=cfg.inception_weights)
 
@@ -382,33 +313,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
                   adapt_threads=follow_free_cores and ranks == 1) as tracker:
         result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume, evaluator)
         tracker.hparams(_hparams(plain))
-    console.print(summary_table(result))
-    print_outputs(run_dir)
     return result
-
-
-def load_resume(resume: str | None, run_dir: Path, plain: dict[str, Any], force: bool,
-                steps: int) -> dict[str, Any] | None:
-    """The checkpoint to continue from, refused when the config changed what training means."""
-    if resume == "auto":
-        # a re-run in the same run directory (a requeued job, hydra.run.dir=...) continues it
-        if not (run_dir / "checkpoints" / LAST).is_file():
-            return None
-        resume = str(run_dir)
-    if not resume:
-        return None
-    state = load_checkpoint(resume)
-    differences = config_differences(state["config"], plain)
-    if differences and not force:
-        raise GanLabError(
-            f"Refusing to resume from {resume}: the config differs from the checkpoint's in keys that "
-            f"change training: {'; '.join(differences)}. Use the checkpoint's values, start a fresh run "
-            f"directory, or pass resume_force=true to resume anyway.")
-    if state["step"] >= steps:
-        raise GanLabError(f"The checkpoint {resume} is already at step {state['step']}, and "
-                          f"train.steps={steps}: raise train.steps to train further.")
-    console.print(f"[bold]resuming[/] from step {state['step']} of {resume}")
-    return state
 
 
 def _hparams(plain: dict[str, Any]) -> dict[str, Any]:
@@ -429,132 +334,20 @@ def _hparams(plain: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_job(cfg: DictConfig) -> float | None:
-    """The Hydra task behind `gan-lab train`: one job of a run or of a sweep; returns its objective.
-
-    The job holds its run directory (gan_lab.rundirs) and writes run_dir/status.json when it
-    starts and ends (for `gan-lab report`), and run_dir/train.log with what the console showed.
-    A directory that already holds this very run, completed, is left as it is (a sweep
-    re-launched into its own directory runs only its missing, failed or interrupted jobs). A
-    refusal before training never rewrites the record of a completed or interrupted run there.
-    In a sweep a user error fails only its own job: it is printed and marked, the sweeper gets
-    None (Optuna records a failed trial; NaN would crash its Hydra plugin) and the other jobs
-    go on; `gan-lab train -m` then exits 2 naming the failed jobs. A single run refused before
-    training removes the directory it created. Bugs are marked too, then raised with their traceback.
-    """
-    from gan_lab import distributed, rundirs, runlog
-
-    job = HydraConfig.get()
-    run_dir = Path(job.runtime.output_dir)
-    overrides = list(job.overrides.task)
-    sweep, main = job.mode == RunMode.MULTIRUN, distributed.is_main()  # under torchrun, rank 0 speaks for the run
-    name = f"job {job.job.num} ({' '.join(overrides)})" if sweep else "the run"
-
-    def mark(status: str, **fields: Any) -> None:
-        if main:
-            write_status(run_dir, status, overrides=overrides, **fields)
-
-    if main:
-        try:
-            rundirs.hold(run_dir)  # a single run's is already held, since train_command
-        except GanLabError as err:
-            report_error(GanLabError(f"{name} skipped: {err}") if sweep else err)
-            if sweep:
-                return None
-            sys.exit(2)
-        runlog.current = runlog.RunLog(console, run_dir / f"{job.job.name}.log")
-    previous = (read_status(run_dir) or {}).get("status")
-    kept = previous in ("completed", "interrupted")  # results on disk that a refused re-run must not relabel
-    began = False
-
-    def start(plain: dict[str, Any]) -> None:
-        nonlocal began
-        began = True
-        mark("running")
-        if main:
-            rundirs.write_resolved(run_dir, plain)
-
-    if not kept:
-        mark("running")
-    result: dict[str, float] = {}
-    try:
-        record = _finished(cfg, run_dir)
-        if record is not None:
-            console.print(f"[bold green]gan-lab:[/] {run_dir} already holds {name}, completed at step "
-                          f"{cfg.train.steps}: nothing to do (raise train.steps to train further).",
-                          soft_wrap=True, highlight=False)
-            return (record.get("metrics") or {}).get(str(cfg.objective))
-        threads = job_threads(cfg.threads, job.launcher if sweep else None)
-        if threads:
-            torch.set_num_threads(threads)  # n parallel jobs x threads <= cores: no oversubscription
-        with disk_full_explained(run_dir, lambda: resume_hint(run_dir)):  # a full disk: one paragraph
-            # threads: auto on a single run (no launcher sharing the cores out): follow the free cores
-            result = run_training(cfg, run_dir, start, follow_free_cores=threads is None and cfg.threads == "auto")
-        # rank 0 alone computes metrics/*: the other ranks of a torchrun job have no objective to return
-        objective = objective_value(result, str(cfg.objective)) if main else float("nan")
-        mark("completed", objective={str(cfg.objective): objective}, metrics=result, threads=torch.get_num_threads())
-    except GanLabError as err:
-        if began or not kept:
-            mark("failed", error=str(err), metrics=result)
-        if sweep:
-            report_error(GanLabError(f"{name} failed, the sweep goes on: {err}"))
-            return None
-        report_error(err)
-        if main and not began:  # refused before training: leave no folder behind (if this run made it)
-            _close_log()
-            rundirs.remove_if_fresh(run_dir)
-        sys.exit(2)
-    except Interrupted as stop:
-        mark("interrupted", error=str(stop))
-        console.print(f"[bold yellow]gan-lab: stopped by {stop}[/]; a checkpoint of that step is in "
-                      f"{run_dir / 'checkpoints'}. Continue this run in place with the same command plus "
-                      f"hydra.run.dir={run_dir} (it resumes from that checkpoint on its own); resume={run_dir} "
-                      f"instead continues it in a new run directory, leaving this one as it is.",
-                      soft_wrap=True, highlight=False)
-        hand_over(stop.signum)  # under submitit: its checkpoint() and requeue, then it exits
-        sys.exit(128 + stop.signum)
-    except KeyboardInterrupt:
-        mark("interrupted", error="KeyboardInterrupt")
-        raise
-    except Exception as err:
-        mark("failed", error=f"{type(err).__name__}: {err}")
-        if runlog.current is not None:
-            runlog.current.exception()
-        raise
-    finally:
-        _close_log()
-        rundirs.release(run_dir)
-    return objective
-
-
-def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    # the status record when run_dir already holds this run, completed (a config that does not
-    # resolve is not: the run itself then reports why)
-    from gan_lab.rundirs import finished
-
-    try:
-        plain = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException:
-        return None
-    return finished(run_dir, plain)
-
-
-def _close_log() -> None:
-    from gan_lab import runlog
-
-    if runlog.current is not None:
-        runlog.current.close()
-        runlog.current = None
+    """The Hydra task behind `gan-lab train`: one job of a run or of a sweep (gan_lab.app.job); its objective."""
+    return job.run_job(cfg, run_training)
 
 
 # A plain module-level task function, wrapped rather than decorated: joblib and submitit
 # pickle the task to run it in another process, and they can only pickle it by reference
-# when `gan_lab.cli.train_job` names this very function.
+# when `gan_lab.app.cli.train_job` names this very function.
 train_app = hydra.main(version_base="1.3", config_path="pkg://gan_lab.conf", config_name="train")(train_job)
 
 
 def train_command(args: list[str]) -> None:
     """`gan-lab train [overrides]`: the Hydra app."""
-    from gan_lab import distributed, rundirs
+    from gan_lab.runs import rundirs
+    from gan_lab.training import distributed
 
     # Hydra's rerun unpickles the named file: any file could run any code, so it is never offered
     # (argparse also takes any unique prefix of it, down to --e)
@@ -599,10 +392,10 @@ def _lazy(module: str, name: str) -> Callable[[list[str]], None]:
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": train_command,
-    "sample": _lazy("gan_lab.evaluate", "sample_command"),
-    "eval": _lazy("gan_lab.evaluate", "eval_command"),
-    "report": _lazy("gan_lab.report", "report_command"),
-    "classifier": _lazy("gan_lab.classifier", "classifier_command"),
+    "sample": _lazy("gan_lab.evaluation.evaluate", "sample_command"),
+    "eval": _lazy("gan_lab.evaluation.evaluate", "eval_command"),
+    "report": _lazy("gan_lab.evaluation.report", "report_command"),
+    "classifier": _lazy("gan_lab.evaluation.classifier", "classifier_command"),
 }
 
 

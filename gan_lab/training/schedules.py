@@ -6,7 +6,7 @@ turns the optimizers' learning rates into tensors on the training device (torch'
 accept a Tensor lr) and, at the start of every iteration, writes each of them in place from
 the step. The eager loop hands it the step as an int; a CUDA graph hands it its device step
 counter, so the write is part of the captured iteration and every replay sets its own step's
-rate (gan_lab.graphs). Nothing but the step is needed, so a resumed run needs no scheduler state.
+rate (gan_lab.training.graphs). Nothing but the step is needed, so a resumed run needs no scheduler state.
 """
 
 from __future__ import annotations

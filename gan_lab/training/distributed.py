@@ -1,4 +1,4 @@
-"""Data-parallel training with torch.distributed (launched by torchrun).
+"""The device a run trains on (choose_device) and data-parallel training with torch.distributed.
 
 `torchrun --nproc_per_node=N -m gan_lab train ...` starts N processes that each run
 the whole command. Each rank draws its own real batches and noise; G and the critic
@@ -71,6 +71,20 @@ def device_for(info: Dist, requested: str) -> torch.device | None:
     return None
 
 
+def choose_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU; anything else must exist on this machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GanLabError(f"device={name!r} is not a device name: use auto, cpu or cuda[:N].") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GanLabError(f"device={name} was asked for, but this machine has no CUDA GPU that PyTorch "
+                          f"can use. Use device=auto or device=cpu.")
+    return device
+
+
 def shared_run_dir(info: Dist, args: list[str]) -> list[str]:
     """All ranks must write to one run directory: rank 0's timestamp becomes hydra.run.dir."""
     if not info.enabled or any(a.startswith("hydra.run.dir=") for a in args):
@@ -78,7 +92,7 @@ def shared_run_dir(info: Dist, args: list[str]) -> list[str]:
     if any(a in ("-m", "--multirun") for a in args):
         raise GanLabError("A multirun sweep cannot be launched under torchrun: launch one torchrun per "
                           "job (e.g. with the submitit launcher) instead.")
-    from gan_lab import rundirs
+    from gan_lab.runs import rundirs
 
     # rank 0 claims a fresh default directory (never one another run took in the same second)
     stamp = [str(rundirs.claim(rundirs.default_dir("hydra.run.dir"))) if info.main else None]

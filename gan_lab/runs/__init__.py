@@ -1,0 +1,1 @@
+"""Run bookkeeping: run folders, logs, status, checkpoints, safe writes, provenance, rebuilding from stored configs."""
