@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -38,23 +38,83 @@ class Generator(nn.Module):
         return self.net(z).view(z.shape[0], *self.shape)
 
 
+class CriticBody(Protocol):
+    """What Critic needs of the network it wraps: any nn.Module with these three parts.
+
+    trunk(x) maps the (packed) batch to the input of the last block; last_block(h) maps that, with
+    minibatch std's one extra channel (or feature) when the critic has a group, to features (B, F),
+    F = `features`; head(features) gives the scores (B, 1). A body built for minibatch std takes that
+    extra channel in its last block: Critic inserts the layer between trunk and last_block.
+    """
+
+    features: int
+
+    def trunk(self, x: Tensor) -> Tensor: ...
+
+    def last_block(self, h: Tensor) -> Tensor: ...
+
+    def head(self, features: Tensor) -> Tensor: ...
+
+
+class SequentialBody(nn.Sequential):
+    """A critic body from a list of layers: the trunk is layers[:split], the last block layers[split:-1],
+    the head the final Linear layer (split: the head alone is the last block's end)."""
+
+    def __init__(self, *layers: nn.Module, split: int | None = None, numbered_with_std: bool = False):
+        super().__init__(*layers)
+        self.split = len(self) - 1 if split is None else split
+        self.features = self[-1].in_features
+        # Checkpoints written before critics took any body (gan-lab up to f41c8f8) kept the MinibatchStd
+        # layer inside this list, at `split`: their later layers are numbered one higher (see below).
+        self.numbered_with_std = numbered_with_std
+
+    def trunk(self, x: Tensor) -> Tensor:
+        return self._through(x, 0, self.split)
+
+    def last_block(self, h: Tensor) -> Tensor:
+        return self._through(h, self.split, len(self) - 1)
+
+    def head(self, features: Tensor) -> Tensor:
+        return self[-1](features)
+
+    def _through(self, h: Tensor, start: int, stop: int) -> Tensor:
+        # not self[start:stop]: slicing would build another SequentialBody
+        for layer in list(self)[start:stop]:
+            h = layer(h)
+        return h
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # an older checkpoint has no layer at `split` (the parameter-free MinibatchStd sat there) and
+        # numbers the layers after it one higher: renumber them, so its weights load as they were
+        if self.numbered_with_std and not any(k.startswith(f"{prefix}{self.split}.") for k in state_dict):
+            renamed = {}
+            for key in [k for k in state_dict if k.startswith(prefix)]:
+                index, dot, rest = key[len(prefix):].partition(".")
+                if index.isdigit() and int(index) > self.split:
+                    renamed[f"{prefix}{int(index) - 1}{dot}{rest}"] = state_dict.pop(key)
+            state_dict.update(renamed)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
 class Critic(nn.Module):
     """Maps samples (B, *shape), and a label y when conditional, to scores: one per pack of `pack` samples.
 
-    Three optional cures for mode collapse live here, so the training loop needs no change for them:
-    DiffAugment (`augment`, applied first, per sample), packing (PacGAN: `pack` consecutive samples
-    scored jointly, B / pack scores) and minibatch standard deviation (a MinibatchStd layer inside
-    `net`, over groups of `group` consecutive packs).
+    The network itself is any body (CriticBody: trunk, last_block, head). Four things compose around
+    it, so neither the body nor the training loop changes for them: DiffAugment (`augment`, applied
+    first, per sample), packing (PacGAN: `pack` consecutive samples scored jointly, B / pack scores,
+    side by side or stacked along channels: the body takes pack x the data's channels), minibatch
+    standard deviation (between trunk and last block, over groups of `group` consecutive packs) and
+    the projection of the label (conditional).
     """
 
-    def __init__(self, net: nn.Sequential, norm: str, n_classes: int = 0, pack: int = 1, group: int = 0,
+    def __init__(self, net: nn.Module, norm: str, n_classes: int = 0, pack: int = 1, group: int = 0,
                  augment: nn.Module | None = None):
         super().__init__()
-        self.net, self.norm, self.n_classes = net, norm, n_classes
+        self.net, self.norm, self.n_classes = net, norm, n_classes  # `net`: the body (its state_dict keys)
         self.pack, self.group, self.augment = pack, group, augment
-        features = net[-1].in_features  # the head is a Linear layer on the features h
-        # projection critic (Miyato & Koyama 2018): score = head(h) + <embed(y), h>
-        self.embed = nn.Embedding(n_classes, features) if n_classes else None
+        self.minibatch_std = MinibatchStd(group) if group else None
+        # projection critic (Miyato & Koyama 2018): score = head(h) + <embed(y), h>, h the body's features
+        self.embed = nn.Embedding(n_classes, net.features) if n_classes else None
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if self.augment is not None:
@@ -65,8 +125,11 @@ class Critic(nn.Module):
                                  f"got {x.shape[0]} samples")
             # PacGAN: pack i is rows i*m .. i*m + m - 1, side by side (MLP) or stacked along channels (conv)
             x = x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
-        h = self.net[:-1](x)
-        out = self.net[-1](h).view(-1)
+        h = self.net.trunk(x)
+        if self.minibatch_std is not None:
+            h = self.minibatch_std(h)  # the last block sees the group's spread
+        h = self.net.last_block(h)
+        out = self.net.head(h).view(-1)
         if self.embed is not None:
             if y is None:
                 raise ValueError("a conditional critic needs labels y")
@@ -230,15 +293,16 @@ def mlp(shape: tuple[int, ...], z_dim: int = 2, hidden: int = 256, depth: int = 
     d_layers: list[nn.Module] = [nn.Flatten()]
     width_in = out_dim * pack  # a pack's samples side by side
     for i in range(depth):
-        if minibatch_std and i == depth - 1:  # the last block sees the spread (one extra feature)
-            d_layers.append(MinibatchStd(minibatch_std))
-            width_in += 1
+        if i == depth - 1:  # the last block: Critic's minibatch std adds one feature here
+            split = len(d_layers)
+            width_in += 1 if minibatch_std else 0
         d_layers += [_spectral(nn.Linear(width_in, hidden), critic_norm), *_norm_1d(critic_norm, hidden),
                      nn.LeakyReLU(0.2) if len(shape) > 1 else nn.ReLU()]
         width_in = hidden
     d_layers.append(_spectral(nn.Linear(hidden, 1), critic_norm))
+    body = SequentialBody(*d_layers, split=split, numbered_with_std=bool(minibatch_std))
     return (Generator(nn.Sequential(*g_layers), z_dim, shape, n_classes),
-            Critic(nn.Sequential(*d_layers), critic_norm, n_classes, pack, minibatch_std, augmenter))
+            Critic(body, critic_norm, n_classes, pack, minibatch_std, augmenter))
 
 
 def dcgan(shape: tuple[int, ...], z_dim: int = 100, width: int = 64, critic_norm: str = "layer",
@@ -269,16 +333,18 @@ def dcgan(shape: tuple[int, ...], z_dim: int = 100, width: int = 64, critic_norm
         nn.ConvTranspose2d(2 * width, channels, 4, 2, 1),
         nn.Tanh(),
     )
-    critic = nn.Sequential(
+    trunk = [
         _spectral(nn.Conv2d(pack * channels, width, 4, 2, 1), critic_norm), nn.LeakyReLU(0.2),
         _spectral(nn.Conv2d(width, 2 * width, 4, 2, 1), critic_norm), *_norm_2d(critic_norm, 2 * width),
         nn.LeakyReLU(0.2),
-        *([MinibatchStd(minibatch_std)] if minibatch_std else []),  # the spread as one more channel
+    ]
+    last_block = [  # Critic's minibatch std adds the spread as one more channel here
         _spectral(nn.Conv2d(2 * width + (1 if minibatch_std else 0), 4 * width, 3, 1, 1), critic_norm),
         *_norm_2d(critic_norm, 4 * width),
         nn.LeakyReLU(0.2),
         nn.Flatten(),
-        _spectral(nn.Linear(4 * width * s * s, 1), critic_norm),
-    )
-    return Generator(G, z_dim, shape, n_classes), Critic(critic, critic_norm, n_classes, pack, minibatch_std,
+    ]
+    body = SequentialBody(*trunk, *last_block, _spectral(nn.Linear(4 * width * s * s, 1), critic_norm),
+                          split=len(trunk), numbered_with_std=bool(minibatch_std))
+    return Generator(G, z_dim, shape, n_classes), Critic(body, critic_norm, n_classes, pack, minibatch_std,
                                                          augmenter)

@@ -43,7 +43,7 @@ from torchvision import datasets, transforms  # imported up front: its import is
 
 from gan_lab.data import ImageData, ToyMixture
 from gan_lab.losses import Wasserstein
-from gan_lab.models import Critic, Generator, dcgan, mlp
+from gan_lab.models import Critic, Generator, SequentialBody, dcgan, mlp
 from gan_lab.runs.safety import NonFiniteGuard
 from gan_lab.runs.tracker import scalars_to_floats
 from gan_lab.training import graphs
@@ -166,7 +166,7 @@ def build_models(config: str, variant: str, seed: int) -> tuple[nn.Module, nn.Mo
         if variant == "textbook":
             return TextbookGenerator(g_net), TextbookDiscriminator(d_net), 100
         # the identical network inside gan-lab's wrappers, which its step functions expect
-        return Generator(g_net, 100, IMAGE), Critic(d_net, "none"), 100
+        return Generator(g_net, 100, IMAGE), Critic(SequentialBody(*d_net), "none"), 100
     if config == "dcgan_mnist":
         G, critic = dcgan(IMAGE, z_dim=100, width=64, critic_norm="layer")
         return G, critic, 100

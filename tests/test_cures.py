@@ -15,7 +15,7 @@ from torch.testing import assert_close
 from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Wasserstein, grad_norms, input_grad_norms
-from gan_lab.models import Critic, MinibatchStd, dcgan, mlp
+from gan_lab.models import Critic, MinibatchStd, SequentialBody, dcgan, mlp
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.rebuild import rebuild_generator
 from gan_lab.training.train import critic_forward, critic_step
@@ -56,7 +56,7 @@ def linear_packed_critic() -> Critic:
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 2.0, 2.0, 4.0]]))
         head.bias.zero_()
-    return Critic(nn.Sequential(nn.Flatten(), head), "none", pack=2)
+    return Critic(SequentialBody(nn.Flatten(), head), "none", pack=2)
 
 
 def test_penalties_take_the_gradient_norm_per_pack() -> None:
@@ -155,13 +155,12 @@ def test_minibatch_std_appends_each_groups_mean_spread() -> None:
 
 def test_minibatch_std_sits_in_the_critics_last_block() -> None:
     _, critic = mlp((2,), hidden=8, depth=3, minibatch_std=4)
-    layers = list(critic.net)
-    at = next(i for i, m in enumerate(layers) if isinstance(m, MinibatchStd))
-    assert isinstance(layers[at + 1], nn.Linear) and layers[at + 1].in_features == 9
-    assert sum(isinstance(m, nn.Linear) for m in layers[at:]) == 2  # the last hidden layer and the head
+    assert isinstance(critic.minibatch_std, MinibatchStd) and critic.minibatch_std.group_size == 4
+    last_block = list(critic.net)[critic.net.split:]  # what sees the spread: the last block and the head
+    assert isinstance(last_block[0], nn.Linear) and last_block[0].in_features == 9
+    assert sum(isinstance(m, nn.Linear) for m in last_block) == 2  # the last hidden layer and the head
     _, conv = dcgan((1, 28, 28), z_dim=8, width=4, minibatch_std=4)
-    at = next(i for i, m in enumerate(conv.net) if isinstance(m, MinibatchStd))
-    assert conv.net[at + 1].in_channels == 2 * 4 + 1
+    assert conv.net[conv.net.split].in_channels == 2 * 4 + 1
     assert conv(torch.randn(8, 1, 28, 28)).shape == (8,)
 
 
