@@ -105,3 +105,15 @@ def parse(parser: argparse.ArgumentParser, args: list[str]) -> dict[str, Any]:
         # key=value is --key=value: one parser for both spellings
         tokens.append(f"--{arg}" if sep and not arg.startswith("-") else arg)
     return vars(parser.parse_args(tokens))
+
+
+def conf_options(group: str) -> list[str]:
+    """The options of a config group, sorted: the names of conf/<group>/*.yaml (what `group=<option>` accepts).
+
+    Tests, scripts and help texts read their lists of losses, models, data sets and optimizers here,
+    so adding a YAML adds the option everywhere. Read from the installed package (gan_lab.conf).
+    """
+    from importlib.resources import files
+
+    folder = files("gan_lab.conf").joinpath(group)
+    return sorted(f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml"))

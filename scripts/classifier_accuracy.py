@@ -17,7 +17,7 @@ import time
 import torch
 
 from gan_lab.errors import GanLabError
-from gan_lab.evaluation.classifier import DEFAULT_EPOCHS, classifier_path, load_or_train_classifier
+from gan_lab.evaluation.classifier import DATA_SETS, DEFAULT_EPOCHS, classifier_path, load_or_train_classifier
 
 MNIST_BAR = 0.99
 
@@ -25,7 +25,7 @@ MNIST_BAR = 0.99
 def main(argv: list[str] | None = None) -> int:
     """Train (into a fresh cache unless --cache-dir is given), print the result, return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", choices=["mnist", "fashion_mnist"], default="mnist")
+    parser.add_argument("--data", choices=DATA_SETS, default="mnist")
     parser.add_argument("--root", default=os.environ.get("GAN_LAB_DATA_ROOT", "data"))
     parser.add_argument("--cache-dir", default=None, help="default: a temporary folder (a fresh training)")
     parser.add_argument("--seed", type=int, default=0)

@@ -25,10 +25,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from gan_lab.options import conf_options
 from generated_doc import cpu_name, made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))  # every loss the CLI offers
+LOSSES = conf_options("loss")  # every loss the CLI offers
 DATA = ["ring8", "grid25"]
 
 # Published rows for the same protocol (2,500 samples, 3-sigma high quality), as printed in

@@ -14,12 +14,12 @@ from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, straight_and_resumed
 from gan_lab.data import ToyMixture
 from gan_lab.losses import Loss, RaGAN, RpGAN, Wasserstein
 from gan_lab.models import mlp
+from gan_lab.options import conf_options
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.safety import NonFiniteGuard
 from gan_lab.training.train import Iteration, critic_step, generator_step
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))  # every loss the CLI offers
+LOSSES = conf_options("loss")  # every loss the CLI offers
 TAGS = {"loss/critic", "loss/generator", "critic/real", "critic/fake", "critic/wasserstein_estimate",
         "grad_norm/critic", "grad_norm/generator", "grad_norm/critic_input", "grad_norm/critic_input_std"}
 
