@@ -5,6 +5,10 @@ are generated on the fly), `augment` (the DiffAugment ops the critic applies to 
 sees, passed to the model builder like the shape; gan_lab.augment) and
 `sample(batch_size) -> (x, y)`, with y the label (the mode index for mixtures). Batches are drawn with randint + index_select on the device:
 no DataLoader, no per-sample PIL transforms, no host round trip in the hot loop.
+
+A data set also declares what it measures: `measures()` returns plain descriptions (ModeCoverage,
+DigitClasses, StackedDigits, InceptionScores) that gan_lab.evaluation.evaluate turns into metrics;
+a data set that declares none has no metrics, and the run says so.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 import os
 import re
 import sys
+from dataclasses import dataclass
 from typing import Any
 from urllib.error import URLError
 
@@ -38,6 +43,53 @@ def check_batch_size(data: Any, batch_size: int) -> None:
                           f"samples). Use a batch size of at most {data.size}.")
 
 
+# ---- what a data set measures: plain descriptions the evaluator builds its metrics from --------
+
+@dataclass(frozen=True)
+class ModeCoverage:
+    """A Gaussian mixture's mode coverage (VEEGAN / PacGAN): a sample within 3 sigma of a centre covers its mode."""
+
+    centers: Tensor  # (K, D) mode centres
+    sigma: float     # the modes' standard deviation
+
+
+@dataclass(frozen=True)
+class DigitClasses:
+    """Class coverage, Fréchet distance and precision / recall in the features of gan-lab's digit classifier."""
+
+    classifier: str  # the data set the classifier is trained on: mnist or fashion_mnist
+    real: Tensor     # uint8 (N, 1, H, W): the real images the samples are compared with
+
+
+@dataclass(frozen=True)
+class StackedDigits:
+    """The histogram over 10^digits modes: the classifier's digit on each channel (VEEGAN / PacGAN's Stacked MNIST)."""
+
+    classifier: str              # the data set the per-channel classifier is trained on
+    digits: int                  # channels, each one digit: 10^digits modes
+    device: torch.device | str   # where the classifier runs: the data's device
+
+
+@dataclass(frozen=True)
+class InceptionScores:
+    """FID, Inception Score and KID through torch-fidelity's Inception network."""
+
+    name: str     # names torch-fidelity's cache of the real images' features
+    real: Tensor  # uint8 (N, 3, H, W): the real images
+
+
+def ring8_centers(radius: float = 1.0) -> Tensor:
+    """The 8 mode centres of the 2-D ring mixture: radius * (cos 2πk/8, sin 2πk/8), k = 0..7 (float64)."""
+    angles = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
+    return radius * torch.stack([angles.cos(), angles.sin()], dim=1)
+
+
+def grid25_centers() -> Tensor:
+    """The 25 mode centres of the 2-D grid mixture: {-4, -2, 0, 2, 4}^2, row-major in (x, y) (float64)."""
+    axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=torch.float64)
+    return torch.cartesian_prod(axis, axis)
+
+
 class ToyMixture:
     """A mixture of equal-weight isotropic 2-D Gaussians (the PacGAN / VEEGAN protocol)."""
 
@@ -47,13 +99,9 @@ class ToyMixture:
             raise GanLabError(f"data.radius={radius!r} is out of range: the ring's radius must be a number > 0 "
                               f"(PacGAN: 1), e.g. data.radius=1.")
         if name == "ring8":
-            # 8 modes at angles 2*pi*k/8 on a circle of the given radius
-            angles = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
-            centers = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
+            centers = ring8_centers(radius)
         elif name == "grid25":
-            # 5 x 5 grid of means {-4, -2, 0, 2, 4}^2
-            axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=torch.float64)
-            centers = torch.cartesian_prod(axis, axis)
+            centers = grid25_centers()
         else:
             raise GanLabError(f"data.name={name!r} is not a mixture gan-lab knows: use ring8 or grid25.")
         if not sigma > 0:
@@ -69,6 +117,10 @@ class ToyMixture:
         x = self.centers.index_select(0, y) + self.sigma * torch.randn(batch_size, 2, device=self.centers.device)
         return x, y
 
+    def measures(self) -> tuple[ModeCoverage]:
+        """Mode coverage around the centres it samples from."""
+        return (ModeCoverage(self.centers, self.sigma),)
+
 
 class SwissRoll:
     """The 2-D swiss roll of the WGAN-GP toy experiments (sklearn's, x/z plane, scaled by 1/7.5)."""
@@ -77,7 +129,7 @@ class SwissRoll:
                  augment: str | list[str] | None = None):
         if not noise >= 0:
             raise GanLabError(f"data.noise={noise} is out of range: it must be >= 0.")
-        self.noise, self.device = float(noise), torch.device(device)
+        self.name, self.noise, self.device = "swissroll", float(noise), torch.device(device)
         self.shape, self.n_classes, self.size = (2,), 0, None
         self.augment = parse_policy(augment, self.shape)  # refused: DiffAugment is for images
 
@@ -88,6 +140,10 @@ class SwissRoll:
         x = torch.stack([t * t.cos(), t * t.sin()], dim=1)
         x = x + self.noise * torch.randn_like(x)
         return x / 7.5, None
+
+    def measures(self) -> tuple[()]:
+        """None yet: a swiss roll has no modes to count."""
+        return ()
 
 
 # torchvision class and the folder it keeps under root, per data set name
@@ -122,6 +178,14 @@ class ImageData:
         x = self.images.index_select(0, idx).float().div_(127.5).sub_(1.0)
         return x, self.labels.index_select(0, idx)
 
+    def measures(self) -> tuple[DigitClasses] | tuple[InceptionScores] | tuple[()]:
+        """Digits (MNIST, Fashion-MNIST): gan-lab's classifier; RGB images: Inception."""
+        if self.name in ("mnist", "fashion_mnist"):
+            return (DigitClasses(self.name, self.images),)
+        if self.shape[0] == 3:
+            return (InceptionScores(self.name, self.images),)
+        return ()
+
 
 class StackedMNIST:
     """Three independent MNIST digits as the three channels of one image: 1,000 modes.
@@ -143,6 +207,10 @@ class StackedMNIST:
         x = self.images.index_select(0, idx.flatten()).view(batch_size, 3, 28, 28)
         y = (self.labels.index_select(0, idx.flatten()).view(batch_size, 3) * self._place).sum(1)
         return x.float().div_(127.5).sub_(1.0), y
+
+    def measures(self) -> tuple[StackedDigits]:
+        """The 1,000-mode histogram, MNIST's classifier reading each channel."""
+        return (StackedDigits("mnist", digits=3, device=self.images.device),)
 
 
 def _version(text: str) -> tuple[int, int, str | None] | None:

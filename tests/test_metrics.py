@@ -9,8 +9,9 @@ import torch
 from torch.testing import assert_close
 
 import gan_lab.evaluation.metrics
-from gan_lab.evaluation.metrics import (density_coverage, frechet_distance, grid25_centers, histogram_kl, knn_metrics,
-                             mixture_metrics, precision_recall, ring8_centers)
+from gan_lab.data import grid25_centers, ring8_centers
+from gan_lab.evaluation.metrics import (density_coverage, frechet_distance, histogram_kl, knn_metrics, mixture_metrics,
+                                        precision_recall)
 
 # For an isotropic 2-D Gaussian the distance to its mean is Rayleigh distributed:
 # P(r < 3 sigma) = 1 - exp(-3^2 / 2). This is the high-quality fraction of perfect samples.

@@ -299,9 +299,11 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     resume = job.load_resume(cfg.resume, run_dir, plain, bool(cfg.resume_force), settings.steps)
     evaluator = None
     if cfg.metrics and distributed.is_main():
-        from gan_lab.evaluation.evaluate import make_evaluator
+        from gan_lab.evaluation.evaluate import make_evaluator, no_metrics_note
 
         evaluator = make_evaluator(data, cfg.data.get("root"), inception_weights=cfg.inception_weights)
+        if evaluator is None:
+            console.print(f"[yellow]note:[/] {no_metrics_note(data)}", soft_wrap=True, highlight=False)
 
     print_config(cfg)  # only now: a refused config gets its one-paragraph error alone
     on_start(plain)

@@ -1,8 +1,9 @@
-"""Metrics for a trained generator, chosen by the data it learns, and `gan-lab eval` / `sample`.
+"""Metrics for a trained generator, built from what its data declares it measures, and `gan-lab eval` / `sample`.
 
-2-D mixtures use the VEEGAN / PacGAN protocol (gan_lab.evaluation.metrics.mixture_metrics);
-MNIST and Fashion-MNIST use gan-lab's own classifier (gan_lab.evaluation.classifier). Other data
-sets have no built-in metric yet: evaluate() returns an empty dict for them.
+A data set's measures() (gan_lab.data) names its measures: mode coverage (2-D mixtures, the VEEGAN /
+PacGAN protocol, gan_lab.evaluation.metrics.mixture_metrics), gan-lab's digit classifier (MNIST,
+Fashion-MNIST; gan_lab.evaluation.classifier), the 1,000-mode histogram (Stacked MNIST) or Inception
+(RGB images). A data set that declares none has no metrics, and no_metrics_note() says so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from gan_lab.data import ImageData, StackedMNIST, ToyMixture, import_torchvision
+from gan_lab.data import DigitClasses, InceptionScores, ModeCoverage, StackedDigits, import_torchvision
 from gan_lab.errors import GanLabError
 from gan_lab.evaluation.metrics import histogram_kl, mixture_metrics
 from gan_lab.options import Option, build_parser
@@ -68,68 +69,120 @@ def label_accuracy(predicted: Tensor, requested: Tensor, n_classes: int) -> dict
     return metrics
 
 
+Evaluator = Callable[[nn.Module], dict[str, float]]
+
+
+def measures(data: Any) -> tuple[Any, ...]:
+    """What a data set declares it measures (its measures()); () for one that declares nothing."""
+    declare = getattr(data, "measures", None)
+    return tuple(declare()) if declare is not None else ()
+
+
+def no_metrics_note(data: Any) -> str:
+    """Why a data set has no metrics/*: it declares no measures."""
+    return (f"data '{getattr(data, 'name', '?')}' ({type(data).__name__}) declares no metrics (its measures() names "
+            f"none), so there are no metrics/* for it. A data class declares them in gan_lab/data.py: mode centres and "
+            f"sigma (ModeCoverage), a digit classifier (DigitClasses), the Stacked MNIST histogram (StackedDigits) or "
+            f"Inception (InceptionScores).")
+
+
 def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str | None = None,
-                   inception_weights: str | None = None,
-                   seed: int = EVAL_SEED) -> Callable[[nn.Module], dict[str, float]] | None:
-    """A function G -> {"metrics/...": value} for this data set, or None when none applies.
+                   inception_weights: str | None = None, seed: int = EVAL_SEED) -> Evaluator | None:
+    """A function G -> {"metrics/...": value} for what this data set measures, or None when it declares nothing.
 
     Its z come from `seed` alone, so training's final metrics and `gan-lab eval` of the same
     checkpoint (same seed, same device) are the same numbers.
     """
-    if isinstance(data, ToyMixture):
-        def mixture(G: nn.Module) -> dict[str, float]:
-            y = class_labels(G, MIXTURE_SAMPLES)
-            fake = generate(G, MIXTURE_SAMPLES, y, seed=seed)
-            metrics = {f"metrics/{k}": float(v) for k, v in mixture_metrics(fake, data.centers, data.sigma).items()}
-            if y is not None:  # conditional: how often the nearest mode is the requested one
-                metrics.update(label_accuracy(torch.cdist(fake.double(), data.centers.double()).argmin(1), y,
-                                              G.n_classes))
-            return metrics
-        return mixture
-    if isinstance(data, StackedMNIST):
-        from gan_lab.evaluation.classifier import load_or_train_classifier
+    evaluators = []
+    for measure in measures(data):
+        if isinstance(measure, ModeCoverage):
+            evaluators.append(mixture_evaluator(measure, seed))
+        elif isinstance(measure, StackedDigits):
+            evaluators.append(stacked_evaluator(measure, classifier_root, cache_dir, seed))
+        elif isinstance(measure, DigitClasses):
+            evaluators.append(classifier_evaluator(measure, classifier_root, cache_dir, seed))
+        elif isinstance(measure, InceptionScores):
+            evaluators.append(inception_evaluator(measure, inception_weights, seed))
+        else:
+            raise TypeError(f"{type(data).__name__}.measures() returned {measure!r}, which gan-lab cannot measure")
+    if not evaluators:
+        return None
+    if len(evaluators) == 1:
+        return evaluators[0]
+    return lambda G: {k: v for evaluate in evaluators for k, v in evaluate(G).items()}
 
-        model = load_or_train_classifier("mnist", classifier_root or "data", cache_dir, device=data.images.device)
 
-        def stacked(G: nn.Module) -> dict[str, float]:
-            fake = generate(G, STACKED_SAMPLES, class_labels(G, STACKED_SAMPLES), seed=seed)
-            modes = stacked_modes(model, fake)
-            counts = torch.bincount(modes, minlength=1000)
-            return {"metrics/modes_covered": float((counts > 0).sum()), "metrics/n_modes": 1000.0,
-                    "metrics/reverse_kl": histogram_kl(counts, torch.full((1000,), 1e-3, dtype=torch.float64))}
-        return stacked
-    if isinstance(data, ImageData) and data.shape[0] == 3:
-        return inception_evaluator(data, inception_weights, seed)
-    if isinstance(data, ImageData) and data.name in ("mnist", "fashion_mnist"):
-        from gan_lab.evaluation.classifier import class_metrics, load_or_train_classifier
+def mixture_evaluator(measure: ModeCoverage, seed: int = EVAL_SEED) -> Evaluator:
+    """Mode coverage of MIXTURE_SAMPLES samples; conditional: how often the nearest mode is the requested one."""
+    centers = measure.centers
 
-        device = data.images.device
-        model = load_or_train_classifier(data.name, classifier_root or "data", cache_dir, device=device)
-        n = eval_samples(data)
-        real = data.images[:n].float().div(127.5).sub(1)
+    def mixture(G: nn.Module) -> dict[str, float]:
+        y = class_labels(G, MIXTURE_SAMPLES)
+        fake = generate(G, MIXTURE_SAMPLES, y, seed=seed)
+        metrics = {f"metrics/{k}": float(v) for k, v in mixture_metrics(fake, centers, measure.sigma).items()}
+        if y is not None:
+            metrics.update(label_accuracy(torch.cdist(fake.double(), centers.double()).argmin(1), y, G.n_classes))
+        return metrics
+    return mixture
 
-        def classes(G: nn.Module) -> dict[str, float]:
-            y = class_labels(G, n)
-            fake = generate(G, n, y, seed=seed)
-            metrics = {f"metrics/{k}": float(v)
-                       for k, v in class_metrics(model, fake, real, knn_samples=KNN_SAMPLES).items()}
-            if y is not None:  # conditional: how often the classifier recognises the requested label
-                with torch.no_grad():
-                    model.eval()
-                    predicted = torch.cat([model(fake[i:i + 1000]).argmax(1) for i in range(0, n, 1000)])
-                metrics.update(label_accuracy(predicted, y, G.n_classes))
-            return metrics
-        return classes
-    return None
+
+def stacked_evaluator(measure: StackedDigits, classifier_root: str | None, cache_dir: str | None,
+                      seed: int = EVAL_SEED) -> Evaluator:
+    """Modes covered and reverse KL of STACKED_SAMPLES samples over the 10^digits modes the classifier reads."""
+    from gan_lab.evaluation.classifier import load_or_train_classifier
+
+    model = load_or_train_classifier(measure.classifier, classifier_root or "data", cache_dir, device=measure.device)
+    n_modes = 10 ** measure.digits
+
+    def stacked(G: nn.Module) -> dict[str, float]:
+        fake = generate(G, STACKED_SAMPLES, class_labels(G, STACKED_SAMPLES), seed=seed)
+        counts = torch.bincount(stacked_modes(model, fake), minlength=n_modes)
+        return {"metrics/modes_covered": float((counts > 0).sum()), "metrics/n_modes": float(n_modes),
+                "metrics/reverse_kl": histogram_kl(counts, torch.full((n_modes,), 1 / n_modes, dtype=torch.float64))}
+    return stacked
+
+
+def classifier_evaluator(measure: DigitClasses, classifier_root: str | None, cache_dir: str | None,
+                         seed: int = EVAL_SEED) -> Evaluator:
+    """The digit classifier's metrics of measure_samples() samples; conditional: how often it reads the requested label."""
+    from gan_lab.evaluation.classifier import class_metrics, load_or_train_classifier
+
+    model = load_or_train_classifier(measure.classifier, classifier_root or "data", cache_dir,
+                                     device=measure.real.device)
+    n = measure_samples(measure)
+    real = measure.real[:n].float().div(127.5).sub(1)
+
+    def classes(G: nn.Module) -> dict[str, float]:
+        y = class_labels(G, n)
+        fake = generate(G, n, y, seed=seed)
+        metrics = {f"metrics/{k}": float(v)
+                   for k, v in class_metrics(model, fake, real, knn_samples=KNN_SAMPLES).items()}
+        if y is not None:  # conditional: how often the classifier recognises the requested label
+            with torch.no_grad():
+                model.eval()
+                predicted = torch.cat([model(fake[i:i + 1000]).argmax(1) for i in range(0, n, 1000)])
+            metrics.update(label_accuracy(predicted, y, G.n_classes))
+        return metrics
+    return classes
+
+
+def image_samples(size: int | None) -> int:
+    """How many samples image metrics draw: IMAGE_SAMPLES, or the whole data set when it is smaller."""
+    return min(IMAGE_SAMPLES, size or IMAGE_SAMPLES)
 
 
 def eval_samples(data: Any) -> int:
-    """How many samples make_evaluator's metrics draw for this data set (the protocols' sizes)."""
-    if isinstance(data, ToyMixture):
+    """How many samples make_evaluator's metrics draw for this data set (the protocols' sizes; 0: no metrics)."""
+    return max((measure_samples(m) for m in measures(data)), default=0)
+
+
+def measure_samples(measure: Any) -> int:
+    """How many samples a measure's protocol draws."""
+    if isinstance(measure, ModeCoverage):
         return MIXTURE_SAMPLES
-    if isinstance(data, StackedMNIST):
+    if isinstance(measure, StackedDigits):
         return STACKED_SAMPLES
-    return min(IMAGE_SAMPLES, data.size or IMAGE_SAMPLES)
+    return image_samples(len(measure.real))  # DigitClasses, InceptionScores
 
 
 class _Images(torch.utils.data.Dataset):
@@ -145,16 +198,15 @@ class _Images(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def inception_evaluator(data: ImageData, weights: str | None,
-                        seed: int = EVAL_SEED) -> Callable[[nn.Module], dict[str, float]]:
+def inception_evaluator(measure: InceptionScores, weights: str | None, seed: int = EVAL_SEED) -> Evaluator:
     """FID, Inception Score and KID through torch-fidelity, the field's reference implementation.
 
     The Inception weights come from `weights` (a local .pth, torch-fidelity's
     weights-inception-2015-12-05-6726825d.pth) or torch-fidelity's own download. Without
     them the run says so once and goes on with the metrics it has.
     """
-    n = eval_samples(data)
-    real = data.images[:n].cpu()
+    n = measure_samples(measure)
+    real = measure.real[:n].cpu()
     state = {"off": False}
 
     def inception(G: nn.Module) -> dict[str, float]:
@@ -168,7 +220,7 @@ def inception_evaluator(data: ImageData, weights: str | None,
             m = torch_fidelity.calculate_metrics(
                 input1=_Images(fake), input2=_Images(real), isc=True, fid=True, kid=True,
                 kid_subset_size=min(1000, n), cuda=torch.cuda.is_available(), verbose=False,
-                feature_extractor_weights_path=weights, cache=True, input2_cache_name=f"gan-lab-{data.name}-{n}")
+                feature_extractor_weights_path=weights, cache=True, input2_cache_name=f"gan-lab-{measure.name}-{n}")
         except OSError as err:
             from gan_lab.runs.tracker import console
 
@@ -344,8 +396,7 @@ def eval_command(args: list[str]) -> None:
     data = rebuild_data(config, file, opts["device"])
     evaluator = make_evaluator(data, root, inception_weights=opts["inception_weights"], seed=seed)
     if evaluator is None:
-        raise GanLabError(f"gan-lab has no built-in metric for data '{config['data'].get('name')}' yet: "
-                          f"metrics exist for ring8, grid25, mnist, fashion_mnist, stacked_mnist and RGB images (Inception).")
+        raise GanLabError(f"gan-lab eval has nothing to measure: {no_metrics_note(data)}")
     sampler = rejection_sampler(opts["rejection"], state, file, opts["device"], seed)
     metrics = evaluator(sampler if sampler is not None else G)
     if sampler is not None:  # beside the metrics: how much of G's output the critic let through

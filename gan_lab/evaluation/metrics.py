@@ -1,7 +1,8 @@
 """Sample-quality metrics: mode coverage on 2-D Gaussian mixtures, histogram KL, Fréchet distance,
 improved precision and recall, density and coverage.
 
-Pure functions of tensors (torch only, no config). Everything is computed in float64 on the
+Pure functions of tensors (torch only, no config); the mixtures' centres are the data's
+(gan_lab.data.ring8_centers, grid25_centers). Everything is computed in float64 on the
 samples' device and returned as Python numbers, ready for the tracker.
 """
 
@@ -13,21 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["ring8_centers", "grid25_centers", "histogram_kl", "mixture_metrics", "frechet_distance",
+__all__ = ["histogram_kl", "mixture_metrics", "frechet_distance",
            "precision_recall", "density_coverage", "knn_metrics"]
-
-
-def ring8_centers(radius: float = 1.0) -> Tensor:
-    """The 8 mode centres of the 2-D ring mixture: radius * (cos 2πk/8, sin 2πk/8), k = 0..7."""
-    angles = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
-    return radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
-
-
-def grid25_centers() -> Tensor:
-    """The 25 mode centres of the 2-D grid mixture: {-4, -2, 0, 2, 4}^2, row-major in (x, y)."""
-    ticks = torch.arange(-4.0, 5.0, 2.0, dtype=torch.float64)
-    x, y = torch.meshgrid(ticks, ticks, indexing="ij")
-    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
 
 
 def histogram_kl(counts_p: Tensor, probs_q: Tensor) -> float:
