@@ -57,8 +57,8 @@ class CriticBody(Protocol):
 
 
 class SequentialBody(nn.Sequential):
-    """A critic body from a list of layers: the trunk is layers[:split], the last block layers[split:-1],
-    the head the final Linear layer (split: the head alone is the last block's end)."""
+    """A critic body from a list of layers: the trunk is layers[:split], the last block layers[split:-1]
+    and the head the final Linear layer (split=None: the last block is empty, minibatch std meets the head)."""
 
     def __init__(self, *layers: nn.Module, split: int | None = None, numbered_with_std: bool = False):
         super().__init__(*layers)
