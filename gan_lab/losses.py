@@ -30,41 +30,26 @@ from gan_lab.errors import GanLabError
 
 @dataclass
 class Loss:
-    """Base class: the penalties every loss may turn on, lazy regularisation, clipping and n_critic."""
+    """Base class: the penalties every loss may turn on (weights from conf/_loss_knobs.yaml; 0: off).
 
-    n_critic: int = 1  # critic steps per generator step
+    The loss node's other knobs (n_critic, reg_every, clip, unroll) say how the loop trains the
+    critic, not what the loss is: gan_lab.training.settings.CriticSchedule holds them.
+    """
+
     lambda_gp: float = 0.0  # weight of the two-sided gradient penalty at interpolates (WGAN-GP)
     lambda_r1: float = 0.0  # weight gamma of the R1 penalty gamma/2 * E||grad C(x)||^2 on real data
     lambda_r2: float = 0.0  # weight gamma of the R2 penalty gamma/2 * E||grad C(G(z))||^2 on fakes
     lambda_dragan: float = 0.0  # weight of DRAGAN's E[(||grad C(x_hat)||_2 - 1)^2] around perturbed real points
-    reg_every: int = 1  # lazy regularisation: the penalties on every k-th critic step only, scaled by k (StyleGAN2)
-    clip: float = 0.0  # clamp every critic weight to [-clip, clip] after each critic step (WGAN)
-    unroll: int = 0  # Unrolled GAN (Metz et al. 2017): G's update sees the critic k look-ahead updates on (0: off)
 
     name = "loss"
     # whether g_loss needs the critic's scores for real data: the generator step then scores a fresh real batch
     needs_real_in_g: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        weight = "a weight >= 0 (0 turns the penalty off)"
-        checks = {  # key: (value, in range, what it must be, an example fix)
-            "loss.n_critic": (self.n_critic, self.n_critic >= 1 and float(self.n_critic).is_integer(),
-                              "a whole number of critic steps per generator step, at least 1", "5"),
-            "loss.lambda_gp": (self.lambda_gp, self.lambda_gp >= 0, weight, "0"),
-            "loss.lambda_r1": (self.lambda_r1, self.lambda_r1 >= 0, weight, "0"),
-            "loss.lambda_r2": (self.lambda_r2, self.lambda_r2 >= 0, weight, "0"),
-            "loss.lambda_dragan": (self.lambda_dragan, self.lambda_dragan >= 0, weight, "0"),
-            "loss.reg_every": (self.reg_every, self.reg_every >= 1 and float(self.reg_every).is_integer(),
-                               "a whole number of critic steps >= 1 (1: the penalties on every step)", "16"),
-            "loss.clip": (self.clip, self.clip >= 0, "a bound >= 0 (0 turns clipping off)", "0"),
-            "loss.unroll": (self.unroll, self.unroll >= 0 and float(self.unroll).is_integer(),
-                            "a whole number of look-ahead critic updates >= 0 (0: off; Metz et al.: 5 to 10)", "5"),
-        }
-        for key, (value, ok, expected, example) in checks.items():
-            if not ok:
-                raise GanLabError(f"{key}={value} is out of range: it must be {expected}. "
-                                  f"Fix the override, e.g. {key}={example}.")
-        self.n_critic, self.reg_every, self.unroll = int(self.n_critic), int(self.reg_every), int(self.unroll)
+        for key in ("lambda_gp", "lambda_r1", "lambda_r2", "lambda_dragan"):
+            if not getattr(self, key) >= 0:
+                raise GanLabError(f"loss.{key}={getattr(self, key)} is out of range: it must be a weight >= 0 "
+                                  f"(0 turns the penalty off). Fix the override, e.g. loss.{key}=0.")
 
     def penalties(self) -> list[Penalty]:
         """The gradient penalties this loss turns on (weight > 0), in the order the loop draws their points."""

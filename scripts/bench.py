@@ -47,7 +47,9 @@ from gan_lab.models import Critic, Generator, SequentialBody, dcgan, mlp
 from gan_lab.runs.safety import NonFiniteGuard
 from gan_lab.runs.tracker import scalars_to_floats
 from gan_lab.training import graphs
-from gan_lab.training.train import PRECISIONS, Iteration, with_critic_input_stats
+from gan_lab.training.observers import with_critic_input_stats
+from gan_lab.training.settings import PRECISIONS, CriticSchedule
+from gan_lab.training.train import Iteration
 from generated_doc import made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
 BATCH, N_CRITIC, LAMBDA_GP, LR, BETAS = 64, 5, 10.0, 1e-4, (0.0, 0.9)
@@ -276,9 +278,10 @@ class GanLab:
         data = (ToyMixture("ring8", sigma=0.01, device=device) if config == "mlp_ring8"
                 else ImageData("mnist", root=data_root, download=False, device=device))
         self.guard = NonFiniteGuard("stop", device)
-        loss = Wasserstein(n_critic=N_CRITIC, lambda_gp=LAMBDA_GP)
+        loss = Wasserstein(lambda_gp=LAMBDA_GP)
+        schedule = CriticSchedule(n_critic=N_CRITIC, reg_every=1, clip=0.0, unroll=0)
         # the networks as gan_lab.training.train.train passes them without DDP: each plays both roles
-        iteration = Iteration(self.G, self.critic, self.G, self.critic, loss, data, opt_g, opt_d, BATCH,
+        iteration = Iteration(self.G, self.critic, self.G, self.critic, loss, schedule, data, opt_g, opt_d, BATCH,
                               self.guard, PRECISIONS[precision])
         self.iterate = graphs.runner(iteration, graph, device, 0, skip=False)
         self.device = device

@@ -83,3 +83,15 @@ def real_data_root() -> Path:
     if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.skip("real MNIST not available: set GAN_LAB_DATA_ROOT to a folder holding MNIST/raw")
     return Path(root)
+
+
+def critic_schedule(**knobs: float) -> "CriticSchedule":
+    """The critic's schedule with conf/_loss_knobs.yaml's defaults (n_critic 1, ...) and these knobs changed."""
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    from gan_lab.training.settings import CriticSchedule
+
+    defaults = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "_loss_knobs.yaml")
+    return CriticSchedule(**{**{f.name: defaults[f.name] for f in fields(CriticSchedule)}, **knobs})

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 import gan_lab.data
 import gan_lab.losses
 from conftest import TINY, TINY_MLP, run_cli
-from gan_lab.app.cli import build_optimizer
+from gan_lab.app.cli import build_loss, build_optimizer
 from gan_lab.losses import Loss
 from gan_lab.options import conf_options
 from gan_lab.runs.checkpoint import load_checkpoint
@@ -55,8 +55,8 @@ def test_every_loss_class_has_a_yaml() -> None:
 @pytest.mark.parametrize("optimizer", options("optimizer"))
 def test_every_loss_and_optimizer_builds(loss: str, optimizer: str) -> None:
     cfg = compose_train(f"loss={loss}", f"optimizer={optimizer}")
-    built = instantiate(cfg.loss)
-    assert isinstance(built, Loss) and built.n_critic >= 1
+    built, schedule = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
+    assert isinstance(built, Loss) and schedule.n_critic >= 1
     opt = build_optimizer(cfg.optimizer, cfg.optimizer_critic, [torch.nn.Parameter(torch.zeros(2))], "critic")
     assert isinstance(opt, torch.optim.Optimizer)
 

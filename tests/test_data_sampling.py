@@ -87,13 +87,13 @@ def hot_loop(device: torch.device) -> Callable[[int], dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     data = ToyMixture("ring8", sigma=0.01, device=device)
     G, critic = (net.to(device) for net in mlp((2,), z_dim=2, hidden=32, depth=2))
-    loss = Wasserstein(n_critic=2, lambda_gp=0.1)
+    loss, n_critic = Wasserstein(lambda_gp=0.1), 2
     opt_g, opt_d = (torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.0, 0.9)) for net in (G, critic))
     guard = NonFiniteGuard("stop", device)
 
     def run(steps: int) -> dict[str, torch.Tensor]:
         for step in range(1, steps + 1):
-            for _ in range(loss.n_critic):
+            for _ in range(n_critic):
                 x, y = data.sample(16)
                 assert x.device == device and y.device == device
                 z = torch.randn(16, 2, device=device)

@@ -98,14 +98,14 @@ def test_disk_full_before_the_first_checkpoint(tmp_path: Path, monkeypatch: pyte
                                                capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "run"
     disk = FullDisk(monkeypatch, run_dir)
-    import gan_lab.training.train
+    import gan_lab.training.observers
 
-    real_log_samples = gan_lab.training.train._log_samples
+    real_log_samples = gan_lab.training.observers.log_samples
 
     def fill_then_log(*args: Any, **kwargs: Any) -> None:  # the disk fills just before the first samples
         disk.fill()
         real_log_samples(*args, **kwargs)
-    monkeypatch.setattr(gan_lab.training.train, "_log_samples", fill_then_log)
+    monkeypatch.setattr(gan_lab.training.observers, "log_samples", fill_then_log)
     err = user_error(capsys, "train", *TINY, *TINY_MLP, "threads=1", "train.checkpoint_every=100", f"hydra.run.dir={run_dir}")
     assert "Exception in thread" not in err  # TensorBoard's writer thread says nothing of its own
     assert f"No space left to write" in err and str(run_dir) in err and "free" in err, err
@@ -119,15 +119,15 @@ def test_disk_full_at_a_later_checkpoint_names_the_last_good_one(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "run"
     disk = FullDisk(monkeypatch, run_dir)
-    import gan_lab.training.train
+    import gan_lab.training.resume
 
-    real_save = gan_lab.training.train.save_checkpoint
+    real_save = gan_lab.training.resume.save_checkpoint
 
     def save_then_fill(*args: Any, **kwargs: Any) -> Path:  # the first checkpoint fits, then the disk is full
         path = real_save(*args, **kwargs)
         disk.fill(everything=False)  # the next checkpoint is the write that fails
         return path
-    monkeypatch.setattr(gan_lab.training.train, "save_checkpoint", save_then_fill)
+    monkeypatch.setattr(gan_lab.training.resume, "save_checkpoint", save_then_fill)
     err = user_error(capsys, "train", *TINY, *TINY_MLP, "threads=1", "train.sample_every=100", f"hydra.run.dir={run_dir}")
     last = run_dir / "checkpoints" / "last.pt"
     assert "unexpected pos" not in err and "Exception in thread" not in err

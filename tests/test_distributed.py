@@ -26,7 +26,7 @@ BATCH, STEPS = 16, 3
 
 # WGAN-GP; and R3GAN's RpGAN + R1 + R2, whose generator step scores a real batch too. Both are per-sample
 # (RpGAN pairs x_i with G(z_i)), so the ranks' mean is the full batch's.
-LOSSES = {"wgan_gp": Wasserstein(lambda_gp=10.0, n_critic=1), "rpgan": RpGAN(lambda_r1=1.0, lambda_r2=1.0)}
+LOSSES = {"wgan_gp": Wasserstein(lambda_gp=10.0), "rpgan": RpGAN(lambda_r1=1.0, lambda_r2=1.0)}
 
 
 def global_batches() -> tuple[torch.Tensor, ...]:

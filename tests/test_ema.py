@@ -49,8 +49,8 @@ def test_rampup_makes_the_first_steps_decay_smaller() -> None:
 
 
 def test_ema_draws_no_random_numbers_and_leaves_training_unchanged() -> None:
-    loss = Wasserstein(n_critic=2, lambda_gp=1.0)
-    plain, averaged = toy_iteration(loss), toy_iteration(loss)
+    loss = Wasserstein(lambda_gp=1.0)
+    plain, averaged = toy_iteration(loss, n_critic=2), toy_iteration(loss, n_critic=2)
     averaged.ema = GeneratorEMA(averaged.G, 0.01, 0.05, averaged.batch_size)
     torch.manual_seed(1)
     for step in (1, 2, 3):

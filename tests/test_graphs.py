@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, TINY_MLP, run_cli, user_error
+from conftest import TINY, TINY_MLP, critic_schedule, run_cli, user_error
 from gan_lab.data import ToyMixture
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Hinge, RaGAN, RpGAN, Wasserstein
@@ -24,11 +24,12 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", fused: bool = False,
-          schedule_steps: int = 0, ema_kimg: float = 0.0):
+          schedule_steps: int = 0, ema_kimg: float = 0.0, **knobs: float):
     """A seeded WGAN-GP iteration on ring8 (or DCGAN on random 'images'), as gan_lab.training.train builds it.
 
     schedule_steps > 0: both learning rates fall linearly to 0 at that step (train.lr_schedule=linear);
-    ema_kimg > 0: a generator EMA of that half-life with the default ramp-up (train.ema_kimg).
+    ema_kimg > 0: a generator EMA of that half-life with the default ramp-up (train.ema_kimg);
+    knobs: the critic's schedule (n_critic, reg_every, ...; WGAN-GP's n_critic=5 without a loss).
     """
     torch.manual_seed(seed)
     if model == "mlp":
@@ -40,11 +41,13 @@ def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", f
     G, critic = G.to(device), critic.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9), fused=fused or None)
     opt_d = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.0, 0.9), fused=fused or None)
-    loss = loss or Wasserstein(n_critic=5, lambda_gp=10.0)
+    schedule_knobs = {"n_critic": 5, **knobs} if loss is None else knobs
+    loss = loss or Wasserstein(lambda_gp=10.0)
     guard = NonFiniteGuard("stop", torch.device(device))
     schedule = LRSchedule(linear, (opt_g, opt_d), schedule_steps, torch.device(device)) if schedule_steps else None
     ema = GeneratorEMA(G, ema_kimg, 0.05, 32) if ema_kimg else None
-    return Iteration(G, critic, G, critic, loss, data, opt_g, opt_d, 32, guard, amp, schedule, ema)
+    return Iteration(G, critic, G, critic, loss, critic_schedule(**schedule_knobs), data, opt_g, opt_d, 32, guard,
+                     amp, schedule, ema)
 
 
 class ImagesOnDevice:
@@ -244,10 +247,10 @@ def test_compile_penalised_compiles_the_generator_only(tmp_path: Path, capsys) -
 
 
 def test_compile_without_penalty_compiles_both_and_matches_eager() -> None:
-    eager = build("cpu", loss=Hinge(n_critic=1))
+    eager = build("cpu", loss=Hinge())
     torch.manual_seed(3)
     a = losses_over(eager, 5)
-    compiled = graphs.compiled(build("cpu", loss=Hinge(n_critic=1)), "aot_eager", penalised=False)
+    compiled = graphs.compiled(build("cpu", loss=Hinge()), "aot_eager", penalised=False)
     torch.manual_seed(3)
     b = losses_over(compiled, 5)
     assert compiled.graphs["generator"] >= 1 and compiled.graphs["critic"] >= 1
@@ -331,12 +334,12 @@ def test_gpu_checks_script_is_valid_bash() -> None:
 
 @cuda
 def test_graph_per_phase_of_lazy_regularisation_matches_eager(deterministic) -> None:
-    loss = lambda: RpGAN(n_critic=1, lambda_r1=0.1, lambda_r2=0.1, reg_every=4)
-    eager = build("cuda", loss=loss())
+    loss = lambda: RpGAN(lambda_r1=0.1, lambda_r2=0.1)
+    eager = build("cuda", loss=loss(), reg_every=4)
     graphs.runner(eager, False, torch.device("cuda"), 0, skip=False)
     for opt in (eager.opt_g, eager.opt_d):
         graphs.set_capturable(opt, True)
-    graphed = graphs.runner(build("cuda", loss=loss()), True, torch.device("cuda"), 0, skip=False)
+    graphed = graphs.runner(build("cuda", loss=loss(), reg_every=4), True, torch.device("cuda"), 0, skip=False)
     torch.manual_seed(1)
     a = losses_over(eager, 40)
     torch.manual_seed(1)
@@ -392,8 +395,8 @@ def test_captured_body_with_a_schedule_trains_as_the_eager_loop() -> None:
 
 def test_captured_body_with_lazy_regularisation_trains_as_the_eager_loop() -> None:
     # reg_every=3 with 2 critic steps: three phases, each its own graph on CUDA
-    loss = RpGAN(n_critic=2, lambda_r1=0.1, lambda_r2=0.1, reg_every=3)
-    eager, body, logged = eager_and_captured("loss/r1_penalty", loss=loss)
+    loss = RpGAN(lambda_r1=0.1, lambda_r2=0.1)
+    eager, body, logged = eager_and_captured("loss/r1_penalty", loss=loss, n_critic=2, reg_every=3)
     assert {body.phase(step) for step in range(1, 7)} == {(True, False), (False, True), (False, False)}
     assert same_state((eager.G, body.G), (eager.critic, body.critic))
     assert torch.equal(logged[2], logged[1])  # step 3 skips the penalties: it reports step 2's value

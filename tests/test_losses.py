@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from conftest import critic_schedule
 from gan_lab.errors import GanLabError
 from gan_lab.losses import (Hinge, LeastSquares, Minimax, NonSaturating, RaGAN, RaLSGAN, RpGAN, RSGAN, Wasserstein,
                             clip_weights, gradient_penalty, interpolates, perturbed, squared_gradient)
@@ -165,7 +166,7 @@ def test_weight_clipping_after_a_critic_step() -> None:
     torch.manual_seed(0)
     G, critic = mlp((2,), z_dim=2, hidden=16, depth=1)
     opt = torch.optim.RMSprop(critic.parameters(), lr=0.5)  # a large step pushes weights out of the box
-    critic_step(G, critic, Wasserstein(clip=0.01, n_critic=5), opt, torch.randn(32, 2), torch.randn(32, 2))
+    critic_step(G, critic, Wasserstein(), opt, torch.randn(32, 2), torch.randn(32, 2), clip=0.01)
     weights = torch.cat([p.detach().flatten() for p in critic.parameters()])
     assert weights.abs().max() <= 0.01
     assert (weights.abs() == 0.01).any()  # the clamp did bite
@@ -184,8 +185,12 @@ def test_clip_weights_in_place() -> None:
                                          ({"lambda_dragan": -1.0}, "loss.lambda_dragan"),
                                          ({"reg_every": 0}, "loss.reg_every"), ({"reg_every": 1.5}, "loss.reg_every")])
 def test_loss_settings_out_of_range(kwargs: dict, key: str) -> None:
+    # the penalties build the loss, the other knobs of the loss node the critic's schedule
     with pytest.raises(GanLabError, match=key):
-        Wasserstein(**kwargs)
+        if key.removeprefix("loss.").startswith("lambda_"):
+            Wasserstein(**kwargs)
+        else:
+            critic_schedule(**kwargs)
 
 
 def test_critic_step_penalty_equals_the_pure_function() -> None:
@@ -225,8 +230,8 @@ def test_lazy_regularisation_scales_the_penalty_by_reg_every(regularise: bool) -
     w = torch.tensor([3.0, 4.0])
     critic = Linear(w.clone())
     x, z = torch.randn(8, 2), torch.randn(8, 2)
-    stats = critic_step(G, critic, Wasserstein(lambda_r1=0.5, reg_every=4), torch.optim.SGD(critic.parameters(), lr=0.1),
-                        x, z, regularise=regularise)
+    stats = critic_step(G, critic, Wasserstein(lambda_r1=0.5), torch.optim.SGD(critic.parameters(), lr=0.1),
+                        x, z, penalty_scale=4 if regularise else 0)  # reg_every=4
     with torch.no_grad():
         grad = G(z).mean(0) - x.mean(0) + (4 * 0.5 * w if regularise else 0)
     assert_close(critic.w.detach(), w - 0.1 * grad)

@@ -9,7 +9,7 @@ import torch
 
 from conftest import TINY_DCGAN, TINY_MLP, run_cli
 from gan_lab.runs.checkpoint import load_checkpoint
-from gan_lab.training.train import observing
+from gan_lab.training.observers import observing
 
 # Every model option that holds state a forward pass can move: spectral norm's power-iteration
 # vectors, batch norm's running statistics (the DCGAN generator always has batch norm).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, straight_and_resumed
+from conftest import TINY, TINY_DCGAN, TINY_MLP, critic_schedule, run_cli, straight_and_resumed
 from gan_lab.data import ToyMixture
 from gan_lab.losses import Loss, RaGAN, RpGAN, Wasserstein
 from gan_lab.models import mlp
@@ -45,7 +46,8 @@ def check_run(run_dir: Path, extra_tags: set[str], steps: int = 4) -> None:
 
 def penalty_tags(run_dir: Path) -> set[str]:
     """The loss/<penalty> tags the run's loss turns on, from its checkpoint's config (no target instantiated)."""
-    settings = {k: v for k, v in load_checkpoint(run_dir)["config"]["loss"].items() if not k.startswith("_")}
+    penalties = {f.name for f in fields(Loss)}  # the loss node's other keys are the critic's schedule
+    settings = {k: v for k, v in load_checkpoint(run_dir)["config"]["loss"].items() if k in penalties}
     return {f"loss/{penalty.tag}" for penalty in Loss(**settings).penalties()}
 
 
@@ -264,13 +266,14 @@ def test_linear_schedule_trains_bitwise_as_float_learning_rates(optimizer: str, 
             assert torch.equal(tensor[net][key], value), f"{net}.{key}"
 
 
-def toy_iteration(loss, conditional: bool = False) -> Iteration:
-    """A seeded ring8 iteration with tiny MLPs and SGD, as gan_lab.training.train builds it."""
+def toy_iteration(loss, conditional: bool = False, **knobs: float) -> Iteration:
+    """A seeded ring8 iteration with tiny MLPs and SGD, as gan_lab.training.train builds it; knobs: the critic's schedule."""
     torch.manual_seed(0)
     data = ToyMixture("ring8", sigma=0.02)
     G, critic = mlp((2,), z_dim=2, hidden=16, depth=2, conditional=conditional, n_classes=data.n_classes)
     opt_g, opt_d = (torch.optim.SGD(net.parameters(), lr=0.01) for net in (G, critic))
-    return Iteration(G, critic, G, critic, loss, data, opt_g, opt_d, 16, NonFiniteGuard("stop", torch.device("cpu")))
+    return Iteration(G, critic, G, critic, loss, critic_schedule(**knobs), data, opt_g, opt_d, 16,
+                     NonFiniteGuard("stop", torch.device("cpu")))
 
 
 @pytest.mark.parametrize("conditional", [False, True])
@@ -278,15 +281,15 @@ def test_non_relativistic_losses_draw_what_they_always_drew(conditional: bool) -
     # The loop body before relativistic losses, written out: n_critic critic steps on fresh (x, y, z),
     # then labels (conditional G only) and z for the generator step. Iteration must make exactly these
     # draws in this order: the same weights, bit for bit, and the same RNG state after.
-    loss = Wasserstein(n_critic=2, lambda_gp=1.0)
-    ours = toy_iteration(loss, conditional)
+    loss = Wasserstein(lambda_gp=1.0)
+    ours = toy_iteration(loss, conditional, n_critic=2)
     for step in (1, 2, 3):
         ours(step)
     ours_rng = torch.get_rng_state()
-    ref = toy_iteration(loss, conditional)
+    ref = toy_iteration(loss, conditional, n_critic=2)
     G, critic, n = ref.G, ref.critic, ref.batch_size
     for step in (1, 2, 3):
-        for _ in range(loss.n_critic):
+        for _ in range(2):
             x, y = ref.data.sample(n)
             z = torch.randn(n, G.z_dim)
             critic_step(G, critic, loss, ref.opt_d, x, z, y if conditional else None)
@@ -297,10 +300,9 @@ def test_non_relativistic_losses_draw_what_they_always_drew(conditional: bool) -
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("loss, real_batches", [(Wasserstein(n_critic=2), 2), (RpGAN(n_critic=2), 3),
-                                                (RaGAN(n_critic=1), 2)])
-def test_relativistic_generator_step_scores_a_fresh_real_batch(loss, real_batches: int) -> None:
-    iteration = toy_iteration(loss)
+@pytest.mark.parametrize("loss, n_critic, real_batches", [(Wasserstein(), 2, 2), (RpGAN(), 2, 3), (RaGAN(), 1, 2)])
+def test_relativistic_generator_step_scores_a_fresh_real_batch(loss, n_critic: int, real_batches: int) -> None:
+    iteration = toy_iteration(loss, n_critic=n_critic)
     drawn = []
     sample = iteration.data.sample
     iteration.data.sample = lambda n: drawn.append(n) or sample(n)
@@ -309,7 +311,7 @@ def test_relativistic_generator_step_scores_a_fresh_real_batch(loss, real_batche
 
 
 def test_lazy_regularisation_every_k_critic_steps_and_its_value_carried_to_log_steps() -> None:
-    iteration = toy_iteration(Wasserstein(n_critic=2, lambda_r1=1.0, reg_every=3))
+    iteration = toy_iteration(Wasserstein(lambda_r1=1.0), n_critic=2, reg_every=3)
     # global critic steps 0, 1 | 2, 3 | 4, 5 of generator steps 1, 2, 3: every third is regularised
     assert [iteration.phase(step) for step in (1, 2, 3)] == [(True, False), (False, True), (False, False)]
     # (read each step's scalars before the next, as the loop does: like a CUDA graph's outputs, the
@@ -319,3 +321,15 @@ def test_lazy_regularisation_every_k_critic_steps_and_its_value_carried_to_log_s
     third = iteration(3)[0]["loss/r1_penalty"].clone()
     assert not torch.equal(first, second)  # step 2's own evaluation
     assert torch.equal(third, second)  # step 3 skips the penalties: step 2's value is carried
+
+
+def test_train_py_is_the_loop_and_the_steps() -> None:
+    # settings, observers and resume state have their own modules; the loop and the steps stay
+    import gan_lab.training.train as train_module
+    from gan_lab.training import observers, resume, settings
+
+    assert len(Path(train_module.__file__).read_text().splitlines()) <= 330
+    assert callable(observers.observing) and callable(resume.restore) and settings.TrainSettings
+    defined = {name for name, obj in vars(train_module).items() if getattr(obj, "__module__", "") == train_module.__name__}
+    assert defined == {"autocast", "critic_step", "critic_objective", "critic_forward", "generator_step", "_grad_norm",
+                       "Iteration", "train"}

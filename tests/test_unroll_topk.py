@@ -13,7 +13,8 @@ from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, straight_and_resumed, 
 from gan_lab.losses import NonSaturating, RSGAN, Wasserstein
 from gan_lab.models import mlp
 from gan_lab.runs.checkpoint import load_checkpoint
-from gan_lab.training.train import TrainSettings, critic_objective, generator_step
+from gan_lab.training.settings import TrainSettings
+from gan_lab.training.train import critic_objective, generator_step
 from gan_lab.training.unroll import lookahead
 
 OPTIMIZERS = {
@@ -142,10 +143,17 @@ def test_topk_with_a_relativistic_loss_keeps_the_reals_paired_with_the_kept_fake
 
 
 def test_the_kept_fraction_decays_from_one_to_topk() -> None:
-    settings = TrainSettings(topk=0.5, topk_decay=0.9)
-    assert [settings.kept_fraction(s) for s in (1, 99, 100, 250)] == [1.0, 1.0, 0.9, 0.9 ** 2]
-    assert settings.kept_fraction(1000) == 0.5  # 0.9 ** 10 < 0.5: the floor
-    assert TrainSettings().kept_fraction(5000) == 1.0  # topk=1: off
+    from omegaconf import OmegaConf
+
+    from test_config import compose_train
+
+    def settings(*overrides: str) -> TrainSettings:  # as the CLI builds them: conf/train.yaml's defaults
+        return TrainSettings(**OmegaConf.to_container(compose_train(*overrides).train, resolve=True))
+
+    decaying = settings("train.topk=0.5", "train.topk_decay=0.9")
+    assert [decaying.kept_fraction(s) for s in (1, 99, 100, 250)] == [1.0, 1.0, 0.9, 0.9 ** 2]
+    assert decaying.kept_fraction(1000) == 0.5  # 0.9 ** 10 < 0.5: the floor
+    assert settings().kept_fraction(5000) == 1.0  # topk=1: off
 
 
 @pytest.mark.parametrize("cure", [["loss=nonsaturating", "loss.unroll=2"], ["loss.unroll=1"],

@@ -13,6 +13,7 @@ import inspect
 import re
 import sys
 import traceback
+from dataclasses import fields
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
@@ -31,9 +32,11 @@ from gan_lab.app import job
 from gan_lab.app.job import report_error
 from gan_lab.data import build_data, check_batch_size
 from gan_lab.errors import GanLabError
+from gan_lab.losses import Loss
 from gan_lab.models import check_critic
 from gan_lab.options import did_you_mean
 from gan_lab.runs.tracker import console
+from gan_lab.training.settings import CriticSchedule, TrainSettings
 
 USAGE = """usage: gan-lab <command> [key=value ...]
 
@@ -230,6 +233,16 @@ def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, ne
     return _build(f"{network} optimizer", lambda: instantiate(cfg)(params), node, cfg.get("_target_"), cfg.keys())
 
 
+def build_loss(node: dict[str, Any]) -> tuple[Loss, CriticSchedule]:
+    """The `loss` node as the loss (its math and penalties) and the critic's schedule (n_critic, reg_every, ...)."""
+    knobs = [f.name for f in fields(CriticSchedule)]  # the training knobs: the loop reads them, the loss never
+    schedule = _build("loss", lambda: CriticSchedule(**{k: node[k] for k in knobs if k in node}), "loss",
+                      CriticSchedule, node)
+    loss = _build("loss", lambda: instantiate({k: v for k, v in node.items() if k not in knobs}), "loss",
+                  node.get("_target_"), node)
+    return loss, schedule
+
+
 def print_config(cfg: DictConfig) -> None:
     """The composed config as a rich tree, interpolations resolved."""
     tree = Tree("[bold]config")
@@ -256,7 +269,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     """
     from gan_lab.runs.tracker import NullTracker, Tracker
     from gan_lab.training import distributed
-    from gan_lab.training.train import TrainSettings, train
+    from gan_lab.training.train import train
 
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
@@ -273,7 +286,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
                                                     augment=list(data.augment)),
                        "model", plain["model"].get("_target_"), plain["model"])
     G, critic = G.to(device), critic.to(device)
-    loss = _build("loss", lambda: instantiate(cfg.loss), "loss", plain["loss"].get("_target_"), plain["loss"])
+    loss, schedule = build_loss(plain["loss"])
     for note in check_critic(critic, loss, settings.batch_size):  # what trains, but means something else
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True, highlight=False)
     check_batch_size(data, settings.batch_size)
@@ -288,7 +301,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     lr_scale = ranks if cfg.lr_scaling == "linear" else 1
     opt_g = build_optimizer(cfg.optimizer, cfg.optimizer_generator, G.parameters(), "generator", lr_scale)
     opt_d = build_optimizer(cfg.optimizer, cfg.optimizer_critic, critic.parameters(), "critic", lr_scale)
-    if loss.unroll:
+    if schedule.unroll:
         from gan_lab.training.unroll import check
 
         check(opt_d, ranks, compiled=bool(settings.compile))
@@ -313,7 +326,8 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     cpu_threads = torch.get_num_threads() if device.type == "cpu" else 0  # watched for a busy machine
     with reporter(run_dir, settings.steps, start_step=start, cpu_threads=cpu_threads,
                   adapt_threads=follow_free_cores and ranks == 1) as tracker:
-        result = train(G, critic, loss, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume, evaluator)
+        result = train(G, critic, loss, schedule, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume,
+                       evaluator)
         tracker.hparams(_hparams(plain))
     return result
 

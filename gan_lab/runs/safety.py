@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -139,7 +140,7 @@ class NonFiniteGuard:
 
 # Keys that may change between a checkpoint and its resume: they do not change the math. The
 # intervals qualify because every observer runs the networks in eval mode on a forked RNG
-# (gan_lab.training.train.observing; tests/test_observing.py checks the final state is bitwise the same).
+# (gan_lab.training.observers.observing; tests/test_observing.py checks the final state is bitwise the same).
 HARMLESS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.nonfinite", "train.eval_every",
             "train.cuda_graph", "train.compile", "optimizer.fused", "metrics", "inception_weights",
@@ -153,17 +154,32 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-# Keys added after checkpoints were first written, with the value the older runs trained with.
-# Every option added later defaults to what runs did before it existed, so this is its default.
-ADDED = {"train.precision": "fp32", "train.lr_schedule": "constant", "train.ema_kimg": 0.0, "train.ema_rampup": 0.05,
-         "train.topk": 1.0, "train.topk_decay": 0.99,
-         "loss.lambda_r2": 0.0, "loss.lambda_dragan": 0.0, "loss.reg_every": 1, "loss.unroll": 0,
-         "model.pack": 1, "model.minibatch_std": 0, "data.augment": None}
+@functools.cache
+def config_defaults() -> dict[str, Any]:
+    """Every key of the default run (`gan-lab train` with no overrides) and its value, as conf/ gives it.
+
+    A key an older checkpoint's config lacks was added after that run: every option added later
+    defaults to what runs did before it existed, so the run trained with this value.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+    from omegaconf import OmegaConf
+
+    running = get_gh_backup()  # inside gan-lab train's Hydra app: set aside while the packaged conf composes
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="gan_lab.conf", version_base="1.3"):
+            cfg = compose("train")
+    finally:
+        restore_gh_from_backup(running)
+    return _flatten(OmegaConf.to_container(cfg, resolve=True))
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Training-relevant keys whose values differ, as 'key: saved -> current' lines."""
-    before, after = {**ADDED, **_flatten(saved)}, {**ADDED, **_flatten(current)}
+    defaults = config_defaults()  # a key one side lacks counts as its default (a key added since)
+    before, after = {**defaults, **_flatten(saved)}, {**defaults, **_flatten(current)}
     keys = sorted(set(before) | set(after))
     scheduled = after.get("train.lr_schedule", "constant") != "constant"  # then the lr at each step depends on steps
     return [f"{k}: {before.get(k, '<absent>')} -> {after.get(k, '<absent>')}" for k in keys

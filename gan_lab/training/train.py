@@ -2,97 +2,32 @@
 
 The critic step and the generator step are small functions that return a dict of
 named scalars (device tensors: nothing here calls .item(), so the loop never waits
-for the device except at log time).
+for the device except at log time). Beside it: the settings it takes (settings.py), what
+watches a run (observers.py) and what a checkpoint carries over to a resume (resume.py).
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from functools import partial
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from gan_lab.errors import GanLabError
-from gan_lab.losses import Loss, clip_weights, input_grad_norms, interpolates
-from gan_lab.runs.checkpoint import save_checkpoint
-from gan_lab.runs.files import low_space
+from gan_lab.losses import Loss, clip_weights
 from gan_lab.runs.safety import Interrupted, NonFiniteGuard, StopSignal
 from gan_lab.runs.tracker import Tracker, console, scalars_to_floats
-from gan_lab.training import distributed, graphs
+from gan_lab.training import distributed, graphs, observers
 from gan_lab.training.ema import GeneratorEMA
-from gan_lab.training.schedules import SCHEDULES, LRSchedule, lr_schedule
+from gan_lab.training.observers import observing, with_critic_input_stats
+from gan_lab.training.resume import Checkpointer, restore
+from gan_lab.training.schedules import LRSchedule, lr_schedule
+from gan_lab.training.settings import CriticSchedule, TrainSettings
 from gan_lab.training.unroll import lookahead
-
-
-@dataclass
-class TrainSettings:
-    """The `train` node of the config: how long, how big, how often."""
-
-    steps: int = 3000  # generator steps
-    batch_size: int = 256  # real and fake samples per critic / generator step
-    log_every: int = 50  # write scalars every this many generator steps
-    sample_every: int = 500  # write samples from a fixed z every this many generator steps
-    checkpoint_every: int = 1000  # write checkpoints/step_N.pt and last.pt every this many generator steps
-    keep_checkpoints: int = 3  # how many step_N.pt files to keep (last.pt is always kept)
-    nonfinite: str = "stop"  # stop at the first NaN/inf loss or gradient norm, or skip such updates
-    eval_every: int = 1000  # compute metrics/* every this many generator steps (0: only at the end)
-    cuda_graph: str | bool = "auto"  # capture the whole iteration as one CUDA graph: auto (on CUDA), true, false
-    precision: str = "fp32"  # fp32, or bf16: forward passes under autocast, the penalty's gradient norm in fp32
-    compile: str | bool = False  # torch.compile what is off the penalty's double backward: false, true, or a backend
-    lr_schedule: str = "constant"  # constant, or linear: both learning rates fall linearly to 0 at the last step
-    ema_kimg: float = 0.0  # the generator EMA's half-life in thousands of images (0: no EMA)
-    ema_rampup: float = 0.05  # the half-life is at most this times the images seen so far (0: no ramp-up)
-    topk: float = 1.0  # top-k training (Sinha et al. 2020): the smallest fraction of fakes G's update keeps (1: off)
-    topk_decay: float = 0.99  # the kept fraction starts at 1 and is multiplied by this every 100 generator steps
-
-    def __post_init__(self) -> None:
-        minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "sample_every": 1,
-                   "checkpoint_every": 1, "keep_checkpoints": 0, "eval_every": 0}
-        for key, low in minimum.items():
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise GanLabError(f"train.{key}={value!r} is out of range: it must be a whole number "
-                                  f">= {low}. Fix the override, e.g. train.{key}={max(low, 1) * 10}.")
-        if self.cuda_graph not in ("auto", True, False):
-            raise GanLabError(f"train.cuda_graph={self.cuda_graph!r} is not known: use auto (on when the run is "
-                              f"on CUDA), true or false.")
-        if self.precision not in PRECISIONS:
-            raise GanLabError(f"train.precision={self.precision!r} is not known: use fp32 or bf16.")
-        if self.lr_schedule not in SCHEDULES:
-            raise GanLabError(f"train.lr_schedule={self.lr_schedule!r} is not known: use constant, or linear "
-                              f"(both learning rates fall linearly to 0 at train.steps).")
-        for key in ("ema_kimg", "ema_rampup"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise GanLabError(f"train.{key}={value!r} is out of range: it must be a number >= 0 (train.ema_kimg=0 "
-                                  f"turns the generator EMA off; StyleGAN2-ADA uses ema_kimg=10, ema_rampup=0.05).")
-        for key in ("topk", "topk_decay"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise GanLabError(f"train.{key}={value!r} is out of range: it must be a number in (0, 1] "
-                                  f"(train.topk=1 turns top-k training off; Sinha et al. keep at least 0.5 "
-                                  f"of the batch and decay by 0.99).")
-        if not isinstance(self.compile, (bool, str)) or self.compile == "":
-            raise GanLabError(f"train.compile={self.compile!r} is not known: use false, true (inductor) or the "
-                              f"name of a torch.compile backend such as aot_eager.")
-
-    def kept_fraction(self, step: int) -> float:
-        """Top-k training: the fraction of fakes the generator step keeps at `step`, decaying from 1 to topk."""
-        return max(self.topk, self.topk_decay ** (step // 100))
-
-    @property
-    def amp(self) -> torch.dtype | None:
-        """The autocast dtype of the forward passes (None: full float32)."""
-        return PRECISIONS[self.precision]
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def autocast(x: Tensor, dtype: torch.dtype | None) -> Any:
@@ -102,24 +37,24 @@ def autocast(x: Tensor, dtype: torch.dtype | None) -> Any:
 
 def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Optimizer, x: Tensor, z: Tensor,
                 y: Tensor | None = None, guard: NonFiniteGuard | None = None, step: int | Tensor = 0,
-                amp: torch.dtype | None = None, regularise: bool = True) -> dict[str, Tensor]:
+                amp: torch.dtype | None = None, penalty_scale: int = 1, clip: float = 0.0) -> dict[str, Tensor]:
     """One critic update on a real batch x (labels y) and fakes G(z, y); returns named scalars.
 
     `step` is the generator step (a device tensor inside a CUDA graph); `amp` the autocast
     dtype of the forward passes, whose scores are taken back to float32 for the losses;
-    `regularise` whether this step adds the loss's penalties (lazy regularisation skips some).
+    `penalty_scale` multiplies the loss's penalties (lazy regularisation: 0 on the steps it skips, k on
+    every k-th); `clip` > 0 clamps the critic's weights to [-clip, clip] after the step (WGAN).
     """
     with torch.no_grad(), autocast(x, amp):
         fake = G(z, y).float()  # no graph through G: the critic step must not train the generator
-    total, stats, real_out, fake_out = critic_objective(critic, loss, x, fake, y, amp,
-                                                        loss.reg_every if regularise else 0)
+    total, stats, real_out, fake_out = critic_objective(critic, loss, x, fake, y, amp, penalty_scale)
     opt.zero_grad(set_to_none=True)
     total.backward()
     stats["grad_norm/critic"] = _grad_norm(critic)
     if guard is None or guard.allow(step, {"loss/critic": total.detach(), "grad_norm/critic": stats["grad_norm/critic"]}):
         opt.step()
-    if loss.clip > 0:
-        clip_weights(critic, loss.clip)  # after the step, so the critic stays in the clipped box
+    if clip > 0:
+        clip_weights(critic, clip)  # after the step, so the critic stays in the clipped box
     real_mean, fake_mean = real_out.detach().mean(), fake_out.detach().mean()
     stats.update({"critic/real": real_mean, "critic/fake": fake_mean,
                   "critic/wasserstein_estimate": real_mean - fake_mean})
@@ -217,103 +152,10 @@ def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim
     return {"loss/generator": g_loss.detach(), "grad_norm/generator": norm}
 
 
-def critic_input_stats(critic: nn.Module, x: Tensor, fake: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-    """Mean and spread of ||grad_x C|| at interpolates: how far the critic is from 1-Lipschitz."""
-    norms = input_grad_norms(partial(critic, y=y), interpolates(x, fake))
-    return {"grad_norm/critic_input": norms.mean(), "grad_norm/critic_input_std": norms.std()}
-
-
-def with_critic_input_stats(G: nn.Module, critic: nn.Module, stats: dict[str, Tensor],
-                            batch: tuple[Tensor, Tensor | None, Tensor]) -> dict[str, Tensor]:
-    """A log step's scalars: the iteration's, plus critic_input_stats at its last critic batch.
-
-    Drawn from a forked RNG with both networks in eval mode (observing), and returned as a
-    new dict, so a CUDA graph's captured one stays as it is.
-    """
-    x, y, z = batch
-    with observing(x.device, G, critic):
-        with torch.no_grad():
-            fake = G(z, y)
-        return {**stats, **critic_input_stats(critic, x, fake, y)}
-
-
 def _grad_norm(module: nn.Module) -> Tensor:
     # global L2 norm of all parameter gradients, computed on the device (no sync)
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-
-
-@contextmanager
-def observing(device: torch.device, *networks: nn.Module, seed: int | None = None) -> Iterator[None]:
-    """Logging, sampling and metrics: watching never changes training.
-
-    Observers draw from a forked RNG and run `networks` in eval mode, restoring each
-    submodule's own mode after. In training mode a forward moves state that is part of the
-    run: spectral norm advances its power iteration (u, v) and batch norm its running
-    statistics. In eval mode spectral norm divides by the sigma of the stored u, v and
-    batch norm normalises with the running statistics, so samples, metrics and the critic's
-    input gradients at log steps do not depend on their batch, and the final weights and
-    buffers are the same whatever the log / sample / eval / checkpoint intervals.
-    """
-    modes = [(module, module.training) for net in networks for module in net.modules()]
-    try:
-        for net in networks:
-            net.eval()
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if seed is not None:
-                torch.manual_seed(seed)
-            yield
-    finally:
-        for module, training in modes:
-            module.training = training  # each its own: a mixed state comes back as it was
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG the loop draws from, as tensors, so a resumed run continues the same stream."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what rng_state() captured."""
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Load an optimizer's state (moments, step counts); its settings (lr, betas, ...) stay the config's.
-
-    torch's load_state_dict also restores the saved param_groups' settings, which would silently
-    keep the old learning rate of a run resumed with resume_force=true and a new one.
-    """
-    settings = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, configured in zip(opt.param_groups, settings):
-        group.update(configured)
-
-
-def restore(state: dict[str, Any], G: nn.Module, critic: nn.Module, opt_g: torch.optim.Optimizer,
-            opt_d: torch.optim.Optimizer, G_ema: nn.Module | None = None) -> int:
-    """Load a checkpoint's weights, optimizer and RNG states (and G_ema's, when both have one); returns its step."""
-    try:
-        G.load_state_dict(state["G"])
-        if G_ema is not None:
-            # a checkpoint without an EMA (an older run, or one trained without): the average starts from G
-            G_ema.load_state_dict(state.get("G_ema", state["G"]))
-        critic.load_state_dict(state["critic"])
-        load_optimizer(opt_g, state["opt_g"])
-        load_optimizer(opt_d, state["opt_d"])
-    except (RuntimeError, ValueError) as err:  # torch's "Error(s) in loading state_dict", a param-group mismatch
-        first = str(err).strip().splitlines()[0]
-        raise GanLabError(f"The checkpoint's weights do not fit the networks this config builds ({first}). "
-                          f"resume_force=true only carries a run over changes that keep the networks' shapes; "
-                          f"for another architecture start a fresh run directory.") from None
-    rng = state["rng"]  # a list, one per rank, when a DDP run wrote it
-    set_rng_state(rng[distributed.rank() % len(rng)] if isinstance(rng, list) else rng)
-    return int(state["step"])
 
 
 @dataclass
@@ -329,6 +171,7 @@ class Iteration:
     G_frozen: nn.Module  # the generator as the critic step runs it, under no_grad
     critic_frozen: nn.Module  # the critic as the generator step runs it, its parameters frozen
     loss: Loss
+    schedule: CriticSchedule  # n_critic, lazy regularisation, clipping, the unrolled look-ahead
     data: Any
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
@@ -353,11 +196,12 @@ class Iteration:
         if self.lr_schedule is not None:
             self.lr_schedule(step)  # inside the iteration, so a CUDA graph captures it too
         z_dim, n_classes = self.G_frozen.z_dim, self.G_frozen.n_classes
-        for i in range(self.loss.n_critic):
+        n_critic, reg_every, clip = self.schedule.n_critic, self.schedule.reg_every, self.schedule.clip
+        for i in range(n_critic):
             x, y = self.data.sample(self.batch_size)  # a fresh real batch and fresh z every critic step
             z = torch.randn(self.batch_size, z_dim, device=x.device)
             stats = critic_step(self.G_frozen, self.critic, self.loss, self.opt_d, x, z, y, self.guard, step, self.amp,
-                                regularise=regularise[i])
+                                reg_every if regularise[i] else 0, clip)
             for tag, value in stats.items():
                 if tag.endswith("_penalty"):
                     # kept in place: a CUDA graph of a step that skips the penalties reports this same tensor,
@@ -373,13 +217,12 @@ class Iteration:
             x_g, y_g = self.data.sample(self.batch_size)
         else:
             y_g = torch.randint(n_classes, (self.batch_size,), device=x.device) if n_classes else None
-        # Unrolled GAN: G's step against the critic after loss.unroll look-ahead updates (drawn after
+        # Unrolled GAN: G's step against the critic after `unroll` look-ahead updates (drawn after
         # the generator step's batches, so a run without it makes exactly the draws it always made)
         critic = self.critic_frozen
         z_g = torch.randn_like(z)
-        if self.loss.unroll:
-            critic = lookahead(self.critic_frozen, self.opt_d, self.loss.unroll, self._lookahead_objective,
-                               self.loss.clip)
+        if self.schedule.unroll:
+            critic = lookahead(self.critic_frozen, self.opt_d, self.schedule.unroll, self._lookahead_objective, clip)
         keep = self.kept(int(step)) if self.kept is not None else 1.0  # never under a CUDA graph (graph_blocker)
         stats.update(generator_step(self.G, critic, self.loss, self.opt_g, z_g, y_g, self.guard, step, self.amp,
                                     x_g, keep))
@@ -398,17 +241,13 @@ class Iteration:
         return critic_objective(critic, self.loss, x, fake, y, self.amp)[0]
 
     def phase(self, step: int) -> tuple[bool, ...]:
-        """Which critic steps of generator step `step` add the penalties: every loss.reg_every-th critic step.
-
-        A function of the host's step number alone, with at most two values when n_critic is 1
-        (a CUDA graph is captured once for each value it takes).
-        """
-        n, k = self.loss.n_critic, self.loss.reg_every
-        return tuple(((step - 1) * n + i) % k == 0 for i in range(n))
+        """Which critic steps of generator step `step` add the penalties (CriticSchedule.phase)."""
+        return self.schedule.phase(step)
 
 
-def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.optim.Optimizer,
-          opt_d: torch.optim.Optimizer, settings: TrainSettings, tracker: Tracker, run_dir: Path,
+def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule, data: Any,
+          opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, settings: TrainSettings, tracker: Tracker,
+          run_dir: Path,
           config: dict[str, Any], resume: dict[str, Any] | None = None,
           evaluator: Callable[[nn.Module], dict[str, float]] | None = None) -> dict[str, float]:
     """Train G against the critic; returns the scalars of the last logged step and the final metrics."""
@@ -421,9 +260,9 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     # (G under no_grad in the critic step, the frozen critic in the generator step, logging)
     G_ddp, critic_ddp = distributed.wrap(G), distributed.wrap(critic)
     guard = NonFiniteGuard(settings.nonfinite, device)
-    schedule = lr_schedule(settings.lr_schedule, (opt_g, opt_d), settings.steps, device)  # after restore()
-    iteration = Iteration(G_ddp, critic_ddp, G, critic, loss, data, opt_g, opt_d, settings.batch_size, guard,
-                          settings.amp, schedule, ema, settings.kept_fraction if settings.topk < 1 else None)
+    lr = lr_schedule(settings.lr_schedule, (opt_g, opt_d), settings.steps, device)  # after restore()
+    iteration = Iteration(G_ddp, critic_ddp, G, critic, loss, schedule, data, opt_g, opt_d, settings.batch_size,
+                          guard, settings.amp, lr, ema, settings.kept_fraction if settings.topk < 1 else None)
     if settings.compile:
         iteration = graphs.compiled(iteration, settings.compile, penalised=loss.penalised)
     run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule,
@@ -433,23 +272,8 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
     fixed_y = torch.arange(n_fixed, device=device) % G.n_classes if G.n_classes else None  # each class in turn
     saved = f"the checkpoint of step {start} was not touched" if start else "no checkpoint had been written yet"
-    warned: list[str] = []  # the low-space warning, given once
-
-    def checkpoint(step: int) -> str:
-        rng = distributed.gather(rng_state())  # every rank's stream, so a resume continues each
-        path = run_dir / "checkpoints" / "last.pt"
-        if main:  # the plain modules' state dicts: no "module." prefix, loadable without DDP
-            state = {"step": step, "G": G.state_dict(), "critic": critic.state_dict(), "opt_g": opt_g.state_dict(),
-                     "opt_d": opt_d.state_dict(), "rng": rng, "config": config, "data_shape": list(data.shape),
-                     "n_classes": data.n_classes, "world_size": distributed.world_size()}
-            if ema is not None:
-                state["G_ema"] = ema.G_ema.state_dict()
-            path = save_checkpoint(state, run_dir / "checkpoints", step, settings.keep_checkpoints).parent / "last.pt"
-            warning = None if warned else low_space(path.parent, path.stat().st_size)
-            if warning:  # once a run: the disk fills before a checkpoint fails, not after
-                warned.append(warning)
-                console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
-        return f"the last good checkpoint, {path} (step {step}), is untouched"
+    checkpoint = Checkpointer(run_dir, settings.keep_checkpoints, G, critic, opt_g, opt_d, config, data,
+                              ema and ema.G_ema)
 
     if ema is not None:
         console.print(f"[bold]generator EMA[/] half-life {settings.ema_kimg:g}k images (ramp-up "
@@ -468,7 +292,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                 stats = with_critic_input_stats(G, critic, stats, batch)
                 if guard.skip:
                     stats["train/skipped_updates"] = guard.skipped
-                if schedule is not None:  # the learning rates this step's updates used (device tensors)
+                if lr is not None:  # the learning rates this step's updates used (device tensors)
                     stats["train/lr_generator"], stats["train/lr_critic"] = (
                         opt.param_groups[0]["lr"] for opt in (opt_g, opt_d))
                 last = scalars_to_floats(distributed.average(stats))  # the mean over ranks
@@ -476,7 +300,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
                 guard.check(saved)
             if main and (step % settings.sample_every == 0 or final):
                 with observing(device, G_ema, critic):
-                    _log_samples(G_ema, critic, data, fixed_z, fixed_y, tracker, step, run_dir)
+                    observers.log_samples(G_ema, critic, data, fixed_z, fixed_y, tracker, step, run_dir)
             if main and evaluator is not None and ((settings.eval_every and step % settings.eval_every == 0) or final):
                 with observing(device, G, critic, seed=0):  # the same z every evaluation: comparable numbers
                     metrics = evaluator(G_ema)
@@ -495,26 +319,3 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, data: Any, opt_g: torch.o
     last["time/seconds"] = time.perf_counter() - started
     last["step"] = settings.steps
     return last
-
-
-@torch.no_grad()
-def _log_samples(G: nn.Module, critic: nn.Module, data: Any, fixed_z: Tensor, fixed_y: Tensor | None,
-                 tracker: Tracker, step: int, run_dir: Path) -> None:
-    fake = G(fixed_z, fixed_y)
-    path = run_dir / "samples" / f"step_{step:08d}.png"
-    if len(data.shape) == 3:
-        import torchvision.utils
-
-        grid = torchvision.utils.make_grid(fake[:64].float().cpu(), nrow=8, normalize=True, value_range=(-1, 1))
-        tracker.images(step, grid, path)
-    elif data.shape == (2,):
-        from gan_lab.evaluation.plots import critic_landscape, scatter_2d
-
-        real, _ = data.sample(len(fake))
-        tracker.figure("samples", step, scatter_2d(real.cpu(), fake.cpu(), step), path)
-        def scores(points: Tensor) -> Tensor:  # a conditional critic's landscape depends on y: class 0's
-            y = torch.zeros(len(points), dtype=torch.long, device=points.device) if G.n_classes else None
-            return critic.pointwise(points, y)  # one score per point, even for a packed critic
-
-        tracker.figure("critic/landscape", step, critic_landscape(scores, real, fake, step),
-                       run_dir / "samples" / f"critic_step_{step:08d}.png")
