@@ -119,6 +119,7 @@ def one_line_interrupt(stderr: str) -> None:
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_classifier_training_is_one_line_and_exit_130(tmp_path: Path) -> None:
     root, cache = make_tiny_mnist(tmp_path / "data", n=8), tmp_path / "cache"  # 8 images: quick steps
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -206,6 +207,7 @@ def test_piped_output_keeps_a_long_path_on_one_line(tmp_path: Path, capsys: pyte
     assert [line for line in err.splitlines() if f"inception_weights: {run_dir.parent}" in line], err  # the config tree
 
 
+@pytest.mark.slow
 def test_first_use_classifier_training_reports_progress_when_piped(tmp_path: Path, capsys) -> None:
     from gan_lab.evaluation.classifier import load_or_train_classifier
 
@@ -283,6 +285,7 @@ def test_cpu_watch_follows_the_free_cores_with_a_margin() -> None:
     assert "training on 1 thread" in CpuWatch(2, cores=2, read=read, adapt=True, set_threads=counts.append).start(load=3.2)
 
 
+@pytest.mark.slow
 def test_threads_auto_trains_on_the_free_cores_and_gives_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture) -> None:
     import gan_lab.runs.busy

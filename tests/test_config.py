@@ -139,6 +139,7 @@ def test_default_is_wgan_gp_on_ring8_with_mlp() -> None:
     assert cfg.loss.lambda_gp > 0 and cfg.loss.n_critic == 5 and cfg.device == "auto"
 
 
+@pytest.mark.slow
 def test_cli_help_lists_groups_and_cfg_job_prints_the_config() -> None:
     out = subprocess.run([sys.executable, "-m", "gan_lab", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
