@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gan_lab.options import conf_options
+from gan_lab.app.options import conf_options
 from generated_doc import cpu_name, made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -128,6 +128,7 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 # ---- class metrics ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_generated_equal_to_real_scores_perfect(trained: tuple[Classifier, torch.Tensor, torch.Tensor]) -> None:
     model, test_images, _ = trained
     real = to_unit_range(test_images)

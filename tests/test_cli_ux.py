@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, TINY_DCGAN, TINY_MLP, make_tiny_mnist, run_cli
+from conftest import TINY, TINY_DCGAN, TINY_MLP, make_tiny_mnist, run_cli, user_error
 from gan_lab.runs.busy import CpuSample, CpuWatch
 from gan_lab.runs.tracker import Pace
 from test_train import read_events
@@ -51,10 +51,45 @@ def test_help_states_no_run_times_and_points_at_the_readme(capsys: pytest.Captur
     assert "What a run costs" in texts["train"] and "README" in texts["train"], texts["train"]
 
 
+# every subcommand, one front: (a key its --help must list with its default, a misspelt key, the key meant)
+FRONT = {"train": ("train.steps=", "sedd=1", "seed"), "sample": ("n=", "sedd=1", "seed"),
+         "eval": ("seed=", "sedd=1", "seed"), "report": ("sort=", "sortt=x", "sort"),
+         "classifier": ("epochs=", "sedd=1", "seed")}
+
+
+@pytest.mark.parametrize("command", list(FRONT))
+def test_every_subcommand_has_one_help_shape_and_one_typo_paragraph(command: str,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    import re
+
+    key, typo, meant = FRONT[command]
+    helps = []
+    for args in ([command, "-h"], [command, "--help"], ["help", command]):
+        with pytest.raises(SystemExit) as stop:
+            run_cli(*args)
+        assert stop.value.code == 0, args
+        helps.append(capsys.readouterr().out)
+    assert helps[0] == helps[1] == helps[2]  # -h, --help and help <command> alike
+    text = helps[0]
+    # usage line, a description, the keys with meanings and defaults, examples: in that order
+    shape = re.compile(rf"usage: gan-lab {command} [^\n]*\n\n\S[^\n]*\n.*\nkeys:\n.*\nexamples:\n  gan-lab {command}\b",
+                       re.S)
+    assert shape.match(text), text
+    keys = text.split("\nkeys:\n", 1)[1].split("\n\n", 1)[0]
+    line = next(line for line in keys.splitlines() if line.strip().startswith(key))
+    assert len(line.split(key, 1)[1].strip()) > 3, line  # a meaning beside the key
+    assert re.search(rf"\b{re.escape(key)}.*?\(default: [^)]+\)", keys, re.S), keys
+    # a misspelt key: the same paragraph from every subcommand, exit 2, no traceback
+    message = user_error(capsys, command, typo)
+    assert message == (f"gan-lab: error: gan-lab {command}: unknown argument '{typo}': no key {typo.split('=')[0]}; "
+                       f"did you mean {meant}? " + message.split("? ", 1)[1]), message
+    assert message.endswith(f"Run gan-lab {command} --help for its keys and what each one means."), message
+
+
 def test_options_take_both_spellings_typed_and_refuse_unknown_keys(tmp_path: Path, capsys) -> None:
     from gan_lab.errors import GanLabError
-    from gan_lab.evaluation.evaluate import sample_parser
-    from gan_lab.options import parse
+    from gan_lab.app.commands import sample_parser
+    from gan_lab.app.options import parse
 
     opts = parse(sample_parser(), ["checkpoint=run", "--n", "5", "--interpolate=true", "label=null", "seed=-1"])
     assert opts == {"checkpoint": "run", "n": 5, "seed": -1, "interpolate": True, "label": None, "device": "cpu",
@@ -84,6 +119,7 @@ def one_line_interrupt(stderr: str) -> None:
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_classifier_training_is_one_line_and_exit_130(tmp_path: Path) -> None:
     root, cache = make_tiny_mnist(tmp_path / "data", n=8), tmp_path / "cache"  # 8 images: quick steps
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -129,8 +165,7 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_ctrl_c_in_eval_sample_and_report(toy_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture) -> None:
-    import gan_lab.evaluation.evaluate
-    import gan_lab.evaluation.report
+    import gan_lab.app.commands
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
@@ -139,9 +174,9 @@ def test_ctrl_c_in_eval_sample_and_report(toy_run: Path, tmp_path: Path, monkeyp
         Path(file).write_bytes(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gan_lab.evaluation.evaluate, "rebuild_data", ctrl_c)
+    monkeypatch.setattr(gan_lab.app.commands, "rebuild_data", ctrl_c)
     monkeypatch.setattr(torch, "save", half_then_ctrl_c)
-    monkeypatch.setattr(gan_lab.evaluation.report, "plot_runs", ctrl_c)
+    monkeypatch.setattr(gan_lab.app.commands, "plot_runs", ctrl_c)
     capsys.readouterr()
     for args in (["eval", f"checkpoint={toy_run}"], ["sample", f"checkpoint={toy_run}", f"out={tmp_path / 's'}"],
                  ["report", str(toy_run), f"out={tmp_path / 'r'}", "x=seed", "plot=loss/critic"]):
@@ -172,6 +207,7 @@ def test_piped_output_keeps_a_long_path_on_one_line(tmp_path: Path, capsys: pyte
     assert [line for line in err.splitlines() if f"inception_weights: {run_dir.parent}" in line], err  # the config tree
 
 
+@pytest.mark.slow
 def test_first_use_classifier_training_reports_progress_when_piped(tmp_path: Path, capsys) -> None:
     from gan_lab.evaluation.classifier import load_or_train_classifier
 
@@ -249,6 +285,7 @@ def test_cpu_watch_follows_the_free_cores_with_a_margin() -> None:
     assert "training on 1 thread" in CpuWatch(2, cores=2, read=read, adapt=True, set_threads=counts.append).start(load=3.2)
 
 
+@pytest.mark.slow
 def test_threads_auto_trains_on_the_free_cores_and_gives_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture) -> None:
     import gan_lab.runs.busy

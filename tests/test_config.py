@@ -17,7 +17,7 @@ import gan_lab.losses
 from conftest import TINY, TINY_MLP, run_cli
 from gan_lab.app.cli import build_loss, build_optimizer
 from gan_lab.losses import Loss
-from gan_lab.options import conf_options
+from gan_lab.app.options import conf_options
 from gan_lab.runs.checkpoint import load_checkpoint
 
 options = conf_options  # the names of conf/<group>/*.yaml
@@ -137,6 +137,7 @@ def test_default_is_wgan_gp_on_ring8_with_mlp() -> None:
     assert cfg.loss.lambda_gp > 0 and cfg.loss.n_critic == 5 and cfg.device == "auto"
 
 
+@pytest.mark.slow
 def test_cli_help_lists_groups_and_cfg_job_prints_the_config() -> None:
     out = subprocess.run([sys.executable, "-m", "gan_lab", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0

@@ -65,6 +65,7 @@ def test_ema_draws_no_random_numbers_and_leaves_training_unchanged() -> None:
     assert not torch.equal(averaged.ema.G_ema.net[0].weight, averaged.G.net[0].weight)  # it did average
 
 
+@pytest.mark.slow
 def test_ema_run_logs_both_metrics_and_resumes_exactly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["train.batch_size=16", "train.log_every=3", "train.sample_every=3", "train.checkpoint_every=3",
               "train.eval_every=3", "train.ema_kimg=0.05", "device=cpu", "threads=1", *TINY_MLP]

@@ -136,6 +136,7 @@ def make_run(tmp_path: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoints_are_refused_and_left_alone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run_dir = make_run(tmp_path)
     last = run_dir / "checkpoints" / "last.pt"
@@ -188,6 +189,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gan_lab", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_unknown_group_option_lists_the_choices_without_traceback(tmp_path: Path) -> None:
     out = cli("train", "loss=wgan", f"hydra.run.dir={tmp_path}")
     assert out.returncode == 2
@@ -234,11 +236,13 @@ def test_a_typo_in_a_subcommand_names_the_key_that_was_meant(args: list[str], hi
     assert hint in user_error(capsys, *args)
 
 
+@pytest.mark.slow
 def test_user_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     out = cli("train", "loss.n_critic=0", f"hydra.run.dir={tmp_path}")
     assert out.returncode == 2 and "loss.n_critic=0" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_unknown_command_and_bare_command() -> None:
     assert cli("trian").returncode == 2 and "Unknown command 'trian'" in cli("trian").stderr
     bare = cli()

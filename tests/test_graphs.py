@@ -223,6 +223,7 @@ def test_graph_bf16_and_compile_run(tmp_path: Path, capsys) -> None:
 
 # ---------------------------------------------------------------- CPU: bf16, compile, settings
 
+@pytest.mark.slow
 def test_bf16_runs_and_the_penalty_stays_finite(tmp_path: Path) -> None:
     run_cli("train", *TINY, *TINY_MLP, "train.precision=bf16", "train.steps=6", f"hydra.run.dir={tmp_path}")
     events = read_events(tmp_path)
@@ -238,6 +239,7 @@ def test_bf16_penalty_norm_is_float32() -> None:
     assert stats["loss/critic"].dtype == torch.float32 and torch.isfinite(stats["loss/critic"])
 
 
+@pytest.mark.slow
 def test_compile_penalised_compiles_the_generator_only(tmp_path: Path, capsys) -> None:
     run_cli("train", *TINY, *TINY_MLP, "train.compile=aot_eager", f"hydra.run.dir={tmp_path}")
     out = " ".join(capsys.readouterr().err.split())

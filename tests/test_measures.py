@@ -15,7 +15,7 @@ from gan_lab.data import (DigitClasses, ImageData, InceptionScores, ModeCoverage
                           SwissRoll, ToyMixture, grid25_centers, ring8_centers)
 from gan_lab.evaluation import metrics
 from gan_lab.evaluation.evaluate import eval_samples, make_evaluator
-from gan_lab.options import conf_options
+from gan_lab.app.options import conf_options
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

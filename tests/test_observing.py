@@ -30,6 +30,7 @@ EVERY_STEP = ["train.log_every=1", "train.sample_every=1", "train.eval_every=1",
 AT_THE_END = ["train.log_every=100", "train.sample_every=100", "train.eval_every=0", "train.checkpoint_every=100"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_intervals_never_change_weights_or_buffers(model: str, tmp_path: Path, tiny_mnist_root: Path) -> None:
     common = ["train.steps=2", "train.batch_size=8", "device=cpu", *MODELS[model]]

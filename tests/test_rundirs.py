@@ -76,6 +76,7 @@ def test_a_directory_held_by_a_live_run_is_refused(tmp_path: Path) -> None:
     assert read_status(run_dir)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_run_does_nothing_and_a_longer_one_continues(tmp_path: Path, capsys) -> None:
     run_cli("train", *QUICK, f"hydra.run.dir={tmp_path}")
     before = snapshot(tmp_path)
@@ -117,6 +118,7 @@ def test_a_sweep_relaunched_into_its_directory_fills_in_the_holes(tmp_path: Path
     assert read_status(failed)["status"] == "failed" and read_status(failed)["time"] != failed_at  # run again
 
 
+@pytest.mark.slow
 def test_train_log_keeps_what_the_console_showed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gan_lab.runs.tracker import console
 
@@ -133,6 +135,7 @@ def test_train_log_keeps_what_the_console_showed(tmp_path: Path, monkeypatch: py
     assert "gan-lab: error: objective='metrics/nope'" in log and "step 6/6" in log  # appended: the resume's too
 
 
+@pytest.mark.slow
 def test_the_run_directory_holds_the_resolved_config(tmp_path: Path) -> None:
     run_cli("train", *QUICK, f"hydra.run.dir={tmp_path}")
     saved = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
@@ -161,6 +164,7 @@ def test_a_refused_run_prints_its_error_alone_and_leaves_no_folder(tmp_path: Pat
     assert (keep / "notes.txt").read_text() == "mine" and read_status(keep)["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_hold_refuses_a_held_directory_and_frees_it_with_its_owner(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
                                "from gan_lab.runs import rundirs; rundirs.hold(Path(sys.argv[1])); print('held', flush=True); "
@@ -178,6 +182,7 @@ def test_hold_refuses_a_held_directory_and_frees_it_with_its_owner(tmp_path: Pat
     rundirs.release(tmp_path)
 
 
+@pytest.mark.slow
 def test_report_shows_the_resolved_values_that_differ(tmp_path: Path, capsys) -> None:
     # a sweep over data sets: each recommends its own lambda_gp, which no override names
     for job, data in enumerate(("ring8", "grid25")):

@@ -154,6 +154,7 @@ def test_nan_skip_option_continues_and_counts(tmp_path: Path, monkeypatch) -> No
     assert skipped[0] == 0 and skipped[-1] == 6  # every update of steps 6 to 8 (critic and G) skipped
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_model_is_refused_and_lists_the_key(tmp_path: Path, capsys) -> None:
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     with pytest.raises(SystemExit) as exit_info:
@@ -164,6 +165,7 @@ def test_resume_with_a_changed_model_is_refused_and_lists_the_key(tmp_path: Path
     assert load_checkpoint(tmp_path)["step"] == 4  # nothing was overwritten
 
 
+@pytest.mark.slow
 def test_forcing_a_resume_onto_another_architecture_is_one_paragraph(tmp_path: Path, capsys) -> None:
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     with pytest.raises(SystemExit) as exit_info:
@@ -175,6 +177,7 @@ def test_forcing_a_resume_onto_another_architecture_is_one_paragraph(tmp_path: P
     assert load_checkpoint(tmp_path)["step"] == 4  # nothing was overwritten
 
 
+@pytest.mark.slow
 def test_resume_with_changed_intervals_continues(tmp_path: Path) -> None:
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     run_cli("train", *TINY, *TINY_MLP, "train.steps=6", "train.log_every=3", f"hydra.run.dir={tmp_path / 'next'}",
@@ -182,6 +185,7 @@ def test_resume_with_changed_intervals_continues(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "next")["step"] == 6
 
 
+@pytest.mark.slow
 def test_checkpoint_of_an_older_config_resumes(tmp_path: Path) -> None:
     # a checkpoint written before train.precision, train.cuda_graph, train.compile, train.lr_schedule,
     # optimizer.fused, the EMA, R2, DRAGAN, lazy regularisation, packing and minibatch std existed trained
@@ -202,6 +206,7 @@ def test_checkpoint_of_an_older_config_resumes(tmp_path: Path) -> None:
         "train.precision: fp32 -> bf16"]  # a real change is still caught
 
 
+@pytest.mark.slow
 def test_forced_resume_trains_with_the_new_learning_rate(tmp_path: Path) -> None:
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     assert load_checkpoint(tmp_path)["opt_d"]["param_groups"][0]["lr"] == 1e-4
@@ -213,6 +218,7 @@ def test_forced_resume_trains_with_the_new_learning_rate(tmp_path: Path) -> None
     assert all(s["step"] == 6 * 5 for s in state["opt_d"]["state"].values())  # the moments carried on
 
 
+@pytest.mark.slow
 def test_linear_schedule_resume_refuses_new_steps_and_decays_a_forced_new_lr(tmp_path: Path, capsys) -> None:
     scheduled = [*TINY, *TINY_MLP, "train.lr_schedule=linear"]
     run_cli("train", *scheduled, f"hydra.run.dir={tmp_path}")
@@ -228,6 +234,7 @@ def test_linear_schedule_resume_refuses_new_steps_and_decays_a_forced_new_lr(tmp
     assert lrs[6] == pytest.approx(2e-4 * (1 - 5 / 8)) and lrs[8] == pytest.approx(2e-4 / 8)
 
 
+@pytest.mark.slow
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
     run_cli("train", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     good = (tmp_path / "checkpoints" / "last.pt").read_bytes()
@@ -245,6 +252,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, ca
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # no temporary file left behind
 
 
+@pytest.mark.slow
 def test_unwritable_output_directory(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

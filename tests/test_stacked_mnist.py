@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -44,6 +45,7 @@ def test_stacked_samples_carry_their_three_digits(tmp_path: Path) -> None:
     assert torch.equal(stacked_modes(PixelReader(), x), y)
 
 
+@pytest.mark.slow
 def test_stacked_mnist_trains_and_evaluates(tmp_path: Path, tiny_mnist_root: Path) -> None:
     run_cli("train", "data=stacked_mnist", f"data.root={tiny_mnist_root}", *TINY, *TINY_DCGAN,
             f"hydra.run.dir={tmp_path}")

@@ -285,6 +285,7 @@ def test_threads_auto_shares_the_cores_between_parallel_jobs() -> None:
         job_threads(0, None)
 
 
+@pytest.mark.slow
 def test_missing_objective_names_the_available_scalars(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(GanLabError, match="loss/critic"):
         objective_value({"loss/critic": 1.0, "step": 4.0}, "metrics/fid")

@@ -15,7 +15,7 @@ from conftest import TINY, TINY_DCGAN, TINY_MLP, critic_schedule, run_cli, strai
 from gan_lab.data import ToyMixture
 from gan_lab.losses import Loss, RaGAN, RpGAN, Wasserstein
 from gan_lab.models import mlp
-from gan_lab.options import conf_options
+from gan_lab.app.options import conf_options
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.safety import NonFiniteGuard
 from gan_lab.training.train import Iteration, critic_step, generator_step
@@ -51,7 +51,9 @@ def penalty_tags(run_dir: Path) -> set[str]:
     return {f"loss/{penalty.tag}" for penalty in Loss(**settings).penalties()}
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+# the default loss trains in the quick tier; every other loss's run is `slow` (their math: test_losses.py)
+@pytest.mark.parametrize("loss", [loss if loss == "wgan_gp" else pytest.param(loss, marks=pytest.mark.slow)
+                                  for loss in LOSSES])
 def test_every_loss_trains_on_ring8(loss: str, tmp_path: Path) -> None:
     run_cli("train", f"loss={loss}", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     check_run(tmp_path, penalty_tags(tmp_path))
@@ -65,12 +67,14 @@ def test_every_loss_trains_dcgan_on_tiny_images(loss: str, tmp_path: Path, tiny_
     assert load_checkpoint(tmp_path)["config"]["model"]["_target_"] == "gan_lab.models.dcgan"
 
 
-@pytest.mark.parametrize("penalty", ["r1", "r2", "dragan"])
+@pytest.mark.parametrize("penalty", ["r1", pytest.param("r2", marks=pytest.mark.slow),
+                                     pytest.param("dragan", marks=pytest.mark.slow)])
 def test_penalty_options_are_logged(penalty: str, tmp_path: Path) -> None:
     run_cli("train", "loss=nonsaturating", f"loss.lambda_{penalty}=1.0", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     check_run(tmp_path, {f"loss/{penalty}_penalty"})
 
 
+@pytest.mark.slow
 def test_relativistic_bf16_skip_resume_gives_the_weights_of_a_straight_run(tmp_path: Path) -> None:
     # r3gan (RpGAN + R1 + R2): the generator step's real batch comes from the same RNG stream, so a
     # resumed run continues it exactly; the penalties run lazily here, on every second critic step
@@ -87,6 +91,7 @@ def test_relativistic_bf16_skip_resume_gives_the_weights_of_a_straight_run(tmp_p
         assert [e.step for e in events.Scalars(tag)] == list(range(1, 7))
 
 
+@pytest.mark.slow
 def test_weight_clipping_holds_in_a_run(tmp_path: Path) -> None:
     run_cli("train", "loss=wgan_clip", *TINY, *TINY_MLP, f"hydra.run.dir={tmp_path}")
     critic = load_checkpoint(tmp_path)["critic"]
@@ -173,6 +178,7 @@ def test_multirun_sweep_makes_one_run_directory_per_value(tmp_path: Path) -> Non
         assert len(penalty) == 2
 
 
+@pytest.mark.slow
 def test_linear_lr_schedule_logs_and_resumes_exactly(tmp_path: Path) -> None:
     common = ["train.batch_size=16", "train.log_every=2", "train.sample_every=8", "train.checkpoint_every=4",
               "train.steps=8", "train.lr_schedule=linear", "optimizer.lr=1e-3", "device=cpu", *TINY_MLP]

@@ -34,7 +34,7 @@ from gan_lab.data import build_data, check_batch_size
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Loss
 from gan_lab.models import check_critic
-from gan_lab.options import did_you_mean
+from gan_lab.app.options import conf_options, did_you_mean, unknown_key
 from gan_lab.runs.tracker import console
 from gan_lab.training.settings import CriticSchedule, TrainSettings
 
@@ -48,7 +48,7 @@ commands:
   classifier  train the digit classifier the MNIST-like metrics use: gan-lab classifier train data=mnist
            [data.root=/path/to/data] [force=true] (the metrics otherwise train it on first use)
 
-gan-lab <command> --help lists a command's keys, their meanings and defaults.
+gan-lab <command> --help (or -h, or gan-lab help <command>) lists a command's keys, their meanings and defaults.
 
 examples:
   gan-lab train
@@ -144,7 +144,7 @@ def check_overrides(args: list[str]) -> None:
 
     parser, conf = OverridesParser.create(), files("gan_lab.conf")
     choices: list[tuple[str, list[Any]]] = []  # (group override's prefix and name, its options)
-    keys = []
+    keys: list[tuple[str, str]] = []  # (key, the argument that names it)
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue  # flags (-m, --cfg job) and their values
@@ -158,8 +158,7 @@ def check_overrides(args: list[str]) -> None:
         if conf.joinpath(name).is_dir():  # a config group: each option is a YAML in conf/<group>/
             value = override.value()
             values = value.list if isinstance(value, ChoiceSweep) else [value]
-            options = sorted(f.name.removesuffix(".yaml") for f in conf.joinpath(name).iterdir()
-                             if f.name.endswith(".yaml"))
+            options = conf_options(name)
             for option in values:
                 if isinstance(option, str) and option not in options:
                     raise GanLabError(f"no option {name}={option}{did_you_mean(option, options, f'{name}=')} "
@@ -168,7 +167,7 @@ def check_overrides(args: list[str]) -> None:
                 prefix = "++" if override.is_force_add() else "+" if override.is_add() else ""
                 choices.append((prefix + name, values))
         elif not (override.is_add() or override.is_force_add()):
-            keys.append(name)
+            keys.append((name, arg))
     if not keys:
         return
     # the config of the first choice of every group, then of each other choice of one group
@@ -182,15 +181,14 @@ def check_overrides(args: list[str]) -> None:
                 configs.append(compose("train", overrides=pick))
         except Exception:  # a choice that does not compose: Hydra says why
             return
-    for key in keys:
+    for key, arg in keys:
         missing = [_missing(cfg, key) for cfg in configs]
         if all(missing):
             where, part, known = missing[0]
-            hint = did_you_mean(part, known, f"{where}." if where else "")
-            raise GanLabError(f"no key {(where + '.' if where else '') + part}{hint}" + (
-                " " if hint else f": {'the config' if not where else where} has the keys {', '.join(known)}. "
-                f"To add a key the config does not have (an argument its builder takes), write +{key}=... ") +
-                "`gan-lab train --cfg job` prints every key.")
+            raise unknown_key("train", arg, part, known, f"{where}." if where else "", listing=(
+                f"{'The config' if not where else where} has the keys {', '.join(known)}. To add a key the config "
+                f"does not have (an argument its builder takes), write +{key}=... (`gan-lab train --cfg job` prints "
+                f"the composed config)."))
 
 
 def _missing(cfg: DictConfig, key: str) -> tuple[str, str, list[str]] | None:
@@ -371,6 +369,11 @@ def train_command(args: list[str]) -> None:
         raise GanLabError("gan-lab train does not take Hydra's --experimental-rerun: it unpickles the file it "
                           "is given, which can run any code. Re-run a job with the overrides it recorded "
                           "(<run dir>/.hydra/overrides.yaml), or continue it with resume=<run dir>.")
+    if {"-h", "--help"} & set(args):  # every subcommand's help, through the same front (gan_lab.app.options)
+        from gan_lab.app.options import train_parser
+
+        train_parser([a for a in args if a not in ("-h", "--help")]).print_help()
+        sys.exit(0)
     info = distributed.launched()
     if info.enabled:  # under torchrun: join the group, agree on one run directory, let rank 0 talk
         distributed.init(info)
@@ -408,16 +411,18 @@ def _lazy(module: str, name: str) -> Callable[[list[str]], None]:
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": train_command,
-    "sample": _lazy("gan_lab.evaluation.evaluate", "sample_command"),
-    "eval": _lazy("gan_lab.evaluation.evaluate", "eval_command"),
-    "report": _lazy("gan_lab.evaluation.report", "report_command"),
-    "classifier": _lazy("gan_lab.evaluation.classifier", "classifier_command"),
+    "sample": _lazy("gan_lab.app.commands", "sample_command"),
+    "eval": _lazy("gan_lab.app.commands", "eval_command"),
+    "report": _lazy("gan_lab.app.commands", "report_command"),
+    "classifier": _lazy("gan_lab.app.commands", "classifier_command"),
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `gan-lab` command: dispatch to a subcommand."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"] and len(argv) > 1:  # `gan-lab help <command>` is `gan-lab <command> --help`
+        argv = [argv[1], "--help", *argv[2:]]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         sys.exit(0 if argv else 2)

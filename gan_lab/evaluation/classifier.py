@@ -9,7 +9,6 @@ memory, as in gan_lab.data; batches are drawn by index, no DataLoader.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -24,10 +23,9 @@ from torch import Tensor, nn
 from gan_lab.data import _load_torchvision
 from gan_lab.errors import GanLabError
 from gan_lab.evaluation.metrics import frechet_distance, histogram_kl, knn_metrics
-from gan_lab.options import Option, build_parser
 
 __all__ = ["Classifier", "train_classifier", "evaluate_accuracy", "default_cache_dir", "classifier_path",
-           "load_or_train_classifier", "class_metrics", "classifier_command", "DEFAULT_EPOCHS", "DEFAULT_BATCH_SIZE"]
+           "load_or_train_classifier", "load_classifier", "class_metrics", "DEFAULT_EPOCHS", "DEFAULT_BATCH_SIZE"]
 
 FORMAT, VERSION = "gan-lab-classifier", 1
 DATA_SETS = ("mnist", "fashion_mnist")  # 1 x 28 x 28, 10 classes: what the architecture expects
@@ -177,7 +175,7 @@ def load_or_train_classifier(data_name: str, root: str, cache_dir: str | Path | 
                           f"are available for {' and '.join(DATA_SETS)} only.")
     path = classifier_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), data_name)
     if path.exists() and not retrain:
-        return _load(path, data_name)[0].to(device)
+        return load_classifier(path, data_name)[0].to(device)
 
     images, labels = _load_torchvision(data_name, root, download, train=True)
     started = time.perf_counter()
@@ -208,7 +206,7 @@ def _save(path: Path, payload: dict) -> None:
         raise
 
 
-def _load(path: Path, data_name: str) -> tuple[Classifier, dict]:
+def load_classifier(path: Path, data_name: str) -> tuple[Classifier, dict]:
     """The cached classifier at path, in eval mode, and the file's payload (test accuracy, seed, epochs, ...)."""
     def unusable(why: str) -> GanLabError:
         return GanLabError(f"The cached classifier {path} is unusable ({why}). Delete the file and run "
@@ -262,54 +260,3 @@ def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n
         "frechet_distance": frechet_distance(real_features, fake_features),
         **knn_metrics(real_features[:knn_samples], fake_features[:knn_samples]),
     }
-
-
-def classifier_parser() -> argparse.ArgumentParser:
-    """`gan-lab classifier`'s action and keys, their meanings and defaults (its --help)."""
-    return build_parser("classifier", "Train the digit classifier the MNIST and Fashion-MNIST metrics use, and cache it\n"
-                        "(the metrics otherwise train it on first use; its time on a CPU: the README's \"What a run costs\").", [
-        Option("data", "mnist", str, f"the data set: {' or '.join(DATA_SETS)}"),
-        Option("root", os.environ.get("GAN_LAB_DATA_ROOT", "data"), str,
-               "the folder holding the data set ($GAN_LAB_DATA_ROOT)", ("data.root",)),
-        Option("download", True, bool, "download the data set when it is missing", ("data.download",)),
-        Option("seed", 0, int, "seed of the initial weights, dropout and batch order"),
-        Option("epochs", DEFAULT_EPOCHS, int, "passes over the training split"),
-        Option("device", "auto", str, "auto, cpu or cuda[:N]"),
-        Option("force", False, bool, "train a new one even when one is cached, and replace it"),
-        Option("cache_dir", None, str, "where classifiers are cached (default: $GAN_LAB_CACHE, else ~/.cache/gan-lab)"),
-    ], positionals=[("action", "train: make the classifier now")],
-        examples="  gan-lab classifier train data=mnist data.root=/path/to/data\n"
-                 "  gan-lab classifier train data=fashion_mnist force=true")
-
-
-def classifier_command(args: list[str]) -> None:
-    """`gan-lab classifier train data=mnist [data.root=...] [force=true]`: make the metrics' classifier now.
-
-    The metrics train it on first use anyway; this makes it explicitly (e.g. before a sweep, so
-    parallel jobs do not each train one), reports its test accuracy, and with force=true
-    replaces a cached one.
-    """
-    from gan_lab.options import parse
-    from gan_lab.runs.tracker import console
-    from gan_lab.training import distributed
-
-    opts = parse(classifier_parser(), args)
-    if opts["action"] != "train":
-        raise GanLabError("gan-lab classifier takes one action: train, e.g. gan-lab classifier train data=mnist "
-                          "data.root=/path/to/data (keys: data, data.root, data.download, seed, epochs, device, "
-                          "force, cache_dir; gan-lab classifier --help says what each one means).")
-    for key, low in {"seed": 0, "epochs": 1}.items():  # the parser made them whole numbers
-        if opts[key] < low:
-            raise GanLabError(f"gan-lab classifier train: {key}={opts[key]!r} must be a whole number >= {low}.")
-    name = str(opts["data"])
-    cache_dir = Path(str(opts["cache_dir"])) if opts["cache_dir"] else default_cache_dir()
-    path = classifier_path(cache_dir, name)
-    if name in DATA_SETS and path.exists() and not opts["force"]:
-        _, saved = _load(path, name)  # an unusable file says so here
-        console.print(f"The {name} classifier is already cached at {path} (test accuracy "
-                      f"{saved['test_accuracy']:.2%}, epochs {saved['epochs']}, seed {saved['seed']}); the metrics "
-                      f"use it. Pass force=true to train a new one in its place.", soft_wrap=True, highlight=False)
-        return
-    load_or_train_classifier(name, str(opts["root"]), cache_dir, download=opts["download"],
-                             device=distributed.choose_device(str(opts["device"])), epochs=opts["epochs"],
-                             seed=opts["seed"], retrain=True)

@@ -8,8 +8,6 @@ Fashion-MNIST; gan_lab.evaluation.classifier), the 1,000-mode histogram (Stacked
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 from pathlib import Path
@@ -21,11 +19,8 @@ from torch import Tensor, nn
 from gan_lab.data import DigitClasses, InceptionScores, ModeCoverage, StackedDigits, import_torchvision
 from gan_lab.errors import GanLabError
 from gan_lab.evaluation.metrics import histogram_kl, mixture_metrics
-from gan_lab.options import Option, build_parser
 from gan_lab.runs.checkpoint import LAST, load_checkpoint, resolve_checkpoint
-from gan_lab.runs.files import atomic_write_text, atomic_writer
-from gan_lab.runs.provenance import code_version
-from gan_lab.runs.rebuild import rebuild_data, rebuild_generator, rebuild_models
+from gan_lab.runs.rebuild import rebuild_generator, rebuild_models
 
 MIXTURE_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 IMAGE_SAMPLES = 10000
@@ -273,8 +268,6 @@ def load_generator(checkpoint: str, device: str = "cpu") -> tuple[nn.Module, dic
 
 
 REJECTIONS = ("none", "drs")  # rejection=: none, or Discriminator Rejection Sampling (gan_lab.evaluation.rejection)
-REJECTION_HELP = ("none, or drs: Discriminator Rejection Sampling (Azadi et al. 2019) with the run's critic; "
-                  "prints the acceptance rate")
 
 
 def rejection_sampler(option: Any, state: dict[str, Any], file: Path, device: str, seed: int) -> Any:
@@ -343,155 +336,8 @@ def eval_file(run_dir: Path, label: str) -> Path:
     return run_dir / f"eval_{label}.json"
 
 
-def eval_parser() -> argparse.ArgumentParser:
-    """`gan-lab eval`'s keys, their meanings and defaults (its --help)."""
-    return build_parser("eval", "Every metric that applies to a checkpoint's data set, as a table and as JSON.", [
-        Option("checkpoint", None, str, "a run directory (its checkpoints/last.pt) or a .pt file (required)"),
-        Option("seed", EVAL_SEED, int, "seed of the generated samples (the run's own metrics use the default)"),
-        Option("device", "cpu", str, "cpu or cuda[:N]"),
-        Option("out", None, str, "the JSON file to write (default: <run dir>/eval.json, and for other settings "
-                                 "their own file: eval_drs.json, eval_seed1.json, ...)"),
-        Option("inception_weights", os.environ.get("GAN_LAB_INCEPTION_WEIGHTS"), str,
-               "torch-fidelity's Inception .pth for FID/IS/KID on RGB data ($GAN_LAB_INCEPTION_WEIGHTS)"),
-        Option("rejection", "none", str, REJECTION_HELP),
-        Option("data.root", None, str, "the folder holding the checkpoint's data set on this machine (default: the "
-                                       "checkpoint's data.root, else $GAN_LAB_DATA_ROOT when that folder is not here)"),
-    ], examples="  gan-lab eval checkpoint=outputs/<date>/<time>\n  gan-lab eval checkpoint=run/checkpoints/step_00001000.pt seed=1\n"
-                "  gan-lab eval checkpoint=<run dir from another machine> data.root=/path/to/data")
-
-
-def sample_parser() -> argparse.ArgumentParser:
-    """`gan-lab sample`'s keys, their meanings and defaults (its --help)."""
-    return build_parser("sample", "Samples from a checkpoint's generator: a PNG (image grid or 2-D scatter) and a .pt.", [
-        Option("checkpoint", None, str, "a run directory (its checkpoints/last.pt) or a .pt file (required)"),
-        Option("n", 64, int, "how many samples"),
-        Option("seed", 0, int, "seed of the noise z"),
-        Option("interpolate", False, bool, "rows of 10 samples along straight lines in z instead of random z"),
-        Option("label", None, int, "the class to draw, for a conditional model (default: every class in turn)"),
-        Option("device", "cpu", str, "cpu or cuda[:N]"),
-        Option("out", None, str, "the folder to write to (default: <run dir>/samples)"),
-        Option("rejection", "none", str, REJECTION_HELP),
-    ], examples="  gan-lab sample checkpoint=outputs/<date>/<time> n=64\n  gan-lab sample checkpoint=<run dir> n=30 interpolate=true")
-
-
-def eval_command(args: list[str]) -> None:
-    """`gan-lab eval checkpoint=<run dir or .pt>`: every metric that applies, as a table and JSON."""
-    from rich.table import Table
-
-    from gan_lab.options import parse
-    from gan_lab.runs.tracker import console
-
-    opts = parse(eval_parser(), args)
-    if not opts["checkpoint"]:
-        raise GanLabError("gan-lab eval needs checkpoint=<run directory or .pt file>.")
-    seed = opts["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise GanLabError(f"seed={seed} is out of range: the seed of the evaluation's z must be a whole number >= 0.")
-    code = code_version()  # the code as it is when the evaluation starts
-    G, state, file = load_generator(str(opts["checkpoint"]), opts["device"])
-    config = state["config"]
-    root = data_root_here(config, opts["data.root"])
-    if root is not None:  # read where the data lives here, not where it lived when the run trained
-        config = {**config, "data": {**config["data"], "root": root}}
-    data = rebuild_data(config, file, opts["device"])
-    evaluator = make_evaluator(data, root, inception_weights=opts["inception_weights"], seed=seed)
-    if evaluator is None:
-        raise GanLabError(f"gan-lab eval has nothing to measure: {no_metrics_note(data)}")
-    sampler = rejection_sampler(opts["rejection"], state, file, opts["device"], seed)
-    metrics = evaluator(sampler if sampler is not None else G)
-    if sampler is not None:  # beside the metrics: how much of G's output the critic let through
-        metrics["rejection/acceptance_rate"] = sampler.acceptance_rate
-    # each evaluation keeps its own record: rejection=drs or seed=1 never overwrites the plain one
-    label = evaluation_label(str(file), seed, opts["rejection"])
-    out = Path(opts["out"]) if opts["out"] else eval_file(run_dir_of(file), label)
-    # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
-    finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
-    n = eval_samples(data)
-    atomic_write_text(out, json.dumps({"checkpoint": str(file), "seed": seed, "samples": n,
-                                       "device": str(opts["device"]), "code": code, "rejection": opts["rejection"],
-                                       **finite}, indent=2))
-    console.print(f"[bold]gan-lab eval[/] {file}", soft_wrap=True, highlight=False)
-    # the protocol, and whether it is the one behind the run's own final metrics/* (status.json, TensorBoard)
-    same = (f"the run's own final metrics/* used the same, so they match on the device the run trained on"
-            if seed == EVAL_SEED else f"the run's own metrics/* used seed {EVAL_SEED}, so these differ from them "
-                                      f"by sampling noise")
-    if sampler is not None:
-        same = "these are after rejection=drs, so they differ from the run's own metrics/* (no rejection)"
-    console.print(describe_generator(state), soft_wrap=True, highlight=False)
-    console.print(f"protocol: {n} samples, z from seed {seed} (drawn on the CPU), G in eval mode on "
-                  f"{opts['device']}; {same}.", soft_wrap=True, highlight=False)
-    table = Table()
-    table.add_column("metric", style="cyan")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        table.add_row(key.removeprefix("metrics/"), f"{value:.4g}")
-    console.print(table)
-    if sampler is not None:
-        console.print(describe_rejection(sampler), soft_wrap=True, highlight=False)
-    console.print(f"written to {out}", soft_wrap=True, highlight=False)
-
-
-def sample_command(args: list[str]) -> None:
-    """`gan-lab sample checkpoint=<run dir or .pt> n=64`: a PNG (grid or scatter) and the raw samples."""
-    from gan_lab.options import parse
-    from gan_lab.runs.tracker import console
-
-    opts = parse(sample_parser(), args)
-    if not opts["checkpoint"]:
-        raise GanLabError("gan-lab sample needs checkpoint=<run directory or .pt file>.")
-    n = opts["n"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise GanLabError(f"n={n} is out of range: the number of samples must be a whole number >= 1.")
-    G, state, file = load_generator(str(opts["checkpoint"]), opts["device"])
-    config = state["config"]
-    label = opts["label"]
-    if label is not None and not G.n_classes:
-        raise GanLabError(f"label={label} needs a conditional model, but {file} holds an "
-                          f"unconditional one. Drop label=, or train with model.conditional=true.")
-    if label is not None and (isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < G.n_classes):
-        raise GanLabError(f"label={label} is out of range: this model knows labels 0 to {G.n_classes - 1}.")
-    sampler = rejection_sampler(opts["rejection"], state, file, opts["device"], int(opts["seed"]))
-    if sampler is not None and opts["interpolate"]:
-        raise GanLabError("rejection=drs cannot draw an interpolation: rejecting points would break its straight "
-                          "lines in z. Drop one of interpolate=true and rejection=drs.")
-    torch.manual_seed(int(opts["seed"]))
-    out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "samples"
-    out.mkdir(parents=True, exist_ok=True)
-    step = state["step"]
-    z = _interpolation_z(G.z_dim, n) if opts["interpolate"] else torch.randn(n, G.z_dim)
-    device = next(G.parameters()).device
-    if label is not None:
-        y = torch.full((len(z),), label, dtype=torch.long, device=device)
-    else:  # a conditional model without label=: every class in turn
-        y = class_labels(G, len(z))
-    with torch.no_grad():
-        G.eval()
-        x = (sampler if sampler is not None else G)(z.to(device), y).cpu()
-    kind = "interpolation" if opts["interpolate"] else "sample"
-    name = (f"{kind}_step{step}_seed{opts['seed']}" + (f"_label{label}" if label is not None else "")
-            + ("_drs" if sampler is not None else ""))
-    with atomic_writer(out / f"{name}.pt") as tmp:  # each file whole or absent, even after a Ctrl-C
-        torch.save(x, tmp)
-    if x.dim() == 4:
-        torchvision = import_torchvision()  # one paragraph, not a traceback, when it does not fit this torch
-        nrow = 10 if opts["interpolate"] else max(1, int(round(n ** 0.5)))
-        with atomic_writer(out / f"{name}.png") as tmp:
-            torchvision.utils.save_image(x, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))
-    else:
-        from gan_lab.evaluation.plots import scatter_2d
-
-        real, _ = rebuild_data(config, file).sample(max(n, 1000))
-        with atomic_writer(out / f"{name}.png") as tmp:
-            scatter_2d(real, x, step).savefig(tmp, dpi=100)
-    console.print(f"{n} samples of {file} (step {step}) -> {out / name}.png and .pt", soft_wrap=True,
-                  highlight=False)
-    console.print(describe_generator(state), soft_wrap=True, highlight=False)
-    if sampler is not None:
-        console.print(describe_rejection(sampler), soft_wrap=True, highlight=False)
-
-
-def _interpolation_z(z_dim: int, n: int, steps: int = 10) -> Tensor:
-    # n // steps rows, each a straight line in z between two random endpoints
+def interpolation_z(z_dim: int, n: int, steps: int = 10) -> Tensor:
+    """n // steps rows of `steps` noise vectors, each row a straight line in z between two random endpoints."""
     rows = max(1, n // steps)
     a, b = torch.randn(rows, 1, z_dim), torch.randn(rows, 1, z_dim)
     t = torch.linspace(0, 1, steps).view(1, steps, 1)

@@ -1,4 +1,4 @@
-"""`gan-lab report <sweep dir>`: one row per run, the swept keys as columns, sortable by any metric.
+"""What `gan-lab report <sweep dir>` shows: one row per run, the swept keys as columns, sortable by any metric.
 
 Reads each run's `status.json` (written by the job: its state, overrides and final
 scalars; Hydra's `.hydra/overrides.yaml` when there is none) and `config_resolved.yaml` (the
@@ -13,11 +13,9 @@ per evaluation, and in report_eval.csv.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
-import os
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -25,23 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from gan_lab.errors import GanLabError
-from gan_lab.options import Option, build_parser, parse
 from gan_lab.runs.files import atomic_writer
 from gan_lab.sweeps import find_runs, read_status
 
-SUMMARY = """One row per run of a sweep: its status, the swept keys and the final metrics.
-
-Writes report.csv (every scalar of every run), report.md and report.png (metrics against x,
-one line per combination of the other swept keys, mean and std over seeds) to out. The
-printed table fits the terminal: columns that do not fit go to a further block of the
-table, never cut or folded."""
-EXAMPLES = """  gan-lab report outputs/multirun/<date_time> sort=-metrics/modes_covered
-  gan-lab report <sweep dir> columns=all plot=metrics/modes_covered,critic/wasserstein_estimate x=loss.lambda_gp"""
 STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan", "unknown": "dim"}
 # Shown by default after the objective and any metrics/*: scalars every run has (columns=all: every one).
 BASIC = ["critic/wasserstein_estimate", "step", "time/seconds"]
@@ -368,73 +356,14 @@ def latest_sweep() -> Path:
     return max(sweeps, key=lambda p: p.stat().st_mtime)
 
 
-def report_parser() -> argparse.ArgumentParser:
-    """`gan-lab report`'s keys, their meanings and defaults (its --help)."""
-    return build_parser("report", SUMMARY, [
-        Option("sort", None, str, "sort by a metric or swept key, e.g. -metrics/modes_covered (a leading - sorts "
-                                  "descending)"),
-        Option("columns", None, str, "metrics to show, a,b or all (default: the objective, metrics/* and a few basics)"),
-        Option("plot", None, str, "metrics to plot in report.png, a,b or none (default: the objective and headline "
-                                  "metrics)"),
-        Option("x", None, str, "the swept key to plot against (default: the first numeric one)"),
-        Option("out", None, str, "the folder for report.csv, .md and .png (default: the sweep directory)"),
-    ], positionals=[("sweep_dir", "a sweep directory, or any folder holding run directories (default: the newest "
-                                  "in outputs/multirun)")], examples=EXAMPLES)
-
-
-def report_command(args: list[str]) -> None:
-    """`gan-lab report [dir] [sort=metric] [columns=a,b|all] [plot=a,b|none] [x=key] [out=dir]`."""
-    options = parse(report_parser(), args)
-    positional = [options["sweep_dir"]] if options["sweep_dir"] else []
-    root = Path(positional[0]) if positional else latest_sweep()
-    if not root.is_dir():
-        raise GanLabError(f"gan-lab report: {root} is not a directory. Give a sweep directory, e.g. "
-                          f"outputs/multirun/<date_time>, or any folder holding run directories.")
-    runs = [load_run(path, root) for path in find_runs(root)]
-    if not runs:
-        raise GanLabError(f"gan-lab report: no run directories under {root} (a run directory holds "
-                          f".hydra/config.yaml). Sweeps write to outputs/multirun/<date_time>/.")
-    add_resolved_keys(runs)
-    keys = swept_keys(runs)
-    metrics = metric_columns(runs, _text(options["columns"]))
-    runs = sort_runs(runs, _text(options["sort"]))
-    counts = {s: sum(r.status == s for r in runs) for s in STYLE if any(r.status == s for r in runs)}
-    title = f"gan-lab report: {root} ({', '.join(f'{n} {s}' for s, n in counts.items())})"
-
-    out = Path(_text(options["out"]) or root)
-    out.mkdir(parents=True, exist_ok=True)
-    evaluations = load_evaluations(runs)
-    write_csv(runs, keys, out / "report.csv")
-    write_markdown(runs, keys, metrics, out / "report.md", title, evaluations)
-    written = [out / "report.csv", out / "report.md"]
-    if evaluations:
-        write_csv(evaluations, keys, out / "report_eval.csv", second="evaluation")
-        written.append(out / "report_eval.csv")
-    picture = _plot_plan(runs, keys, metrics, options)
-    if picture:
-        x, plotted = picture
-        plot_runs(runs, keys, x, plotted, out / "report.png")
-        written.append(out / "report.png")
-
-    # a terminal's own width (or $COLUMNS); pipes and logs: wide, so a table rarely needs a second block
-    console = Console(width=None if Console().is_terminal or os.environ.get("COLUMNS") else 200)
-    console.print(title, soft_wrap=True, highlight=False)
-    for table in rich_tables(runs, keys, metrics, console.width):
-        console.print(table)
-    if evaluations:
-        console.print(f"evaluations (gan-lab eval): {len(evaluations)}", highlight=False)
-        for table in rich_tables(evaluations, keys, evaluation_columns(evaluations), console.width, "evaluation"):
-            console.print(table)
-    console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
-
-
-def _plot_plan(runs: list[Run], keys: list[str], metrics: list[str], options: dict[str, Any]) -> tuple[str, list[str]] | None:
-    asked = _text(options["plot"])
+def plot_plan(runs: list[Run], keys: list[str], plot: str | None, x: str | None) -> tuple[str, list[str]] | None:
+    """What report.png shows for plot= and x= (None: the defaults): (the key on x, the metrics), or None for no plot."""
+    asked = plot
     if asked == "none":
         return None
-    x = _text(options["x"]) or default_x(runs, keys)
+    given_x, x = x, x or default_x(runs, keys)
     if x is None:
-        if asked or options["x"]:
+        if asked or given_x:
             raise GanLabError("gan-lab report: no swept key with numeric values to plot against; name one with x=KEY "
                               f"(swept keys: {', '.join(keys) or 'none'}).")
         return None
