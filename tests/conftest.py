@@ -16,6 +16,14 @@ from gan_lab.app.cli import main
 # before any test touches the GPU (test_graphs compares graphed and eager runs exactly).
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
+# One CPU thread in this process and in every gan-lab the tests start. Tests compare runs bit for
+# bit, and a run with threads: auto follows the cores other processes leave free (gan_lab.runs.busy):
+# on a busy CI machine two runs of one test could otherwise train on different thread counts, whose
+# last digits differ for convolutions. One thread is also the faster choice on two shared cores.
+# The tests of that adaptation fake the thread count and the CPU counters.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
 # Classifiers trained on the tests' tiny data must never land in the user's cache.
 os.environ["GAN_LAB_CACHE"] = tempfile.mkdtemp(prefix="gan-lab-test-cache-")
 

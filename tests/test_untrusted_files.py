@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import torch
 
-from conftest import TINY, TINY_MLP, run_cli
+from conftest import TINY, TINY_MLP, make_tiny_mnist, run_cli
 
 COMMANDS = ["sample", "eval", "resume"]
 
@@ -203,8 +203,10 @@ def test_hydras_pickle_rerun_is_refused(spelling: str, tmp_path: Path, capsys: p
 
 
 def test_a_checkpoint_cannot_make_eval_download_into_a_folder_it_names(good_state: dict[str, Any], tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture) -> None:
+                                                                       capsys: pytest.CaptureFixture,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # the stored data node asks for MNIST with download=true into a folder of the file's choosing
+    monkeypatch.delenv("GAN_LAB_DATA_ROOT", raising=False)  # no other place to read MNIST from on this machine
     target = tmp_path / "written-by-the-file"
     state = {**good_state, "config": {**good_state["config"], "data": {
         "_target_": "gan_lab.data.ImageData", "name": "mnist", "root": str(target), "download": True, "train": True}}}
@@ -212,5 +214,27 @@ def test_a_checkpoint_cannot_make_eval_download_into_a_folder_it_names(good_stat
     torch.save(state, path)
     with pytest.raises(SystemExit) as exit_info:
         run_cli("eval", f"checkpoint={path}", f"out={tmp_path / 'eval.json'}")
-    assert exit_info.value.code == 2 and "Could not load mnist" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2 and "not on this machine. Pass data.root=" in err
     assert not target.exists()  # torchvision's download would have created it
+    # with the data where this machine keeps it, the file still cannot fetch into its folder
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("eval", f"checkpoint={path}", f"data.root={tmp_path / 'empty'}", f"out={tmp_path / 'eval.json'}")
+    assert exit_info.value.code == 2 and "Could not load mnist" in capsys.readouterr().err
+    assert not target.exists() and not (tmp_path / "empty").exists()
+
+
+def test_a_data_node_that_does_not_fit_the_generator_is_refused(good_state: dict[str, Any], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    # a 2-D generator's file that names MNIST (readable here): measuring its points as images would crash
+    root = make_tiny_mnist(tmp_path / "data")
+    state = {**good_state, "config": {**good_state["config"], "data": {
+        "_target_": "gan_lab.data.ImageData", "name": "mnist", "root": str(root), "download": False, "train": True}}}
+    path = tmp_path / "mismatch.pt"
+    torch.save(state, path)
+    for command in (["eval", f"out={tmp_path / 'eval.json'}"], ["sample", "n=4", f"out={tmp_path / 's'}"]):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(command[0], f"checkpoint={path}", *command[1:])
+        err = " ".join(capsys.readouterr().err.split())
+        assert exit_info.value.code == 2 and "samples of shape (1, 28, 28), but its generator makes samples of shape (2,)" in err, err
+        assert "Traceback" not in err

@@ -89,7 +89,7 @@ def eval_command(args: list[str]) -> None:
     root = data_root_here(config, opts["data.root"])
     if root is not None:  # read where the data lives here, not where it lived when the run trained
         config = {**config, "data": {**config["data"], "root": root}}
-    data = rebuild_data(config, file, opts["device"])
+    data = rebuild_data(config, file, opts["device"], shape=state.get("data_shape"))
     evaluator = make_evaluator(data, root, inception_weights=opts["inception_weights"], seed=seed)
     if evaluator is None:
         raise GanLabError(f"gan-lab eval has nothing to measure: {no_metrics_note(data)}")
@@ -173,7 +173,7 @@ def sample_command(args: list[str]) -> None:
     else:
         from gan_lab.evaluation.plots import scatter_2d
 
-        real, _ = rebuild_data(config, file).sample(max(n, 1000))
+        real, _ = rebuild_data(config, file, shape=state.get("data_shape")).sample(max(n, 1000))
         with atomic_writer(out / f"{name}.png") as tmp:
             scatter_2d(real, x, step).savefig(tmp, dpi=100)
     console.print(f"{n} samples of {file} (step {step}) -> {out / name}.png and .pt", soft_wrap=True,

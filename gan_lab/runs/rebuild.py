@@ -141,13 +141,21 @@ def rebuild_generator(state: dict[str, Any], file: Path, entry: str = "G") -> nn
     return rebuild_models(state, file, entry, critic=False)[0]
 
 
-def rebuild_data(config: dict[str, Any], file: Path, device: str = "cpu") -> Any:
-    """The data set of a loaded checkpoint, built by gan-lab's own class from checked values."""
+def rebuild_data(config: dict[str, Any], file: Path, device: str = "cpu", shape: Any = None) -> Any:
+    """The data set of a loaded checkpoint, built by gan-lab's own class from checked values.
+
+    shape: the sample shape the checkpoint's generator was built for (its data_shape); a data set of
+    another shape is refused, since nothing the generator makes could be measured against it.
+    """
     builder, kwargs = checked_builder("data", config.get("data"), file)
     if "download" in kwargs:
         # a file may not make gan-lab write anywhere: its data set is read where the file says, never fetched there
         kwargs["download"] = False
-    return builder(**kwargs, device=device)
+    data = builder(**kwargs, device=device)
+    if shape is not None and list(data.shape) != list(shape):
+        raise _refuse(file, "data", f"builds {kwargs.get('name', 'a data set')} samples of shape "
+                                    f"{tuple(data.shape)}, but its generator makes samples of shape {tuple(shape)}")
+    return data
 
 
 def _show(value: Any) -> str:
