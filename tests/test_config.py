@@ -38,8 +38,9 @@ def build_data(cfg, root: Path):
 def test_groups_have_the_documented_options() -> None:
     assert set(options("loss")) >= {"hinge", "lsgan", "minimax", "nonsaturating", "wgan_clip", "wgan_gp", "rsgan",
                                     "ragan", "rpgan", "r3gan"}
-    assert options("model") == ["dcgan", "mlp"]
-    assert options("data") == ["cifar10", "fashion_mnist", "grid25", "mnist", "ring8", "stacked_mnist", "swissroll"]
+    # at least the documented ones: a new option is its class, its YAML and its test, with no list here to join
+    assert set(options("model")) >= {"dcgan", "mlp"}
+    assert set(options("data")) >= {"cifar10", "fashion_mnist", "grid25", "mnist", "ring8", "stacked_mnist", "swissroll"}
     assert set(options("optimizer")) >= {"adam", "rmsprop", "sgd"}
 
 
