@@ -17,25 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from generated_doc import cpu_name  # scripts/generated_doc.py
+
 SPIN = "while True: pass"  # one process that keeps one core busy
-
-
-def cpu_name() -> str:
-    """The CPU model, as lscpu names it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def train_seconds(root: Path, name: str, steps: int | None, threads: str, spinners: int) -> float:

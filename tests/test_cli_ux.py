@@ -337,3 +337,16 @@ def test_scatter_draws_real_points_over_generated_ones() -> None:
             if points:
                 assert points["real"].get_zorder() > points["generated"].get_zorder()
                 assert points["real"].get_alpha() > points["generated"].get_alpha()
+
+
+@pytest.mark.slow
+def test_busy_bench_prints_idle_and_busy_side_by_side() -> None:
+    # scripts/busy_bench.py end to end, on tiny runs: each threads setting idle, its ratio to itself is 1
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "busy_bench.py"), "--steps", "20", "--spinners", "0"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "threads" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["auto", "1", str(len(os.sched_getaffinity(0)))]
+    for row in rows:
+        seconds, ratio = row.split("|")[3].strip(), row.split("|")[4].strip()
+        assert float(seconds) > 0 and ratio.startswith("1.00x"), row
