@@ -156,14 +156,15 @@ def test_hparams_tab_shows_the_swept_key_first_then_the_group_choices(tmp_path: 
 # here with the variables SLURM would set; srun drops its options. Everything between them
 # (the sbatch file, submitit's pickles, its job environment, Hydra's launcher) is the real code.
 FAKE_SBATCH = r"""#!/bin/bash
+# run the copy: submitit removes its submission file once sbatch returns, maybe before a task's bash opens it
 cp "$1" "$(dirname "$0")/submitted.sh"
 export SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 SLURM_NTASKS=1 SLURM_JOB_NUM_NODES=1 SLURM_JOB_NODELIST=localhost
 if last=$(grep -oP '^#SBATCH --array=0-\K[0-9]+' "$1"); then
   for i in $(seq 0 "$last"); do
-    SLURM_JOB_ID=42$i SLURM_ARRAY_JOB_ID=42 SLURM_ARRAY_TASK_ID=$i bash "$1" > "$(dirname "$0")/task_$i.log" 2>&1 &
+    SLURM_JOB_ID=42$i SLURM_ARRAY_JOB_ID=42 SLURM_ARRAY_TASK_ID=$i bash "$(dirname "$0")/submitted.sh" > "$(dirname "$0")/task_$i.log" 2>&1 &
   done
 else  # a one-job sweep is submitted as a plain job, not an array
-  SLURM_JOB_ID=42 bash "$1" > "$(dirname "$0")/task_0.log" 2>&1 &
+  SLURM_JOB_ID=42 bash "$(dirname "$0")/submitted.sh" > "$(dirname "$0")/task_0.log" 2>&1 &
 fi
 echo "Submitted batch job 42"
 """
