@@ -7,7 +7,7 @@ on 2 cores, 1,063 s instead of ~60 s with heavier load). One thread fewer loses 
 the machine that the other process holds.
 
 With `threads: auto` (the default for a single run), a CPU run therefore follows the cores that
-are actually free: it measures, between log steps a few seconds apart, how many cores other
+are actually free: it measures, between log steps a second or more apart, how many cores other
 processes kept busy, and sets torch's thread count to what is left (at least 1, at most torch's
 default), with a margin so it does not flap. A count given by hand (`threads=N`) is kept, and the
 run says once that threads=1 would be faster. The thread count can change the last digits of a
