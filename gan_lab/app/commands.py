@@ -53,14 +53,17 @@ def eval_parser() -> argparse.ArgumentParser:
         Option("out", None, str, "the JSON file to write (default: <run dir>/eval.json, and for other settings "
                                  "their own file: eval_drs.json, eval_seed1.json, ...)"),
         Option("inception_weights", os.environ.get("GAN_LAB_INCEPTION_WEIGHTS"), str,
-               "torch-fidelity's Inception .pth for FID/IS/KID on RGB data ($GAN_LAB_INCEPTION_WEIGHTS)"),
+               "torch-fidelity's Inception .pth for FID/IS/KID on RGB data, checked with weights_only=True "
+               "($GAN_LAB_INCEPTION_WEIGHTS; default: torch-fidelity's download)"),
         Option("fid_samples", None, int, "generated images for FID/IS/KID/precision/recall on RGB data (default: "
                                          "10,000, FID-10k; 50000: the papers' FID-50k)"),
         Option("rejection", "none", str, REJECTION_HELP),
         Option("data.root", None, str, "the folder holding the checkpoint's data set on this machine (default: the "
                                        "checkpoint's data.root, else $GAN_LAB_DATA_ROOT when that folder is not here)"),
     ], examples="  gan-lab eval checkpoint=outputs/<date>/<time>\n  gan-lab eval checkpoint=run/checkpoints/step_00001000.pt seed=1\n"
-                "  gan-lab eval checkpoint=<run dir from another machine> data.root=/path/to/data")
+                "  gan-lab eval checkpoint=<run dir from another machine> data.root=/path/to/data\n"
+                "  gan-lab eval checkpoint=<run dir> fid_samples=50000 inception_weights=/path/to/"
+                "weights-inception-2015-12-05-6726825d.pth")
 
 
 def sample_parser() -> argparse.ArgumentParser:
