@@ -69,7 +69,8 @@ def cifar_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("cifar")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torchvision.datasets, "CIFAR10", TinyCifar10)
-        run_cli("train", "data=cifar10", f"data.root={run}", "data.download=false", *TINY, *TINY_DCGAN, "train.batch_size=8",
+        run_cli("train", "data=cifar10", f"data.root={run}", "data.download=false", *TINY, *TINY_DCGAN,
+                "train.batch_size=8",
                 "threads=1", f"hydra.run.dir={run}")
     return run
 
@@ -90,7 +91,8 @@ def test_eval_measures_with_torch_fidelity_records_the_protocol_and_caches_the_r
     protocol = result["protocol"]
     assert protocol["generated_images"] == 12 == result["samples"] and protocol["real_images"] == N_IMAGES
     assert protocol["real_split"] == "cifar10 train" and protocol["fid"] == "FID-12"
-    assert protocol["feature_extractor"].startswith("inception-v3-compat") and protocol["feature_layer"].startswith("2048")
+    assert protocol["feature_extractor"].startswith("inception-v3-compat")
+    assert protocol["feature_layer"].startswith("2048")
     assert protocol["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert protocol["torch_fidelity"] == torch_fidelity.__version__ and protocol["reference_weights"] is False
     assert "FID-12, not comparable with papers' FID-50k (gan-lab eval fid_samples=50000 gives that)" in printed
@@ -119,7 +121,8 @@ def test_eval_measures_with_torch_fidelity_records_the_protocol_and_caches_the_r
     # a second eval runs Inception on the generated images only, and gives the same numbers
     seen = []
     features = InceptionMetrics.features
-    monkeypatch.setattr(InceptionMetrics, "features", lambda self, images: seen.append(len(images)) or features(self, images))
+    monkeypatch.setattr(InceptionMetrics, "features",
+                        lambda self, images: seen.append(len(images)) or features(self, images))
     run_cli("eval", f"checkpoint={cifar_run}", f"inception_weights={weights}", "fid_samples=12",
             f"out={tmp_path / 'again.json'}")
     assert seen == [12]
@@ -163,7 +166,8 @@ def test_a_crafted_weights_file_is_refused_and_never_runs(cifar_run: Path, tmp_p
     assert f"Refused the Inception weights {crafted}" in err and "nothing from it was run" in err
     assert not marker.exists() and out.read_text() == "kept"  # not run, nothing overwritten
     # training refuses it too, before it trains
-    err = user_error(capsys, "train", "data=cifar10", f"data.root={tmp_path}", "data.download=false", *TINY, "train.batch_size=8",
+    err = user_error(capsys, "train", "data=cifar10", f"data.root={tmp_path}", "data.download=false", *TINY,
+                     "train.batch_size=8",
                      "model.width=8", "model.z_dim=16", "threads=1", f"inception_weights={crafted}",
                      f"hydra.run.dir={tmp_path / 'run'}")
     assert "Refused the Inception weights" in err and not marker.exists()
