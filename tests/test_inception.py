@@ -177,6 +177,17 @@ def test_a_crafted_weights_file_is_refused_and_never_runs(cifar_run: Path, tmp_p
     assert marker.exists()
 
 
+def test_plain_tensors_that_are_not_inception_are_refused_before_training(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, other)
+    err = user_error(capsys, "train", "data=cifar10", f"data.root={tmp_path}", "data.download=false", *TINY,
+                     "train.batch_size=8", "model.width=8", "model.z_dim=16", "threads=1",
+                     f"inception_weights={other}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert f"The Inception weights {other} are plain tensors but not torch-fidelity's Inception" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_fid_samples_below_the_minimum_is_refused(cifar_run: Path, capsys: pytest.CaptureFixture) -> None:
     err = user_error(capsys, "eval", f"checkpoint={cifar_run}", "fid_samples=3")
     assert "fid_samples=3 is out of range" in err and "fid_samples=50000" in err

@@ -218,6 +218,7 @@ def inception_evaluator(measure: InceptionScores, weights: str | None, seed: int
         return lambda G: {}
     metrics = InceptionMetrics(checked, measure.real[:n].cpu(), measure.name, measure.split, n,
                                Path(cache_dir) if cache_dir else default_cache_dir())
+    metrics.extractor()  # built now: weights that are not Inception's are refused before a run trains
 
     def inception(G: nn.Module) -> dict[str, float]:
         fake = generate(G, n, class_labels(G, n), seed=seed)

@@ -129,10 +129,15 @@ class InceptionMetrics:
                 "feature_layer": f"{FEATURES} (pool3: FID, KID, precision/recall); {LOGITS} (IS)",
                 # Kynkäänniemi et al. (and torch-fidelity's prc default) use VGG16 features: the same method on
                 # Inception's here, so these precision/recall compare with each other, not with the paper's
+                "kid_subset_size": self.kid_subset_size(),
                 "precision_recall": "Kynkäänniemi et al. 2019, k=3, on Inception pool3 features (the paper: VGG16)",
                 "weights": self.weights.path, "weights_sha256": self.weights.sha256,
                 "weights_source": self.weights.source, "reference_weights": self.weights.reference,
                 "torch_fidelity": torch_fidelity.__version__}
+
+    def kid_subset_size(self) -> int:
+        """KID's subset size: torch-fidelity's 1,000, or fewer when a set is smaller."""
+        return min(1000, self.n_fake, len(self.real))
 
     def extractor(self) -> Any:
         """torch-fidelity's Inception, built once from the checked file."""
@@ -191,7 +196,7 @@ class InceptionMetrics:
         pool = fake_features[FEATURES]
         fid = fid_statistics_to_metric(fid_features_to_statistics(pool), fid_features_to_statistics(real), False)
         isc = isc_features_to_metric(fake_features[LOGITS])
-        kid = kid_features_to_metric(pool, real, kid_subset_size=min(1000, len(pool), len(real)), verbose=False)
+        kid = kid_features_to_metric(pool, real, kid_subset_size=self.kid_subset_size(), verbose=False)
         # Kynkäänniemi et al. 2019, k = 3; save_cpu_ram: distances a block at a time
         prc = prc_features_to_metric(pool, real, save_cpu_ram=True, verbose=False)
         return {"metrics/fid": float(fid["frechet_inception_distance"]),
