@@ -260,3 +260,34 @@ def test_cifar100_missing_names_its_folder(tmp_path: Path, capsys: pytest.Captur
     message = user_error(capsys, "train", "data=cifar100", f"data.root={tmp_path / 'empty'}", "data.download=false",
                          *TINY, "threads=1", f"hydra.run.dir={tmp_path / 'run'}")
     assert f"Could not load cifar100 from {tmp_path / 'empty'}" in message and "cifar-100-python" in message
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def test_write_image_folder_writes_class_folders_that_data_folder_reads(tmp_path: Path, tiny_mnist_root: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(SCRIPTS / "write_image_folder.py"), "--root", str(tiny_mnist_root),
+                          "--out", str(tmp_path / "fashion"), "--limit", "20"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    folders = sorted(p.name for p in (tmp_path / "fashion").iterdir())
+    assert "T-shirt-top" in folders and len(folders) == 10 and len(list((tmp_path / "fashion").glob("*/*.png"))) == 20
+    data = folder(tmp_path / "fashion", tmp_path / "cache")
+    assert (data.size, data.n_classes) == (20, 10)
+
+
+@pytest.mark.slow
+def test_folder_bench_prints_the_ratios_side_by_side(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(SCRIPTS / "folder_bench.py"), "--images", "40", "--rounds", "2",
+                          "--steps", "1"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "GAN_LAB_CACHE": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in out.stdout.splitlines() if "x " in line}
+    assert "1.000x" in rows["in memory"] and "folder (held)" in rows and "folder (streamed)" in rows
+    assert "first (reads and resizes every file)" in out.stdout and "ratio" in out.stdout
