@@ -114,7 +114,7 @@ class FolderData:
             self.images = torch.from_numpy(np.load(folder / "images.npy", allow_pickle=False)).to(self.device)
         self.labels = torch.from_numpy(self.labels_np).to(self.device)
         ranks, rank = distributed.world_size(), distributed.rank()
-        self.share = torch.arange(rank, self.size, ranks) if ranks > 1 else None  # this rank's rows
+        self.share = torch.arange(rank, self.size, ranks, device=self.device) if ranks > 1 else None  # this rank's rows
         if self.share is not None and not len(self.share):
             raise GanLabError(f"data.path={path} has {self.size} images, fewer than the {ranks} ranks training on it.")
         held = "streamed from disk" if self.streamed else f"held on {self.device}"
@@ -131,7 +131,7 @@ class FolderData:
             idx = torch.randint(self.size if self.share is None else len(self.share), (batch_size,),
                                 device=self.device)
             if self.share is not None:
-                idx = self.share.to(self.device).index_select(0, idx)
+                idx = self.share.index_select(0, idx)
             x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
         x = x.float().div_(127.5).sub_(1.0)
         if self.xflip:  # each image mirrored left-right with probability 1/2 (StyleGAN2-ADA's --mirror)
@@ -142,7 +142,7 @@ class FolderData:
     def _loader(self, batch_size: int) -> Iterator:
         if batch_size not in self._loaders:
             seed = int(torch.randint(2**62, ()))  # from the run's seed (per rank): reproducible batches
-            share = self.share if self.share is not None else torch.arange(self.size)
+            share = self.share.cpu() if self.share is not None else torch.arange(self.size)
             loader = torch.utils.data.DataLoader(
                 _Rows(self.cache_folder / "images.npy", self.labels_np), batch_size=None,
                 sampler=_RandomBatches(share, batch_size, seed), num_workers=self.workers,

@@ -291,3 +291,15 @@ def test_folder_bench_prints_the_ratios_side_by_side(tmp_path: Path) -> None:
     rows = {line.split()[0] + " " + line.split()[1]: line for line in out.stdout.splitlines() if "x " in line}
     assert "1.000x" in rows["in memory"] and "folder (held)" in rows and "folder (streamed)" in rows
     assert "first (reads and resizes every file)" in out.stdout and "ratio" in out.stdout
+
+
+def test_a_resume_may_move_the_cache_and_change_the_budget(tmp_path: Path) -> None:
+    from gan_lab.runs.checkpoint import load_checkpoint
+
+    images = two_classes(tmp_path / "images", n=4)
+    common = ["data=folder", f"data.path={images}", "data.resolution=32", *TINY, *TINY_DCGAN, "train.batch_size=8",
+              "threads=1", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("train", *common, "train.steps=2", f"data.cache={tmp_path / 'cache'}")
+    run_cli("train", *common, "train.steps=4", f"data.cache={tmp_path / 'elsewhere'}", "data.memory_budget=1e-9",
+            "data.workers=0", "resume=auto")  # where the cache lives and how it is read do not change the math
+    assert load_checkpoint(tmp_path / "run")["step"] == 4 and (tmp_path / "elsewhere").is_dir()
