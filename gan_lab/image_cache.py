@@ -45,7 +45,7 @@ class Source:
 
     path: Path
     names: list[str]
-    listing: list[tuple]   # (name, size, mtime or crc) of every file: the cache key's content
+    listing: list[tuple]   # (name, size, mtime or crc) of the images and dataset.json: the cache key's content
     read: Callable[[str], bytes]
     labels_text: bytes | None  # dataset.json, when there is one
 
@@ -76,7 +76,8 @@ def open_source(path: str) -> Source:
         raise GanLabError(f"data.path={path} holds no image files (none of {len(listing)} files has an extension "
                           f"Pillow reads, such as .png or .jpg). {fix}")
     labels_text = read(LABELS_FILE) if any(n == LABELS_FILE for n, *_ in listing) else None
-    return Source(where, names, listing, read, labels_text)
+    wanted = set(names) | {LABELS_FILE}  # a README or a thumbnail database beside the images changes nothing
+    return Source(where, names, [entry for entry in listing if entry[0] in wanted], read, labels_text)
 
 
 def read_labels(source: Source) -> tuple[list[int] | None, list[str]]:

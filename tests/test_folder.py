@@ -167,6 +167,8 @@ def test_the_second_start_reads_the_cache_and_a_change_is_read_again(tmp_path: P
     assert not opened and second.cache_folder == first.cache_folder
     assert torch.equal(second.images, first.images) and torch.equal(second.labels, first.labels)
     monkeypatch.undo()
+    (images / "notes.txt").write_text("a file that is not an image changes nothing")
+    assert folder(images, tmp_path / "cache").cache_folder == first.cache_folder
     solid(images / "red" / "new.png", RED)  # a changed folder: a new key, read again
     third = folder(images, tmp_path / "cache")
     assert third.cache_folder != first.cache_folder and third.size == first.size + 1
