@@ -84,9 +84,9 @@ class FolderData:
         from gan_lab.training import distributed
 
         _check(path, resolution, fit, channels, memory_budget, workers)
-        source = open_source(path)
-        labels, classes = read_labels(source)
         started = time.perf_counter()
+        source = open_source(path)  # listing the files (their sizes and mtimes key the cache) is part of start-up
+        labels, classes = read_labels(source)
         building = lambda n: console.print(  # noqa: E731
             f"[bold]data[/] reading {n:,} images from {source.path} into a {channels}x{resolution}x{resolution} "
             f"cache (once; later runs read the cache)", soft_wrap=True, highlight=False)
