@@ -61,9 +61,10 @@ def open_source(path: str) -> Source:
         listing = []
         for root, dirs, files in os.walk(where):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # hidden folders (.git, .ipynb_checkpoints)
+            folder = Path(root).relative_to(where).as_posix()  # once per folder: pathlib per file is the slow part
             for file in sorted(files):
                 stat = os.stat(os.path.join(root, file))
-                listing.append((Path(root, file).relative_to(where).as_posix(), stat.st_size, stat.st_mtime_ns))
+                listing.append((file if folder == "." else f"{folder}/{file}", stat.st_size, stat.st_mtime_ns))
         read = lambda name: (where / name).read_bytes()  # noqa: E731
     elif zipfile.is_zipfile(where):
         archive = zipfile.ZipFile(where)

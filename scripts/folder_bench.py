@@ -60,23 +60,30 @@ def iteration(data: object, seed: int) -> Iteration:
                      NonFiniteGuard("stop", torch.device("cpu")))
 
 
-def time_training(folder: Path, cache: Path, rounds: int, steps: int) -> dict[str, list[float]]:
-    """Seconds per round of `steps` generator steps for each variant, rounds alternating the order."""
+def time_training(folder: Path, cache: Path, rounds: int, steps: int
+                  ) -> tuple[dict[str, tuple[list[float], list[float]]], dict[str, float]]:
+    """(wall seconds, this process's CPU seconds) per round of `steps` generator steps for each variant, and
+    the median seconds of one sample(BATCH) call alone (torch.utils.benchmark)."""
+    from torch.utils.benchmark import Timer
+
     held = FolderData(str(folder), resolution=RESOLUTION, cache=str(cache), workers=0)
     streamed = FolderData(str(folder), resolution=RESOLUTION, cache=str(cache), memory_budget=1e-6, workers=2)
-    variants = {"folder (held)": iteration(held, 0), "in memory": iteration(InMemory(held.images, held.labels), 0),
-                "folder (streamed)": iteration(streamed, 0)}
+    datas = {"folder (held)": held, "in memory": InMemory(held.images, held.labels), "folder (streamed)": streamed}
+    variants = {name: iteration(data, 0) for name, data in datas.items()}
     for run in variants.values():  # warm-up: first allocations, the streamed loader's workers
         for step in range(3):
             run(step)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in variants}
     for r in range(rounds):
         for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
-            started = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             for step in range(steps):
                 variants[name](step)
-            times[name].append(time.perf_counter() - started)
-    return times
+            times[name][0].append(time.perf_counter() - wall)
+            times[name][1].append(time.process_time() - cpu)
+    sampling = {name: Timer(f"data.sample({BATCH})", globals={"data": data}).blocked_autorange(min_run_time=1).median
+                for name, data in datas.items()}
+    return times, sampling
 
 
 def time_startup(folder: Path, cache: Path) -> tuple[float, float]:
@@ -101,8 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=None, help="the folder holding FashionMNIST/ (else random images)")
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=50, help="generator steps per variant per round")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=15, help="generator steps per variant per round")
     args = parser.parse_args()
     torch.set_num_threads(1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -113,17 +120,21 @@ def main() -> None:
         else:
             random_folder(folder, args.images)
         first, second = time_startup(folder, cache)
-        times = time_training(folder, cache, args.rounds, args.steps)
-    base = np.array(times["in memory"])
+        times, sampling = time_training(folder, cache, args.rounds, args.steps)
+    wall_base, cpu_base = (np.array(t) for t in times["in memory"])
     print(f"\nfolder_bench.py, commit {commit}, {cpu_name()}, 1 thread, torch {torch.__version__}")
-    print(f"(a) training at {RESOLUTION} px (MLP G and critic, batch {BATCH}), {args.rounds} rounds x "
-          f"{args.steps} generator steps each:")
-    print(f"    {'variant':<20}{'ms/step':>10}{'ratio to in memory':>22}{'range over rounds':>22}")
-    for name, seconds in times.items():
-        per_round = np.array(seconds) / base
-        ratio = sum(seconds) / base.sum()
-        print(f"    {name:<20}{1000 * sum(seconds) / (args.rounds * args.steps):>10.2f}{ratio:>21.3f}x"
-              f"{f'{per_round.min():.3f}-{per_round.max():.3f}x':>22}")
+    print(f"(a) training at {RESOLUTION} px (MLP G and critic, batch {BATCH}), {args.rounds} alternating rounds x "
+          f"{args.steps} generator steps each. Wall-clock ratio: the median of the rounds' ratios (a busy machine "
+          f"moves single rounds) and its quartiles; CPU ratio: this process's CPU time, summed (the streamed "
+          f"path's workers are other processes, so it has none):")
+    print(f"    {'variant':<20}{'ms/step':>9}{'wall ratio':>12}{'quartiles':>16}{'CPU ratio':>11}"
+          f"{'sample() alone, ms':>20}")
+    for name, (wall, cpu) in times.items():
+        per_round = np.array(wall) / wall_base
+        q1, median, q3 = np.percentile(per_round, [25, 50, 75])
+        cpu_ratio = f"{sum(cpu) / cpu_base.sum():.3f}x" if name != "folder (streamed)" else "-"
+        print(f"    {name:<20}{1000 * np.median(wall) / args.steps:>9.1f}{median:>11.3f}x"
+              f"{f'{q1:.3f}-{q3:.3f}x':>16}{cpu_ratio:>11}{1000 * sampling[name]:>20.3f}")
     source = "Fashion-MNIST PNGs" if args.data_root else "random PNGs"
     print(f"(b) start-up of a {args.images:,}-image folder ({source}, to {RESOLUTION} px RGB):")
     print(f"    first (reads and resizes every file) {first:.2f} s   second (reads the cache) {second:.2f} s   "
