@@ -152,7 +152,10 @@ _TORCHVISION = {
     "mnist": ("MNIST", "MNIST"),
     "fashion_mnist": ("FashionMNIST", "FashionMNIST"),
     "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+    "cifar100": ("CIFAR100", "cifar-100-python"),
+    "celeba": ("CelebA", "celeba"),  # aligned faces, 64 px centre crop (CELEBA_RESOLUTION), unlabelled
 }
+CELEBA_RESOLUTION = 64  # the 178x178 centre of the 178x218 aligned faces, resized: the DCGAN/WGAN-GP protocol
 
 
 class ImageData:
@@ -169,7 +172,7 @@ class ImageData:
         self.labels = labels.to(device)
         self.name, self.split = name, "train" if train else "test"
         self.shape = tuple(self.images.shape[1:])
-        self.n_classes = int(self.labels.max()) + 1
+        self.n_classes = int(self.labels.max()) + 1 if int(self.labels.min()) >= 0 else 0  # -1: unlabelled
         self.size = len(self.images)
         self.augment = parse_policy(augment, self.shape)
 
@@ -177,7 +180,7 @@ class ImageData:
         """A batch drawn uniformly with replacement, scaled to [-1, 1]."""
         idx = torch.randint(self.size, (batch_size,), device=self.images.device)
         x = self.images.index_select(0, idx).float().div_(127.5).sub_(1.0)
-        return x, self.labels.index_select(0, idx)
+        return x, self.labels.index_select(0, idx) if self.n_classes else None
 
     def measures(self) -> tuple[DigitClasses] | tuple[InceptionScores] | tuple[()]:
         """Digits (MNIST, Fashion-MNIST): gan-lab's classifier; RGB images: Inception."""
@@ -261,8 +264,9 @@ def _load_torchvision(name: str, root: str, download: bool, train: bool) -> tupl
 
     cls_name, folder = _TORCHVISION[name]
     where = os.path.abspath(os.path.expanduser(root))
+    split = {"split": "train" if train else "test", "target_type": []} if name == "celeba" else {"train": train}
     try:
-        ds = getattr(torchvision.datasets, cls_name)(root=where, train=train, download=download)
+        ds = getattr(torchvision.datasets, cls_name)(root=where, download=download, **split)
     except (RuntimeError, OSError, URLError, ValueError) as err:
         how = ("The download failed (no internet?): put the files there by hand, or point data.root at a "
                "folder that has them" if download else
@@ -273,6 +277,30 @@ def _load_torchvision(name: str, root: str, download: bool, train: bool) -> tupl
             f"{reason.rstrip('.')}. {how}, e.g. data.root=/path/to/data "
             f"(or set GAN_LAB_DATA_ROOT)."
         ) from None
+    if name == "celeba":
+        return _celeba_images(ds)
     images = torch.as_tensor(ds.data)
     images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # (N,H,W[,C]) -> (N,C,H,W)
     return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
+
+
+def _celeba_images(ds: Any) -> tuple[Tensor, Tensor]:
+    """CelebA's split as uint8 (N, 3, 64, 64): decoded once into gan_lab.image_cache's cache, read from it after."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from gan_lab.image_cache import Source, load_or_build
+
+    folder = Path(ds.root) / ds.base_folder / "img_align_celeba"
+    names = list(ds.filename)
+    try:
+        stats = [os.stat(folder / name) for name in names]
+    except OSError as err:
+        raise GanLabError(f"CelebA's list_eval_partition.txt names {err.filename}, which is not there: the "
+                          f"images in {folder} are incomplete. Extract img_align_celeba.zip there again.") from None
+    listing = [(name, stat.st_size, stat.st_mtime_ns) for name, stat in zip(names, stats)]  # the cache's key
+    source = Source(folder, names, listing, lambda name: (folder / name).read_bytes(), None)
+    cached, _ = load_or_build(source, None, [], CELEBA_RESOLUTION, "crop", 3, None)
+    images = torch.from_numpy(np.load(cached / "images.npy", allow_pickle=False))
+    return images, torch.from_numpy(np.load(cached / "labels.npy", allow_pickle=False))  # labels: -1, none

@@ -145,7 +145,7 @@ HARMLESS = ("train.steps", "train.log_every", "train.sample_every", "train.check
             "train.keep_checkpoints", "train.nonfinite", "train.eval_every",
             "train.cuda_graph", "train.compile", "optimizer.fused", "metrics", "inception_weights",
             "objective", "threads", "device", "resume", "resume_force",
-            "data.root", "data.download", "data.recommended.")
+            "data.root", "data.download", "data.recommended.", "data.cache", "data.memory_budget", "data.workers")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""data=folder: your own images, from a class-folder tree, a flat folder or a zip (gan_lab.image_cache).
+
+The images are read once into a uint8 cache (N, C, R, R). When the cache fits data.memory_budget
+it is held on the training device as one tensor and batches are drawn as ImageData draws them
+(randint + index_select, no host round trip). Otherwise it stays memory-mapped and a DataLoader's
+workers read random batches from it (pinned on CUDA), so a data set larger than memory trains with
+memory bounded by the batches in flight. Under torchrun each rank draws from its own share of the
+images (every world_size-th row, starting at its rank).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gan_lab.augment import parse_policy
+from gan_lab.data import InceptionScores
+from gan_lab.errors import GanLabError
+from gan_lab.image_cache import load_or_build, open_source, read_labels
+
+FITS = ("crop", "pad")
+
+
+def _check(path: str, resolution: int, fit: str, channels: int, memory_budget: float, workers: int) -> None:
+    if not path:
+        raise GanLabError("data=folder needs data.path: a folder of images (class subfolders for labels) or a "
+                          ".zip of them, e.g. data.path=/my/images.")
+    if not (isinstance(resolution, int) and 32 <= resolution <= 256):
+        raise GanLabError(f"data.resolution={resolution!r} is out of range: images are made square at a side of "
+                          f"32 to 256 pixels, e.g. data.resolution=64.")
+    if fit not in FITS:
+        raise GanLabError(f"data.fit={fit!r} is not known: crop (the centre square) or pad (all of the image, "
+                          f"with black bars).")
+    if channels not in (1, 3):
+        raise GanLabError(f"data.channels={channels!r} is not known: 3 (RGB) or 1 (greyscale).")
+    if not memory_budget > 0:
+        raise GanLabError(f"data.memory_budget={memory_budget} is out of range: the GiB the images may take on "
+                          f"the training device, > 0 (beyond it they are streamed from disk).")
+    if not (isinstance(workers, int) and workers >= 0):
+        raise GanLabError(f"data.workers={workers!r} is out of range: DataLoader processes, 0 or more.")
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Batches of rows of the memory-mapped cache: one item is a whole batch (its indices sorted: fewer seeks)."""
+
+    def __init__(self, file: Path, labels: np.ndarray):
+        self.file, self.labels, self.rows = file, labels, None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: list[int]) -> tuple[Tensor, Tensor]:
+        if self.rows is None:  # opened in the worker that reads: a memory map is not shared across processes
+            self.rows = np.load(self.file, mmap_mode="r", allow_pickle=False)
+        index = np.sort(np.asarray(index))
+        return torch.from_numpy(np.ascontiguousarray(self.rows[index])), torch.from_numpy(self.labels[index])
+
+
+class _RandomBatches(torch.utils.data.Sampler):
+    """Endless batches of indices drawn uniformly with replacement from `share` (as the in-memory path draws)."""
+
+    def __init__(self, share: Tensor, batch_size: int, seed: int):
+        self.share, self.batch_size, self.seed = share, batch_size, seed
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        while True:
+            yield self.share[torch.randint(len(self.share), (self.batch_size,), generator=generator)].tolist()
+
+
+class FolderData:
+    """Images from a folder or zip, resized once into a uint8 cache; labels from class folders or dataset.json."""
+
+    def __init__(self, path: str, resolution: int = 64, fit: str = "crop", channels: int = 3, xflip: bool = False,
+                 cache: str | None = None, memory_budget: float = 4.0, workers: int = 2,
+                 device: str | torch.device = "cpu", augment: str | list[str] | None = None):
+        from gan_lab.runs.tracker import console
+        from gan_lab.training import distributed
+
+        _check(path, resolution, fit, channels, memory_budget, workers)
+        started = time.perf_counter()
+        source = open_source(path)  # listing the files (their sizes and mtimes key the cache) is part of start-up
+        labels, classes = read_labels(source)
+        building = lambda n: console.print(  # noqa: E731
+            f"[bold]data[/] reading {n:,} images from {source.path} into a {channels}x{resolution}x{resolution} "
+            f"cache (once; later runs read the cache)", soft_wrap=True, highlight=False)
+        folder, meta = load_or_build(source, labels, classes, resolution, fit, channels, cache, building)
+        self.cache_folder, self.skipped = folder, list(meta["skipped"])
+        if self.skipped:
+            shown = ", ".join(self.skipped[:5]) + (", ..." if len(self.skipped) > 5 else "")
+            console.print(f"[yellow]warning:[/] {len(self.skipped)} of {len(source.names)} image files in "
+                          f"{source.path} could not be read and are skipped: {shown} (all of them are listed in "
+                          f"{folder / 'meta.json'}).", soft_wrap=True, highlight=False)
+
+        self.device, self.xflip, self.workers = torch.device(device), bool(xflip), workers
+        self.name = f"folder-{folder.name}"  # names the Inception features' cache: one per content
+        self.labels_np = np.load(folder / "labels.npy", allow_pickle=False)
+        self.size = len(self.labels_np)
+        self.n_classes = len(meta["classes"])
+        self.shape = (channels, resolution, resolution)
+        self.augment = parse_policy(augment, self.shape)
+        nbytes = self.size * channels * resolution * resolution
+        self.streamed = nbytes > memory_budget * 2**30
+        if self.streamed:
+            self.images = np.load(folder / "images.npy", mmap_mode="r", allow_pickle=False)  # read by the workers
+            self._loaders: dict[int, Iterator] = {}
+        else:  # uint8 on the device: 4x less memory than float; converted per batch in sample()
+            self.images = torch.from_numpy(np.load(folder / "images.npy", allow_pickle=False)).to(self.device)
+        self.labels = torch.from_numpy(self.labels_np).to(self.device)
+        ranks, rank = distributed.world_size(), distributed.rank()
+        self.share = torch.arange(rank, self.size, ranks, device=self.device) if ranks > 1 else None  # this rank's rows
+        if self.share is not None and not len(self.share):
+            raise GanLabError(f"data.path={path} has {self.size} images, fewer than the {ranks} ranks training on it.")
+        held = "streamed from disk" if self.streamed else f"held on {self.device}"
+        console.print(f"[bold]data[/] {self.size:,} images{f' in {self.n_classes} classes' if self.n_classes else ''}"
+                      f" from {source.path}, {held} ({nbytes / 2**20:,.0f} MiB; ready in "
+                      f"{time.perf_counter() - started:.1f} s)", soft_wrap=True, highlight=False)
+
+    def sample(self, batch_size: int) -> tuple[Tensor, Tensor | None]:
+        """A batch drawn uniformly with replacement (from this rank's share), in [-1, 1], x-flipped per sample."""
+        if self.streamed:
+            x, y = next(self._loader(batch_size))
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        else:
+            idx = torch.randint(self.size if self.share is None else len(self.share), (batch_size,),
+                                device=self.device)
+            if self.share is not None:
+                idx = self.share.index_select(0, idx)
+            x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
+        x = x.float().div_(127.5).sub_(1.0)
+        if self.xflip:  # each image mirrored left-right with probability 1/2 (StyleGAN2-ADA's --mirror)
+            flip = torch.rand(batch_size, 1, 1, 1, device=x.device) < 0.5
+            x = torch.where(flip, x.flip(3), x)
+        return x, (y if self.n_classes else None)
+
+    def _loader(self, batch_size: int) -> Iterator:
+        if batch_size not in self._loaders:
+            seed = int(torch.randint(2**62, ()))  # from the run's seed (per rank): reproducible batches
+            share = self.share.cpu() if self.share is not None else torch.arange(self.size)
+            loader = torch.utils.data.DataLoader(
+                _Rows(self.cache_folder / "images.npy", self.labels_np), batch_size=None,
+                sampler=_RandomBatches(share, batch_size, seed), num_workers=self.workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
+                prefetch_factor=4 if self.workers else None)
+            self._loaders[batch_size] = iter(loader)
+        return self._loaders[batch_size]
+
+    def measures(self) -> tuple[InceptionScores] | tuple[()]:
+        """RGB: FID, IS and KID through Inception; greyscale: none (Inception is for RGB photos)."""
+        if self.shape[0] != 3:
+            return ()
+        if self.streamed:
+            with warnings.catch_warnings():  # read-only memory map: the evaluator only reads its first rows
+                warnings.simplefilter("ignore", UserWarning)
+                return (InceptionScores(self.name, torch.from_numpy(self.images)),)
+        return (InceptionScores(self.name, self.images),)
