@@ -158,3 +158,18 @@ def test_eval_reports_memorisation_and_keeps_each_picture(tmp_path: Path, tiny_m
     assert (tmp_path / "nearest_neighbours_seed1.png").exists() and (tmp_path / "eval_seed1.json").exists()
     assert (tmp_path / "nearest_neighbours.png").read_bytes() == first  # the plain evaluation's is kept
 
+
+
+def test_each_evaluation_names_its_own_picture(tmp_path: Path) -> None:
+    names = {record: memorisation.picture_file(tmp_path / record).name
+             for record in ("eval.json", "eval_drs.json", "eval_step_00001000_seed1.json", "given.json")}
+    assert names == {"eval.json": "nearest_neighbours.png", "eval_drs.json": "nearest_neighbours_drs.png",
+                     "eval_step_00001000_seed1.json": "nearest_neighbours_step_00001000_seed1.png",
+                     "given.json": "given_nearest_neighbours.png"}
+
+
+def test_one_training_image_has_no_neighbour_and_says_so() -> None:
+    from gan_lab.errors import GanLabError
+
+    with pytest.raises(GanLabError, match="at least 2 training images"):
+        memorisation_check(NearestTraining(rgb_images(1, seed=0)), 1, inception_weights="/absent.pth")

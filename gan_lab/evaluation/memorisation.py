@@ -140,8 +140,8 @@ def inception_features(weights: str | None, device: torch.device) -> Callable[[T
 
 
 @torch.no_grad()
-def embed(features: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 200) -> Tensor:
-    """features() of uint8 images, in batches (a whole data set at once would hold GBs of activations)."""
+def embed(features: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 50) -> Tensor:
+    """features() of uint8 images, in batches: Inception's first layers hold ~5 MB per image at 299 x 299."""
     return torch.cat([features(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
 
 
@@ -165,6 +165,9 @@ def memorisation_check(measure: NearestTraining, n: int, classifier_root: str | 
     from gan_lab.evaluation.evaluate import class_labels, generate
 
     train = measure.real
+    if len(train) < 2:
+        raise GanLabError(f"Memorisation needs at least 2 training images (one to compare with the other), and the "
+                          f"data set holds {len(train)}. Add images to it.")
     device = train.device
     held = torch.randperm(len(train), generator=torch.Generator().manual_seed(HELD_SEED))[:HELD].to(device)
     if measure.classifier is not None:
