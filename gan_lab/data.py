@@ -74,8 +74,9 @@ class StackedDigits:
 class InceptionScores:
     """FID, Inception Score and KID through torch-fidelity's Inception network."""
 
-    name: str     # names torch-fidelity's cache of the real images' features
+    name: str     # names the cache of the real images' Inception features
     real: Tensor  # uint8 (N, 3, H, W): the real images
+    split: str = "train"  # which split `real` is, recorded with the metrics
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ class ImageData:
         # uint8 on the device: 4x less memory than float; converted per batch in sample()
         self.images = images.to(device)
         self.labels = labels.to(device)
-        self.name = name
+        self.name, self.split = name, "train" if train else "test"
         self.shape = tuple(self.images.shape[1:])
         self.n_classes = int(self.labels.max()) + 1
         self.size = len(self.images)
@@ -193,7 +194,7 @@ class ImageData:
         if self.name in ("mnist", "fashion_mnist"):
             return DigitClasses(self.name, self.images), NearestTraining(self.images, self.name)
         if self.shape[0] == 3:
-            return InceptionScores(self.name, self.images), NearestTraining(self.images)
+            return InceptionScores(self.name, self.images, self.split), NearestTraining(self.images)
         return (NearestTraining(self.images),)
 
 

@@ -19,7 +19,7 @@ from test_train import read_events
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"sample": ["checkpoint=", "n=", "seed=", "interpolate=", "label=", "device=", "out=", "rejection="],
-        "eval": ["checkpoint=", "seed=", "device=", "out=", "inception_weights=", "rejection="],
+        "eval": ["checkpoint=", "seed=", "device=", "out=", "inception_weights=", "fid_samples=", "rejection="],
         "report": ["sweep_dir", "sort=", "columns=", "plot=", "x=", "out="],
         "classifier": ["action", "data=", "data.root=", "data.download=", "seed=", "epochs=", "force=", "cache_dir="]}
 

@@ -241,45 +241,30 @@ def rgb_data(n: int = 40):
     data = ImageData.__new__(ImageData)  # an RGB data set without files: CIFAR-10's shape
     data.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
     data.labels = torch.arange(n) % 10
-    data.name, data.shape, data.n_classes, data.size = "cifar10", (3, 32, 32), 10, n
+    data.name, data.shape, data.n_classes, data.size, data.split = "cifar10", (3, 32, 32), 10, n, "train"
     return data
 
 
-def test_inception_metrics_without_weights_say_so_once_and_go_on(monkeypatch, capsys) -> None:
-    import torch_fidelity
+def test_inception_metrics_without_weights_say_so_once_and_go_on(monkeypatch, tmp_path, capsys) -> None:
+    from urllib.error import URLError
 
     from gan_lab.models import dcgan
 
     calls = []
 
-    def no_weights(**kwargs):
-        calls.append(kwargs)
-        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+    def no_internet(url, dst, *args, **kwargs):
+        calls.append(url)
+        raise URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(torch_fidelity, "calculate_metrics", no_weights)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached copy of torch-fidelity's weights
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_internet)
+    G, _ = dcgan((3, 32, 32), z_dim=8, width=4)
     evaluator = make_evaluator(rgb_data())
-    G, _ = dcgan((3, 32, 32), z_dim=8, width=4)
     assert evaluator(G) == {} and evaluator(G) == {}
-    assert len(calls) == 1  # not retried every evaluation
+    assert len(calls) == 1 and calls[0].endswith("weights-inception-2015-12-05-6726825d.pth")  # not retried
     err = " ".join(capsys.readouterr().err.split())
-    assert "Inception metrics (FID, IS, KID) are off for this run" in err and "inception_weights=" in err
-
-
-def test_inception_metrics_are_reported_from_torch_fidelity(monkeypatch) -> None:
-    import torch_fidelity
-
-    from gan_lab.models import dcgan
-
-    seen = {}
-
-    def fake_fidelity(**kwargs):
-        seen.update(kwargs)
-        return {"frechet_inception_distance": 12.5, "inception_score_mean": 3.25, "kernel_inception_distance_mean": 0.01}
-
-    monkeypatch.setattr(torch_fidelity, "calculate_metrics", fake_fidelity)
-    G, _ = dcgan((3, 32, 32), z_dim=8, width=4)
-    metrics = make_evaluator(rgb_data(), inception_weights="/weights/inception.pth")(G)
-    assert metrics == {"metrics/fid": 12.5, "metrics/inception_score": 3.25, "metrics/kid": 0.01}
-    assert seen["feature_extractor_weights_path"] == "/weights/inception.pth"
-    fake = seen["input1"][0]
-    assert fake.dtype == torch.uint8 and fake.shape == (3, 32, 32) and len(seen["input1"]) == 40
+    assert "Inception metrics (FID, IS, KID, precision/recall) are off for this run" in err
+    assert "inception_weights=" in err and "by download" in err
+    # a given file that is not there: the same note, naming it
+    assert make_evaluator(rgb_data(), inception_weights=str(tmp_path / "missing.pth"))(G) == {}
+    assert f"could not be loaded from {tmp_path / 'missing.pth'}" in " ".join(capsys.readouterr().err.split())

@@ -41,8 +41,10 @@ def test_each_data_class_declares_its_measures(tiny_mnist_root: Path) -> None:
     assert isinstance(nearest, NearestTraining) and nearest.classifier == "mnist" and nearest.real.shape[1] == 1
     rgb = ImageData.__new__(ImageData)  # CIFAR-10's shape, without its files
     rgb.images, rgb.name, rgb.shape, rgb.size = torch.zeros(5, 3, 32, 32, dtype=torch.uint8), "cifar10", (3, 32, 32), 5
+    rgb.split = "test"
     inception, nearest = rgb.measures()
     assert isinstance(inception, InceptionScores) and inception.name == "cifar10" and len(inception.real) == 5
+    assert inception.split == "test"  # recorded with the metrics: which real images they compare with
     assert isinstance(nearest, NearestTraining) and nearest.classifier is None  # Inception's features
 
 

@@ -26,8 +26,10 @@ from gan_lab.evaluation.classifier import (DATA_SETS, DEFAULT_EPOCHS, classifier
                                            load_classifier, load_or_train_classifier)
 from gan_lab.evaluation.evaluate import (EVAL_SEED, class_labels, data_root_here, describe_generator,
                                          describe_rejection, eval_file, eval_samples, evaluation_label,
+                                         evaluation_protocol,
                                          interpolation_z, load_generator, make_evaluator, no_metrics_note, rejection_sampler,
                                          run_dir_of)
+from gan_lab.evaluation.inception import MIN_FID_SAMPLES, describe_protocol
 from gan_lab.evaluation.report import (STYLE, add_resolved_keys, evaluation_columns, latest_sweep, load_evaluations,
                                        load_run, metric_columns, plot_plan, plot_runs, rich_tables, sort_runs,
                                        swept_keys, write_csv, write_markdown)
@@ -52,12 +54,17 @@ def eval_parser() -> argparse.ArgumentParser:
         Option("out", None, str, "the JSON file to write (default: <run dir>/eval.json, and for other settings "
                                  "their own file: eval_drs.json, eval_seed1.json, ...)"),
         Option("inception_weights", os.environ.get("GAN_LAB_INCEPTION_WEIGHTS"), str,
-               "torch-fidelity's Inception .pth for FID/IS/KID on RGB data ($GAN_LAB_INCEPTION_WEIGHTS)"),
+               "torch-fidelity's Inception .pth for FID/IS/KID on RGB data, checked with weights_only=True "
+               "($GAN_LAB_INCEPTION_WEIGHTS; default: torch-fidelity's download)"),
+        Option("fid_samples", None, int, "generated images for FID/IS/KID/precision/recall on RGB data (default: "
+                                         "10,000, FID-10k; 50000: the papers' FID-50k)"),
         Option("rejection", "none", str, REJECTION_HELP),
         Option("data.root", None, str, "the folder holding the checkpoint's data set on this machine (default: the "
                                        "checkpoint's data.root, else $GAN_LAB_DATA_ROOT when that folder is not here)"),
     ], examples="  gan-lab eval checkpoint=outputs/<date>/<time>\n  gan-lab eval checkpoint=run/checkpoints/step_00001000.pt seed=1\n"
-                "  gan-lab eval checkpoint=<run dir from another machine> data.root=/path/to/data")
+                "  gan-lab eval checkpoint=<run dir from another machine> data.root=/path/to/data\n"
+                "  gan-lab eval checkpoint=<run dir> fid_samples=50000 inception_weights=/path/to/"
+                "weights-inception-2015-12-05-6726825d.pth")
 
 
 def sample_parser() -> argparse.ArgumentParser:
@@ -84,6 +91,12 @@ def eval_command(args: list[str]) -> None:
     seed = opts["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise GanLabError(f"seed={seed} is out of range: the seed of the evaluation's z must be a whole number >= 0.")
+    fid_samples = opts["fid_samples"]
+    if fid_samples is not None and (isinstance(fid_samples, bool) or not isinstance(fid_samples, int)
+                                    or fid_samples < MIN_FID_SAMPLES):
+        raise GanLabError(f"fid_samples={fid_samples} is out of range: the number of generated images for the "
+                          f"Inception metrics must be a whole number >= {MIN_FID_SAMPLES} (default 10000; the "
+                          f"papers' FID-50k: fid_samples=50000).")
     code = code_version()  # the code as it is when the evaluation starts
     G, state, file = load_generator(str(opts["checkpoint"]), opts["device"])
     config = state["config"]
@@ -91,7 +104,8 @@ def eval_command(args: list[str]) -> None:
     if root is not None:  # read where the data lives here, not where it lived when the run trained
         config = {**config, "data": {**config["data"], "root": root}}
     data = rebuild_data(config, file, opts["device"], shape=state.get("data_shape"))
-    evaluator = make_evaluator(data, root, inception_weights=opts["inception_weights"], seed=seed)
+    evaluator = make_evaluator(data, root, inception_weights=opts["inception_weights"], seed=seed,
+                               fid_samples=fid_samples)
     nearest_training = memorisation.find(data)
     if evaluator is None and nearest_training is None:
         raise GanLabError(f"gan-lab eval has nothing to measure: {no_metrics_note(data)}")
@@ -110,10 +124,11 @@ def eval_command(args: list[str]) -> None:
     out = Path(opts["out"]) if opts["out"] else eval_file(run_dir_of(file), label)
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
     finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
-    n = eval_samples(data)
+    protocol = evaluation_protocol(evaluator)  # Inception's: counts, real split, extractor, weights' sha256
+    n = protocol.get("generated_images", eval_samples(data))
     atomic_write_text(out, json.dumps({"checkpoint": str(file), "seed": seed, "samples": n,
                                        "device": str(opts["device"]), "code": code, "rejection": opts["rejection"],
-                                       **finite}, indent=2))
+                                       **({"protocol": protocol} if protocol else {}), **finite}, indent=2))
     if found is not None:  # beside its record, named as it is: later evaluations keep earlier pictures
         with atomic_writer(memorisation.picture_file(out)) as tmp:
             import_torchvision().utils.save_image(found.picture.float().div(255), tmp, format="png")
@@ -127,6 +142,8 @@ def eval_command(args: list[str]) -> None:
     console.print(describe_generator(state), soft_wrap=True, highlight=False)
     console.print(f"protocol: {n} samples, z from seed {seed} (drawn on the CPU), G in eval mode on "
                   f"{opts['device']}; {same}.", soft_wrap=True, highlight=False)
+    if protocol:
+        console.print(describe_protocol(protocol), soft_wrap=True, highlight=False)
     table = Table()
     table.add_column("metric", style="cyan")
     table.add_column("value", justify="right")

@@ -83,7 +83,8 @@ def no_metrics_note(data: Any) -> str:
 
 
 def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str | None = None,
-                   inception_weights: str | None = None, seed: int = EVAL_SEED) -> Evaluator | None:
+                   inception_weights: str | None = None, seed: int = EVAL_SEED,
+                   fid_samples: int | None = None) -> Evaluator | None:
     """A function G -> {"metrics/...": value} for what this data set measures, or None when it declares nothing.
 
     Its z come from `seed` alone, so training's final metrics and `gan-lab eval` of the same
@@ -98,7 +99,7 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
         elif isinstance(measure, DigitClasses):
             evaluators.append(classifier_evaluator(measure, classifier_root, cache_dir, seed))
         elif isinstance(measure, InceptionScores):
-            evaluators.append(inception_evaluator(measure, inception_weights, seed))
+            evaluators.append(inception_evaluator(measure, inception_weights, seed, cache_dir, fid_samples))
         elif isinstance(measure, NearestTraining):
             continue  # `gan-lab eval` alone: nearest training images (gan_lab.evaluation.memorisation)
         else:
@@ -107,7 +108,16 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
         return None
     if len(evaluators) == 1:
         return evaluators[0]
-    return lambda G: {k: v for evaluate in evaluators for k, v in evaluate(G).items()}
+
+    def every(G: nn.Module) -> dict[str, float]:
+        return {k: v for evaluate in evaluators for k, v in evaluate(G).items()}
+    every.protocol = {k: v for evaluate in evaluators for k, v in evaluation_protocol(evaluate).items()}
+    return every
+
+
+def evaluation_protocol(evaluator: Evaluator) -> dict[str, Any]:
+    """What an evaluator records about how it measures (Inception's counts, split, weights); {} when nothing."""
+    return dict(getattr(evaluator, "protocol", {}))
 
 
 def mixture_evaluator(measure: ModeCoverage, seed: int = EVAL_SEED) -> Evaluator:
@@ -183,56 +193,40 @@ def measure_samples(measure: Any) -> int:
     return image_samples(len(measure.real))  # DigitClasses, InceptionScores
 
 
-class _Images(torch.utils.data.Dataset):
-    """uint8 (N, 3, H, W) images as the Dataset torch-fidelity reads."""
-
-    def __init__(self, images: Tensor):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self.images[i]
-
-
-def inception_evaluator(measure: InceptionScores, weights: str | None, seed: int = EVAL_SEED) -> Evaluator:
-    """FID, Inception Score and KID through torch-fidelity, the field's reference implementation.
+def inception_evaluator(measure: InceptionScores, weights: str | None, seed: int = EVAL_SEED,
+                        cache_dir: str | None = None, fid_samples: int | None = None) -> Evaluator:
+    """FID, Inception Score, KID and precision/recall through torch-fidelity (gan_lab.evaluation.inception).
 
     The Inception weights come from `weights` (a local .pth, torch-fidelity's
-    weights-inception-2015-12-05-6726825d.pth) or torch-fidelity's own download. Without
-    them the run says so once and goes on with the metrics it has.
+    weights-inception-2015-12-05-6726825d.pth) or torch-fidelity's own download, checked before
+    use. Without them the run says so once and goes on with the metrics it has. fid_samples:
+    generated images (default: measure_samples, FID-10k), against as many real ones as the data has
+    up to that. The evaluator's `protocol` says what eval.json records.
     """
-    n = measure_samples(measure)
-    real = measure.real[:n].cpu()
-    state = {"off": False}
+    from gan_lab.evaluation.classifier import default_cache_dir
+    from gan_lab.evaluation.inception import InceptionMetrics, check_weights
+
+    n = fid_samples or measure_samples(measure)
+    try:
+        checked = check_weights(weights)  # a crafted file: GanLabError here, before anything is generated
+    except OSError as err:
+        from gan_lab.runs.tracker import console
+
+        where = f"from {weights}" if weights else "by download"
+        console.print(f"[yellow]gan-lab: Inception metrics (FID, IS, KID, precision/recall) are off for this run: "
+                      f"the Inception weights could not be loaded {where} ({err}). Put torch-fidelity's "
+                      f"weights-inception-2015-12-05-6726825d.pth on this machine and pass "
+                      f"inception_weights=/path/to/it (or set GAN_LAB_INCEPTION_WEIGHTS); the other "
+                      f"metrics go on.[/]", soft_wrap=True, highlight=False)
+        return lambda G: {}
+    metrics = InceptionMetrics(checked, measure.real[:n].cpu(), measure.name, measure.split, n,
+                               Path(cache_dir) if cache_dir else default_cache_dir())
+    metrics.extractor()  # built now: weights that are not Inception's are refused before a run trains
 
     def inception(G: nn.Module) -> dict[str, float]:
-        if state["off"]:
-            return {}
-        import torch_fidelity
-
         fake = generate(G, n, class_labels(G, n), seed=seed)
-        fake = fake.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
-        try:
-            m = torch_fidelity.calculate_metrics(
-                input1=_Images(fake), input2=_Images(real), isc=True, fid=True, kid=True,
-                kid_subset_size=min(1000, n), cuda=torch.cuda.is_available(), verbose=False,
-                feature_extractor_weights_path=weights, cache=True, input2_cache_name=f"gan-lab-{measure.name}-{n}")
-        except OSError as err:
-            from gan_lab.runs.tracker import console
-
-            state["off"] = True
-            where = f"from {weights}" if weights else "by download"
-            console.print(f"[yellow]gan-lab: Inception metrics (FID, IS, KID) are off for this run: the Inception "
-                          f"weights could not be loaded {where} ({err}). Put torch-fidelity's "
-                          f"weights-inception-2015-12-05-6726825d.pth on this machine and pass "
-                          f"inception_weights=/path/to/it (or set GAN_LAB_INCEPTION_WEIGHTS); the other "
-                          f"metrics go on.[/]", soft_wrap=True, highlight=False)
-            return {}
-        return {"metrics/fid": float(m["frechet_inception_distance"]),
-                "metrics/inception_score": float(m["inception_score_mean"]),
-                "metrics/kid": float(m["kernel_inception_distance_mean"])}
+        return metrics(fake.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu())
+    inception.protocol = metrics.protocol()
     return inception
 
 

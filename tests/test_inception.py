@@ -1,0 +1,204 @@
+"""FID / IS / KID / precision-recall through torch-fidelity's real Inception path, offline.
+
+The tests build a random-initialised Inception weights file (torch-fidelity's
+FeatureExtractorInceptionV3 state dict) and pass it as inception_weights, so nothing is
+downloaded. Inception upsamples every image to 299 px, so the data set is 10 images: still
+several seconds per pass on one CPU thread, hence `slow` for the end-to-end test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from conftest import TINY, TINY_DCGAN, run_cli, user_error
+from gan_lab.evaluation.inception import InceptionMetrics, describe_protocol
+
+N_IMAGES = 10  # real images, and generated ones by default (the whole data set when it is under 10,000)
+
+
+class TinyCifar10:
+    """torchvision.datasets.CIFAR10's interface over N_IMAGES random 32x32 RGB images: no files, no pickle."""
+
+    def __init__(self, root: str, train: bool = True, download: bool = False, **kwargs) -> None:
+        g = torch.Generator().manual_seed(0 if train else 1)
+        self.data = torch.randint(0, 256, (N_IMAGES, 32, 32, 3), generator=g, dtype=torch.uint8).numpy()
+        self.targets = [i % 10 for i in range(N_IMAGES)]
+
+
+def random_inception_weights(path: Path) -> Path:
+    """torch-fidelity's Inception with random weights, its state dict torch.save'd as the real file is."""
+    import torch_fidelity.feature_extractor_inceptionv3 as inception
+
+    torch.manual_seed(0)
+    # the constructor loads weights (a file or the download): skip that, the weights come from the init below
+    with mock.patch.object(inception, "load_state_dict_from_url", lambda *args, **kwargs: None), \
+            mock.patch.object(inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None):
+        net = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for module in net.modules():
+        # PyTorch's default init shrinks activations layer by layer: 40 layers on, pool3 features are ~1e-8
+        # and every FID is 0. He init keeps them at unit scale, so different images get different features.
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    torch.nn.init.normal_(net.fc.weight, std=1e-3)  # small logits: a softmax that is not one-hot, IS above 1
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return random_inception_weights(tmp_path_factory.mktemp("inception") / "pt_inception-random.pth")
+
+
+@pytest.fixture(autouse=True)
+def tiny_cifar10(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", TinyCifar10)
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torchvision
+
+    run = tmp_path_factory.mktemp("cifar")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torchvision.datasets, "CIFAR10", TinyCifar10)
+        run_cli("train", "data=cifar10", f"data.root={run}", "data.download=false", *TINY, *TINY_DCGAN,
+                "train.batch_size=8",
+                "threads=1", f"hydra.run.dir={run}")
+    return run
+
+
+@pytest.mark.slow  # four Inception passes of 10-12 images at 299 px: ~30 s on one loaded CPU thread
+def test_eval_measures_with_torch_fidelity_records_the_protocol_and_caches_the_reals(
+        cifar_run: Path, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch_fidelity
+
+    from gan_lab.evaluation.evaluate import generate, load_generator
+
+    monkeypatch.setenv("GAN_LAB_CACHE", str(tmp_path / "cache"))
+    run_cli("eval", f"checkpoint={cifar_run}", f"inception_weights={weights}", "fid_samples=12")
+    result = json.loads((cifar_run / "eval.json").read_text())
+    printed = " ".join(capsys.readouterr().err.split())
+
+    protocol = result["protocol"]
+    assert protocol["generated_images"] == 12 == result["samples"] and protocol["real_images"] == N_IMAGES
+    assert protocol["real_split"] == "cifar10 train" and protocol["fid"] == "FID-12"
+    assert protocol["feature_extractor"].startswith("inception-v3-compat")
+    assert protocol["feature_layer"].startswith("2048")
+    assert protocol["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert protocol["torch_fidelity"] == torch_fidelity.__version__ and protocol["reference_weights"] is False
+    assert "FID-12, not comparable with papers' FID-50k (gan-lab eval fid_samples=50000 gives that)" in printed
+    assert "NOT torch-fidelity's reference weights" in printed
+    assert "precision" in printed and "recall" in printed  # the table
+
+    # the very numbers torch-fidelity's own calculate_metrics gives on the same images (no cache there)
+    G, _, _ = load_generator(str(cifar_run))
+    fake = generate(G, 12, seed=0).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    real = torch.as_tensor(TinyCifar10("", train=True).data).permute(0, 3, 1, 2)
+    reference = torch_fidelity.calculate_metrics(
+        input1=TensorImages(fake), input2=TensorImages(real), isc=True, fid=True, kid=True, prc=True,
+        kid_subset_size=N_IMAGES, feature_extractor="inception-v3-compat",  # prc alone would pick VGG16
+        feature_extractor_weights_path=str(weights), cuda=False, verbose=False,
+        save_cpu_ram=True)
+    assert result["metrics/fid"] == pytest.approx(reference["frechet_inception_distance"], rel=1e-6)
+    assert result["metrics/fid"] > 1  # random G against random images: far apart, not a degenerate 0
+    assert result["metrics/inception_score"] == pytest.approx(reference["inception_score_mean"], rel=1e-6)
+    assert result["metrics/kid"] == pytest.approx(reference["kernel_inception_distance_mean"], rel=1e-6)
+    assert (result["metrics/precision"], result["metrics/recall"]) == (reference["precision"], reference["recall"])
+
+    # the reals' features are cached per data set and protocol, as plain tensors
+    (cached,) = (tmp_path / "cache" / "inception").iterdir()
+    assert cached.name.startswith(f"cifar10-train-{N_IMAGES}-")
+    assert torch.load(cached, weights_only=True).shape == (N_IMAGES, 2048)
+    # a second eval runs Inception on the generated images only, and gives the same numbers
+    seen = []
+    features = InceptionMetrics.features
+    monkeypatch.setattr(InceptionMetrics, "features",
+                        lambda self, images: seen.append(len(images)) or features(self, images))
+    run_cli("eval", f"checkpoint={cifar_run}", f"inception_weights={weights}", "fid_samples=12",
+            f"out={tmp_path / 'again.json'}")
+    assert seen == [12]
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert {k: v for k, v in again.items() if k.startswith("metrics/")} == \
+           {k: v for k, v in result.items() if k.startswith("metrics/")}
+
+
+class TensorImages(torch.utils.data.Dataset):
+    """uint8 images as the Dataset torch-fidelity reads."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+class Payload:
+    """Unpickled, it creates a marker file: what a crafted weights file could do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_crafted_weights_file_is_refused_and_never_runs(cifar_run: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "weights-inception.pth"
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "payload": Payload(marker)}, crafted)
+    (cifar_run / "eval_before.json").write_text("kept")
+    out = cifar_run / "eval_before.json"
+
+    err = user_error(capsys, "eval", f"checkpoint={cifar_run}", f"inception_weights={crafted}", f"out={out}")
+    assert f"Refused the Inception weights {crafted}" in err and "nothing from it was run" in err
+    assert not marker.exists() and out.read_text() == "kept"  # not run, nothing overwritten
+    # training refuses it too, before it trains
+    err = user_error(capsys, "train", "data=cifar10", f"data.root={tmp_path}", "data.download=false", *TINY,
+                     "train.batch_size=8",
+                     "model.width=8", "model.z_dim=16", "threads=1", f"inception_weights={crafted}",
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert "Refused the Inception weights" in err and not marker.exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+    torch.load(crafted, weights_only=False)  # what torch-fidelity would have done: the payload runs
+    assert marker.exists()
+
+
+def test_plain_tensors_that_are_not_inception_are_refused_before_training(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, other)
+    err = user_error(capsys, "train", "data=cifar10", f"data.root={tmp_path}", "data.download=false", *TINY,
+                     "train.batch_size=8", "model.width=8", "model.z_dim=16", "threads=1",
+                     f"inception_weights={other}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert f"The Inception weights {other} are plain tensors but not torch-fidelity's Inception" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_fid_samples_below_the_minimum_is_refused(cifar_run: Path, capsys: pytest.CaptureFixture) -> None:
+    err = user_error(capsys, "eval", f"checkpoint={cifar_run}", "fid_samples=3")
+    assert "fid_samples=3 is out of range" in err and "fid_samples=50000" in err
+
+
+def test_the_protocol_line_says_which_fid_it_is() -> None:
+    protocol = {"fid": "FID-50k", "generated_images": 50000, "real_images": 50000, "real_split": "cifar10 train",
+                "feature_extractor": "inception-v3-compat (torch-fidelity)", "feature_layer": "2048",
+                "weights_sha256": "6726825d" + "0" * 56, "weights_source": "torch-fidelity default",
+                "reference_weights": True, "torch_fidelity": "0.4.0"}
+    paper = describe_protocol(protocol)
+    assert "FID-50k, the papers' protocol" in paper and "NOT" not in paper
+    small = describe_protocol({**protocol, "fid": "FID-10k", "generated_images": 10000, "real_images": 10000})
+    assert "FID-10k, not comparable with papers' FID-50k" in small
