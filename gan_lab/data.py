@@ -83,6 +83,7 @@ class InceptionScores:
 class NearestTraining:
     """Memorisation (`gan-lab eval`): each sample's distance to its nearest training image, in pixels and features."""
 
+    name: str  # the data set: names the cache of its training images' Inception features
     # uint8 (N, C, H, W): the training images a generator could copy. Samples with k times as many
     # channels are k images each, one per group of C channels (Stacked MNIST: three digits).
     real: Tensor
@@ -192,10 +193,10 @@ class ImageData:
     def measures(self) -> tuple[Any, ...]:
         """Digits (MNIST, Fashion-MNIST): gan-lab's classifier; RGB images: Inception; both: nearest training images."""
         if self.name in ("mnist", "fashion_mnist"):
-            return DigitClasses(self.name, self.images), NearestTraining(self.images, self.name)
+            return DigitClasses(self.name, self.images), NearestTraining(self.name, self.images, classifier=self.name)
         if self.shape[0] == 3:
-            return InceptionScores(self.name, self.images, self.split), NearestTraining(self.images)
-        return (NearestTraining(self.images),)
+            return InceptionScores(self.name, self.images, self.split), NearestTraining(self.name, self.images)
+        return (NearestTraining(self.name, self.images),)
 
 
 class StackedMNIST:
@@ -221,7 +222,8 @@ class StackedMNIST:
 
     def measures(self) -> tuple[StackedDigits, NearestTraining]:
         """The 1,000-mode histogram, MNIST's classifier reading each channel; each channel's nearest MNIST digit."""
-        return StackedDigits("mnist", digits=3, device=self.images.device), NearestTraining(self.images, "mnist")
+        return (StackedDigits("mnist", digits=3, device=self.images.device),
+                NearestTraining("mnist", self.images, classifier="mnist"))
 
 
 def _version(text: str) -> tuple[int, int, str | None] | None:

@@ -114,7 +114,7 @@ def rgb_images(n: int, seed: int) -> Tensor:
 
 def test_rgb_images_use_inception_features(random_inception_weights: Path) -> None:
     train = rgb_images(3, seed=0)  # Inception sees 299 x 299 whatever the size: few images keep this fast
-    check = memorisation_check(NearestTraining(train), 3, inception_weights=str(random_inception_weights))
+    check = memorisation_check(NearestTraining("rgb", train), 3, inception_weights=str(random_inception_weights))
     found = check(Copier(train))
     assert found.feature_space.startswith("Inception")
     assert found.metrics["memorisation/features/fraction_closer"] == 1.0
@@ -128,13 +128,13 @@ def test_a_file_that_is_not_plain_weights_is_refused(tmp_path: Path) -> None:
 
     unsafe = tmp_path / "weights.pth"
     torch.save({"weights": Path("x")}, unsafe)  # a pickled class: the weights-only reader refuses it
-    with pytest.raises(GanLabError, match="not a file of Inception weights"):
-        memorisation_check(NearestTraining(rgb_images(4, seed=0)), 4, inception_weights=str(unsafe))
+    with pytest.raises(GanLabError, match="Refused the Inception weights"):
+        memorisation_check(NearestTraining("rgb", rgb_images(4, seed=0)), 4, inception_weights=str(unsafe))
 
 
 def test_without_inception_weights_the_pixels_are_still_measured(tmp_path: Path) -> None:
     train = rgb_images(6, seed=0)
-    check = memorisation_check(NearestTraining(train), 6, inception_weights=str(tmp_path / "absent.pth"))
+    check = memorisation_check(NearestTraining("rgb", train), 6, inception_weights=str(tmp_path / "absent.pth"))
     found = check(Copier(train))
     assert "memorisation/features/fraction_closer" not in found.metrics
     assert found.metrics["memorisation/pixels/fraction_closer"] == 1.0
@@ -172,4 +172,4 @@ def test_one_training_image_has_no_neighbour_and_says_so() -> None:
     from gan_lab.errors import GanLabError
 
     with pytest.raises(GanLabError, match="at least 2 training images"):
-        memorisation_check(NearestTraining(rgb_images(1, seed=0)), 1, inception_weights="/absent.pth")
+        memorisation_check(NearestTraining("rgb", rgb_images(1, seed=0)), 1, inception_weights="/absent.pth")

@@ -115,33 +115,30 @@ def digit_features(classifier: str, root: str, cache_dir: str | None, device: to
     return lambda images: model.features(images.float().div(127.5).sub(1))
 
 
-def inception_features(weights: str | None, device: torch.device) -> Callable[[Tensor], Tensor]:
-    """uint8 (N, C, H, W) -> Inception's 2048-d pool features (torch-fidelity's InceptionV3; grey repeated to RGB).
+def inception_features(measure: NearestTraining, weights: str | None, cache_dir: str | None,
+                       device: torch.device) -> tuple[Callable[[Tensor], Tensor], Callable[[], Tensor]]:
+    """Inception's 2048-d pool features of uint8 images (grey repeated to RGB), and those of the training images.
 
-    Raises OSError when the weights can be neither read from `weights` nor downloaded.
+    gan_lab.evaluation.inception's path: the weights checked before torch-fidelity loads them, the
+    training images' features cached as plain tensors (a second eval runs Inception on the samples
+    only). Raises OSError when the weights can be neither read nor downloaded.
     """
-    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+    from gan_lab.evaluation.classifier import default_cache_dir
+    from gan_lab.evaluation.inception import FEATURES, InceptionMetrics, check_weights
 
-    if weights is None:
-        torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, map_location="cpu", weights_only=True, progress=False)
-        weights = str(Path(torch.hub.get_dir()) / "checkpoints" / Path(URL_INCEPTION_V3).name)
-    try:
-        # torch-fidelity reads the file with a full unpickler; a weights-only read first means it can
-        # hold nothing but tensors and plain containers, so that read runs no code
-        torch.load(weights, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as err:  # noqa: BLE001 (whatever the weights-only unpickler refuses)
-        raise GanLabError(f"inception_weights={weights} is not a file of Inception weights gan-lab can read safely "
-                          f"({type(err).__name__}). Pass torch-fidelity's weights-inception-2015-12-05-6726825d.pth.") from None
-    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=weights)
-    model = model.to(device).eval()
-    return lambda images: model(images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images)[0]
+    def rgb(images: Tensor) -> Tensor:
+        return (images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images).cpu()
+
+    inception = InceptionMetrics(check_weights(weights), rgb(measure.real), measure.name, "train", len(measure.real),
+                                 Path(cache_dir) if cache_dir else default_cache_dir())
+    inception.extractor()  # weights that are plain tensors but not Inception's: refused now, in a paragraph
+    return (lambda images: inception.features(rgb(images))[FEATURES].to(device),
+            lambda: inception.real_features().to(device))
 
 
 @torch.no_grad()
-def embed(features: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 50) -> Tensor:
-    """features() of uint8 images, in batches: Inception's first layers hold ~5 MB per image at 299 x 299."""
+def embed(features: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 500) -> Tensor:
+    """features() of uint8 images, in batches (a whole data set at once would hold GBs of activations)."""
     return torch.cat([features(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
 
 
@@ -170,15 +167,17 @@ def memorisation_check(measure: NearestTraining, n: int, classifier_root: str | 
                           f"data set holds {len(train)}. Add images to it.")
     device = train.device
     held = torch.randperm(len(train), generator=torch.Generator().manual_seed(HELD_SEED))[:HELD].to(device)
+    features: Callable[[Tensor], Tensor] | None = None
     if measure.classifier is not None:
-        features, space = digit_features(measure.classifier, classifier_root or "data", cache_dir, device), \
-            f"the {measure.classifier} classifier's features"
+        digits = digit_features(measure.classifier, classifier_root or "data", cache_dir, device)
+        features, space = (lambda images: embed(digits, images)), f"the {measure.classifier} classifier's features"
+        of_training = lambda: features(train)  # noqa: E731
     else:
         try:
-            features, space = inception_features(inception_weights, device), "Inception pool features (2048-d)"
+            features, of_training = inception_features(measure, inception_weights, cache_dir, device)
+            space = "Inception pool features (2048-d)"
         except OSError as err:
-            features, space = None, f"none: the Inception weights could not be loaded ({err})"
-
+            space = f"none: the Inception weights could not be loaded ({err})"
     train_features: list[Tensor] = []  # computed on the first call, kept for the next
 
     def check(G: nn.Module) -> Memorisation:
@@ -190,8 +189,8 @@ def memorisation_check(measure: NearestTraining, n: int, classifier_root: str | 
         by_features = None
         if features is not None:
             if not train_features:
-                train_features.append(embed(features, train))
-            metrics, _, by_features = compare(embed(features, samples), train_features[0], held)
+                train_features.append(of_training())
+            metrics, _, by_features = compare(features(samples), train_features[0], held)
             found.update({f"memorisation/features/{k}": v for k, v in metrics.items()})
         found["memorisation/quantile"] = QUANTILE
         return Memorisation(found, picture(samples, train, distance, by_pixels, by_features), space)
