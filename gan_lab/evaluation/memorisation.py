@@ -107,7 +107,8 @@ def to_uint8(x: Tensor) -> Tensor:
     return x.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def digit_features(classifier: str, root: str, cache_dir: str | None, device: torch.device) -> Callable[[Tensor], Tensor]:
+def digit_features(classifier: str, root: str, cache_dir: str | None,
+                   device: torch.device) -> Callable[[Tensor], Tensor]:
     """uint8 (N, 1, 28, 28) -> the digit classifier's 128-d penultimate features."""
     from gan_lab.evaluation.classifier import load_or_train_classifier
 
