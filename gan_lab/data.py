@@ -7,7 +7,7 @@ sees, passed to the model builder like the shape; gan_lab.augment) and
 no DataLoader, no per-sample PIL transforms, no host round trip in the hot loop.
 
 A data set also declares what it measures: `measures()` returns plain descriptions (ModeCoverage,
-DigitClasses, StackedDigits, InceptionScores) that gan_lab.evaluation.evaluate turns into metrics;
+DigitClasses, StackedDigits, InceptionScores, NearestTraining) that gan_lab.evaluation turns into metrics;
 a data set that declares none has no metrics, and the run says so.
 """
 
@@ -77,6 +77,17 @@ class InceptionScores:
     name: str     # names the cache of the real images' Inception features
     real: Tensor  # uint8 (N, 3, H, W): the real images
     split: str = "train"  # which split `real` is, recorded with the metrics
+
+
+@dataclass(frozen=True)
+class NearestTraining:
+    """Memorisation (`gan-lab eval`): each sample's distance to its nearest training image, in pixels and features."""
+
+    name: str  # the data set: names the cache of its training images' Inception features
+    # uint8 (N, C, H, W): the training images a generator could copy. Samples with k times as many
+    # channels are k images each, one per group of C channels (Stacked MNIST: three digits).
+    real: Tensor
+    classifier: str | None = None  # the digit classifier whose features are the feature space; None: Inception's
 
 
 def ring8_centers(radius: float = 1.0) -> Tensor:
@@ -182,13 +193,13 @@ class ImageData:
         x = self.images.index_select(0, idx).float().div_(127.5).sub_(1.0)
         return x, self.labels.index_select(0, idx) if self.n_classes else None
 
-    def measures(self) -> tuple[DigitClasses] | tuple[InceptionScores] | tuple[()]:
-        """Digits (MNIST, Fashion-MNIST): gan-lab's classifier; RGB images: Inception."""
+    def measures(self) -> tuple[Any, ...]:
+        """Digits (MNIST, Fashion-MNIST): gan-lab's classifier; RGB images: Inception; both: nearest training images."""
         if self.name in ("mnist", "fashion_mnist"):
-            return (DigitClasses(self.name, self.images),)
+            return DigitClasses(self.name, self.images), NearestTraining(self.name, self.images, classifier=self.name)
         if self.shape[0] == 3:
-            return (InceptionScores(self.name, self.images, self.split),)
-        return ()
+            return InceptionScores(self.name, self.images, self.split), NearestTraining(self.name, self.images)
+        return (NearestTraining(self.name, self.images),)
 
 
 class StackedMNIST:
@@ -212,9 +223,10 @@ class StackedMNIST:
         y = (self.labels.index_select(0, idx.flatten()).view(batch_size, 3) * self._place).sum(1)
         return x.float().div_(127.5).sub_(1.0), y
 
-    def measures(self) -> tuple[StackedDigits]:
-        """The 1,000-mode histogram, MNIST's classifier reading each channel."""
-        return (StackedDigits("mnist", digits=3, device=self.images.device),)
+    def measures(self) -> tuple[StackedDigits, NearestTraining]:
+        """The 1,000-mode histogram, MNIST's classifier reading each channel; each channel's nearest MNIST digit."""
+        return (StackedDigits("mnist", digits=3, device=self.images.device),
+                NearestTraining("mnist", self.images, classifier="mnist"))
 
 
 def _version(text: str) -> tuple[int, int, str | None] | None:

@@ -60,7 +60,11 @@ def test_eval_command_writes_a_table_and_json(toy_run: Path, capsys: pytest.Capt
     result = json.loads((toy_run / "eval.json").read_text())
     assert result["metrics/n_modes"] == 8
     assert 0 <= result["metrics/modes_covered"] <= 8
-    assert "modes_covered" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "modes_covered" in err
+    # 2-D points have no training images to copy: said so, and no picture (gan_lab.evaluation.memorisation)
+    assert "memorisation: not applicable to data 'ring8'" in " ".join(err.split())
+    assert not list(toy_run.glob("nearest_neighbours*")) and not any(k.startswith("memorisation/") for k in result)
     # the same weights and seed give the same numbers
     run_cli("eval", f"checkpoint={toy_run / 'checkpoints' / 'last.pt'}", f"out={toy_run / 'again.json'}")
     again = json.loads((toy_run / "again.json").read_text())

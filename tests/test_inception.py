@@ -125,7 +125,8 @@ def test_eval_measures_with_torch_fidelity_records_the_protocol_and_caches_the_r
                         lambda self, images: seen.append(len(images)) or features(self, images))
     run_cli("eval", f"checkpoint={cifar_run}", f"inception_weights={weights}", "fid_samples=12",
             f"out={tmp_path / 'again.json'}")
-    assert seen == [12]
+    # FID's 12 generated images, then memorisation's 10 samples (gan_lab.evaluation.memorisation): reals cached
+    assert seen == [12, 10]
     again = json.loads((tmp_path / "again.json").read_text())
     assert {k: v for k, v in again.items() if k.startswith("metrics/")} == \
            {k: v for k, v in result.items() if k.startswith("metrics/")}

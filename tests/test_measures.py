@@ -11,8 +11,8 @@ import torch
 from torch.testing import assert_close
 
 from conftest import TINY, TINY_MLP, run_cli, user_error
-from gan_lab.data import (DigitClasses, ImageData, InceptionScores, ModeCoverage, StackedDigits, StackedMNIST,
-                          SwissRoll, ToyMixture, grid25_centers, ring8_centers)
+from gan_lab.data import (DigitClasses, ImageData, InceptionScores, ModeCoverage, NearestTraining, StackedDigits,
+                          StackedMNIST, SwissRoll, ToyMixture, grid25_centers, ring8_centers)
 from gan_lab.evaluation import metrics
 from gan_lab.evaluation.evaluate import eval_samples, make_evaluator
 from gan_lab.app.options import conf_options
@@ -33,16 +33,19 @@ def test_the_mixtures_centres_are_defined_once_in_the_data() -> None:
 
 def test_each_data_class_declares_its_measures(tiny_mnist_root: Path) -> None:
     assert SwissRoll().measures() == ()  # nothing to measure yet: said so, see below
-    (digits,) = ImageData("fashion_mnist", root=str(tiny_mnist_root), download=False).measures()
+    digits, nearest = ImageData("fashion_mnist", root=str(tiny_mnist_root), download=False).measures()
     assert isinstance(digits, DigitClasses) and digits.classifier == "fashion_mnist" and len(digits.real) == 64
-    (stacked,) = StackedMNIST(root=str(tiny_mnist_root), download=False).measures()
+    assert isinstance(nearest, NearestTraining) and nearest.classifier == "fashion_mnist" and nearest.real is digits.real
+    stacked, nearest = StackedMNIST(root=str(tiny_mnist_root), download=False).measures()
     assert isinstance(stacked, StackedDigits) and stacked.classifier == "mnist" and stacked.digits == 3
+    assert isinstance(nearest, NearestTraining) and nearest.classifier == "mnist" and nearest.real.shape[1] == 1
     rgb = ImageData.__new__(ImageData)  # CIFAR-10's shape, without its files
     rgb.images, rgb.name, rgb.shape, rgb.size = torch.zeros(5, 3, 32, 32, dtype=torch.uint8), "cifar10", (3, 32, 32), 5
     rgb.split = "test"
-    (inception,) = rgb.measures()
+    inception, nearest = rgb.measures()
     assert isinstance(inception, InceptionScores) and inception.name == "cifar10" and len(inception.real) == 5
     assert inception.split == "test"  # recorded with the metrics: which real images they compare with
+    assert isinstance(nearest, NearestTraining) and nearest.classifier is None  # Inception's features
 
 
 class Triangle:

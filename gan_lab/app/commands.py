@@ -21,6 +21,7 @@ from rich.console import Console
 from gan_lab.app.options import Option, build_parser, parse
 from gan_lab.data import import_torchvision
 from gan_lab.errors import GanLabError
+from gan_lab.evaluation import memorisation
 from gan_lab.evaluation.classifier import (DATA_SETS, DEFAULT_EPOCHS, classifier_path, default_cache_dir,
                                            load_classifier, load_or_train_classifier)
 from gan_lab.evaluation.evaluate import (EVAL_SEED, class_labels, data_root_here, describe_generator,
@@ -105,10 +106,17 @@ def eval_command(args: list[str]) -> None:
     data = rebuild_data(config, file, opts["device"], shape=state.get("data_shape"))
     evaluator = make_evaluator(data, root, inception_weights=opts["inception_weights"], seed=seed,
                                fid_samples=fid_samples)
-    if evaluator is None:
+    nearest_training = memorisation.find(data)
+    if evaluator is None and nearest_training is None:
         raise GanLabError(f"gan-lab eval has nothing to measure: {no_metrics_note(data)}")
     sampler = rejection_sampler(opts["rejection"], state, file, opts["device"], seed)
-    metrics = evaluator(sampler if sampler is not None else G)
+    metrics = evaluator(sampler if sampler is not None else G) if evaluator is not None else {}
+    found = None
+    if nearest_training is not None:  # the same samples (same z) against their nearest training images
+        found = memorisation.memorisation_check(nearest_training, eval_samples(data), root,
+                                                inception_weights=opts["inception_weights"], seed=seed)(
+            sampler if sampler is not None else G)
+        metrics.update(found.metrics)
     if sampler is not None:  # beside the metrics: how much of G's output the critic let through
         metrics["rejection/acceptance_rate"] = sampler.acceptance_rate
     # each evaluation keeps its own record: rejection=drs or seed=1 never overwrites the plain one
@@ -121,6 +129,9 @@ def eval_command(args: list[str]) -> None:
     atomic_write_text(out, json.dumps({"checkpoint": str(file), "seed": seed, "samples": n,
                                        "device": str(opts["device"]), "code": code, "rejection": opts["rejection"],
                                        **({"protocol": protocol} if protocol else {}), **finite}, indent=2))
+    if found is not None:  # beside its record, named as it is: later evaluations keep earlier pictures
+        with atomic_writer(memorisation.picture_file(out)) as tmp:
+            import_torchvision().utils.save_image(found.picture.float().div(255), tmp, format="png")
     console.print(f"[bold]gan-lab eval[/] {file}", soft_wrap=True, highlight=False)
     # the protocol, and whether it is the one behind the run's own final metrics/* (status.json, TensorBoard)
     same = (f"the run's own final metrics/* used the same, so they match on the device the run trained on"
@@ -141,6 +152,8 @@ def eval_command(args: list[str]) -> None:
     console.print(table)
     if sampler is not None:
         console.print(describe_rejection(sampler), soft_wrap=True, highlight=False)
+    console.print(memorisation.describe(found, memorisation.picture_file(out)) if found is not None
+                  else memorisation.not_applicable(data), soft_wrap=True, highlight=False)
     console.print(f"written to {out}", soft_wrap=True, highlight=False)
 
 

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from gan_lab.data import DigitClasses, InceptionScores, ModeCoverage, StackedDigits, import_torchvision
+from gan_lab.data import (DigitClasses, InceptionScores, ModeCoverage, NearestTraining, StackedDigits,
+                          import_torchvision)
 from gan_lab.errors import GanLabError
 from gan_lab.evaluation.metrics import histogram_kl, mixture_metrics
 from gan_lab.runs.checkpoint import LAST, load_checkpoint, resolve_checkpoint
@@ -99,6 +100,8 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
             evaluators.append(classifier_evaluator(measure, classifier_root, cache_dir, seed))
         elif isinstance(measure, InceptionScores):
             evaluators.append(inception_evaluator(measure, inception_weights, seed, cache_dir, fid_samples))
+        elif isinstance(measure, NearestTraining):
+            continue  # `gan-lab eval` alone: nearest training images (gan_lab.evaluation.memorisation)
         else:
             raise TypeError(f"{type(data).__name__}.measures() returned {measure!r}, which gan-lab cannot measure")
     if not evaluators:
