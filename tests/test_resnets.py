@@ -86,19 +86,23 @@ def test_every_loss_trains_the_residual_models_at_32px(model: str, loss: str) ->
 @pytest.mark.parametrize("model", ["resnet", "r3gan"])
 def test_labelled_cured_augmented_ema_run_through_the_cli_on_28px(model: str, tmp_path: Path,
                                                                   tiny_mnist_root: Path) -> None:
-    # MNIST is 28 = 7 x 2^2 px: G starts from 7 x 7 and doubles twice, no padding
+    # MNIST is 28 = 7 x 2^2 px: G starts from 7 x 7 and doubles twice, no padding. resnet: BigGAN's
+    # spectral norm in G too, whose EMA copy then carries the parametrisation's buffers
+    settings = [*TINY_MODEL[model], "model.conditional=true", "model.minibatch_std=4",
+                *(["model.generator_spectral=true"] if model == "resnet" else [])]
     run_cli("train", "data=mnist", f"data.root={tiny_mnist_root}", "data.download=false", f"model={model}",
-            *TINY_MODEL[model], "loss=r3gan" if model == "r3gan" else "loss=hinge", *TINY, "metrics=false",
-            "model.conditional=true", "model.minibatch_std=4", "train.ema_kimg=1",
-            "data.augment=[translation,color,cutout]", f"hydra.run.dir={tmp_path}")
+            *settings, "loss=r3gan" if model == "r3gan" else "loss=hinge", *TINY, "metrics=false",
+            "train.ema_kimg=1", "data.augment=[translation,color,cutout]", f"hydra.run.dir={tmp_path}")
     state = load_checkpoint(tmp_path)
     assert state["step"] == 4 and "G_ema" in state
-    G, critic = instantiate(compose_train(f"model={model}", *TINY_MODEL[model], "model.conditional=true",
-                                          "model.minibatch_std=4").model, shape=(1, 28, 28), n_classes=10)
+    G, critic = instantiate(compose_train(f"model={model}", *settings).model, shape=(1, 28, 28), n_classes=10)
     G.load_state_dict(state["G"]), critic.load_state_dict(state["critic"])  # the run's nets are these
     # the run printed each net's parameter count at its start, and train.log kept it
     log = (tmp_path / "train.log").read_text()
     assert re.search(rf"parameters G {count(G):,}\s+critic {count(critic):,}", log), log
+    # gan-lab sample rebuilds the model from the checkpoint's plain values (gan_lab.runs.rebuild)
+    run_cli("sample", f"checkpoint={tmp_path}", "n=4", "label=3")
+    assert list((tmp_path / "samples").glob("sample_*.png"))
 
 
 @pytest.mark.parametrize("model", ["resnet", "r3gan"])
