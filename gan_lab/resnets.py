@@ -231,7 +231,10 @@ def resnet(shape: tuple[int, ...], z_dim: int = 128, g_channels: int = 256, g_ma
 def _msr(layer: nn.Module, gain: float) -> nn.Module:
     # R3GAN's MSRInitializer: N(0, gain / sqrt(fan_in)), fan_in = in / groups * k^2, biases 0; no equalised lr
     fan_in = layer.weight[0].numel()
-    nn.init.normal_(layer.weight, 0.0, gain / math.sqrt(fan_in)) if gain else nn.init.zeros_(layer.weight)
+    if gain:
+        nn.init.normal_(layer.weight, 0.0, gain / math.sqrt(fan_in))
+    else:  # the fix-up zero: the residual branch starts silent
+        nn.init.zeros_(layer.weight)
     if getattr(layer, "bias", None) is not None:
         nn.init.zeros_(layer.bias)
     return layer
