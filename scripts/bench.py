@@ -387,7 +387,7 @@ def models_report(args: argparse.Namespace, device: torch.device, commit: str, d
     for step, r in measured:
         per_round = [a / b for a, b in zip(r.seconds, base.seconds)]
         seconds = sum(r.seconds) / sum(r.steps)
-        lines.append(f"| {step.name} | {step.params[0]:,} | {step.params[1]:,} | {seconds:.3f} | {1 / seconds:.2f} "
+        lines.append(f"| {step.name} | {step.params[0]:,} | {step.params[1]:,} | {seconds:.3g} | {1 / seconds:.3g} "
                      f"| {seconds / (sum(base.seconds) / sum(base.steps)):.1f}x "
                      f"({min(per_round):.1f}-{max(per_round):.1f}) |")
     print("\n".join(lines), flush=True)
