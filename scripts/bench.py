@@ -345,6 +345,7 @@ class ModelStep:
         self.step = 0
 
     def run(self, generator_steps: int) -> None:
+        stats: dict[str, Tensor] = {}
         for _ in range(generator_steps):
             self.step += 1
             stats, _ = self.iterate(self.step)

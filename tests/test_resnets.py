@@ -215,3 +215,19 @@ def test_residual_models_train_graphed_on_cuda(model: str, loss: str, tmp_path: 
     out = " ".join(capsys.readouterr().err.split())
     assert "CUDA graph" in out and "could not be captured" not in out
     assert load_checkpoint(tmp_path)["step"] == 6
+
+
+@pytest.mark.slow  # a subprocess that imports torch and times a DCGAN step
+def test_bench_models_writes_a_table_of_step_times(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "models.md"
+    run = subprocess.run([sys.executable, str(repo / "scripts" / "bench.py"), "--models", "dcgan", "--threads", "1",
+                          "--iters", "1", "--warmup", "0", "--rounds", "1", "--allow-dirty", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=repo)
+    assert run.returncode == 0, run.stderr[-2000:]
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| dcgan"))
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[1:3] == ["2,186,115", "446,657"] and float(cells[3]) > 0 and cells[5].startswith("1.0x")
