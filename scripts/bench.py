@@ -19,6 +19,12 @@ during the run slows both alike; the ratio's range over the rounds shows how ste
     python scripts/bench.py --data-root ../shared/data                 # all configurations, ~2.5 min on 2 idle cores
     python scripts/bench.py --configs mlp_mnist --iters 200 --out /tmp/perf.md
     python scripts/bench.py --device cuda --data-root ../shared/data   # on a GPU machine
+
+--models compares architectures instead: gan-lab's eager iteration for each model at its YAML defaults
+(dcgan; resnet = SNGAN's CIFAR-10 ResNet; r3gan = R3GAN's CIFAR-10 preset) on 3x32x32 images, batch 64,
+hinge loss with n_critic 1 for all, the models' rows alternating in rounds -> docs/performance_models.md:
+
+    nice python scripts/bench.py --models dcgan,resnet,r3gan --threads 1 --out docs/performance_models.md
 """
 
 from __future__ import annotations
@@ -300,6 +306,110 @@ class GanLab:
                 self.guard.check("benchmark")
 
 
+class Images32:
+    """3x32x32 uint8 images held in memory, sampled as gan-lab's ImageData does (CIFAR-10's shape; the step
+    time does not depend on the pixels, and this machine has no CIFAR-10)."""
+
+    shape, n_classes, size = (3, 32, 32), 10, 2048
+
+    def __init__(self, device: torch.device, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 256, (self.size, *self.shape), dtype=torch.uint8, generator=g).to(device)
+        self.labels = (torch.arange(self.size) % self.n_classes).to(device)
+
+    def sample(self, n: int) -> tuple[Tensor, Tensor]:
+        index = torch.randint(0, self.size, (n,), device=self.images.device)
+        return self.images[index].float().div(127.5).sub(1), self.labels[index]
+
+
+class ModelStep:
+    """gan-lab's eager iteration (hinge, n_critic 1, Adam 2e-4 (0, 0.9)) for one model at its YAML defaults."""
+
+    def __init__(self, model: str, device: torch.device, seed: int):
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        from gan_lab.losses import Hinge
+
+        node = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / f"{model}.yaml")
+        torch.manual_seed(seed)
+        self.G, self.critic = (net.to(device) for net in instantiate(node, shape=Images32.shape))
+        self.name = model
+        self.params = tuple(sum(p.numel() for p in net.parameters()) for net in (self.G, self.critic))
+        opt_g = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.0, 0.9), fused=True)
+        opt_d = torch.optim.Adam(self.critic.parameters(), lr=2e-4, betas=(0.0, 0.9), fused=True)
+        self.guard = NonFiniteGuard("stop", device)
+        schedule = CriticSchedule(n_critic=1, reg_every=1, clip=0.0, unroll=0)
+        self.iterate = Iteration(self.G, self.critic, self.G, self.critic, Hinge(), schedule, Images32(device, seed),
+                                 opt_g, opt_d, BATCH, self.guard)
+        self.step = 0
+
+    def run(self, generator_steps: int) -> None:
+        stats: dict[str, Tensor] = {}
+        for _ in range(generator_steps):
+            self.step += 1
+            stats, _ = self.iterate(self.step)
+        scalars_to_floats(stats)  # read back once, as a log step does
+
+
+def bench_models(models: list[str], device: torch.device, iters: int, warmup: int, rounds: int,
+                 seed: int) -> list[tuple[ModelStep, Result]]:
+    """Each model's step time, the models alternating in rounds (each round in another order)."""
+    steps = [ModelStep(model, device, seed) for model in models]
+    results = [Result() for _ in steps]
+    for step in steps:
+        step.run(warmup)
+    chunks = [iters // rounds + (r < iters % rounds) for r in range(rounds)]
+    for r, chunk in enumerate(chunks):
+        order = list(range(len(steps))) if r % 2 == 0 else list(range(len(steps)))[::-1]
+        for i in order:
+            if chunk:
+                sync(device)
+                start = time.perf_counter()
+                steps[i].run(chunk)
+                sync(device)
+                results[i].seconds.append(time.perf_counter() - start)
+                results[i].steps.append(chunk)
+    return list(zip(steps, results))
+
+
+def models_report(args: argparse.Namespace, device: torch.device, commit: str, dirty: bool) -> None:
+    """--models: the architectures' step times side by side -> args.out."""
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    threads = int(args.threads.split(",")[0])
+    torch.set_num_threads(threads)
+    iters = args.iters or 4
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    measured = bench_models(models, device, iters, args.warmup, args.rounds, args.seed)
+    base = next((r for s, r in measured if s.name == "dcgan"), measured[0][1])
+    lines = ["| model (YAML defaults) | G parameters | critic parameters | s per generator step | "
+             "generator steps/s | vs dcgan (range over rounds) |", "|---|--:|--:|--:|--:|--:|"]
+    for step, r in measured:
+        per_round = [a / b for a, b in zip(r.seconds, base.seconds)]
+        seconds = sum(r.seconds) / sum(r.steps)
+        lines.append(f"| {step.name} | {step.params[0]:,} | {step.params[1]:,} | {seconds:.3g} | {1 / seconds:.3g} "
+                     f"| {seconds / (sum(base.seconds) / sum(base.steps)):.1f}x "
+                     f"({min(per_round):.1f}-{max(per_round):.1f}) |")
+    print("\n".join(lines), flush=True)
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    report = [
+        "# Step time of the image models at 32 px", "",
+        f"Measured {when} with `{command}` at {made_at(commit, dirty)} "
+        f"({time.perf_counter() - started:.0f} s in all).", "",
+        f"- device: {device_name(device)} ({device}); torch {torch.__version__}; {threads} thread(s); "
+        f"{physical_cores()} physical cores, {os.cpu_count()} logical CPUs; load average before "
+        f"{', '.join(f'{x:.2f}' for x in load_before)}, after {os.getloadavg()[0]:.2f}.",
+        f"- Each model at its conf/model YAML defaults on 3x32x32 images (in memory, CIFAR-10's shape), batch "
+        f"{BATCH}, hinge loss, n_critic 1, Adam 2e-4 (0, 0.9), eager: one generator step is one critic step and "
+        f"one generator step. {args.warmup} untimed steps each, then {iters} timed in {args.rounds} rounds whose "
+        "order alternates.", "", *lines, "",
+    ]
+    write_keeping_notes(Path(args.out), report)
+    print(f"wrote {args.out}")
+
+
 # ---------------------------------------------------------------- timing
 
 @dataclass
@@ -396,12 +506,16 @@ def main() -> None:
     parser.add_argument("--out", default="docs/performance.md")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="measure a tree with uncommitted changes (the doc then says so)")
+    parser.add_argument("--models", default="",
+                        help="compare these conf/model options at 32 px instead (e.g. dcgan,resnet,r3gan)")
     args = parser.parse_args()
     commit, dirty = source_state(args.allow_dirty)  # the code imported above is the code measured
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: this machine has no CUDA GPU that PyTorch can use")
+    if args.models:
+        return models_report(args, device, commit, dirty)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:

@@ -319,6 +319,8 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     print_config(cfg)  # only now: a refused config gets its one-paragraph error alone
     on_start(plain)
     console.print(f"[bold]device[/] {device}  [bold]run directory[/] {run_dir}")
+    console.print("[bold]parameters[/] " + "  ".join(f"{name} {sum(p.numel() for p in net.parameters()):,}"
+                                                     for name, net in (("G", G), ("critic", critic))))
     start = resume["step"] if resume else 0
     reporter = Tracker if distributed.is_main() else NullTracker  # rank 0 alone writes
     cpu_threads = torch.get_num_threads() if device.type == "cpu" else 0  # watched for a busy machine
