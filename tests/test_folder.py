@@ -114,14 +114,15 @@ def test_cli_trains_on_a_folder_and_counts_unreadable_files(tmp_path: Path, caps
     (images / "blue" / "empty.jpg").write_bytes(b"")
     run = tmp_path / "run"
     run_cli("train", "data=folder", f"data.path={images}", "data.resolution=32", f"data.cache={tmp_path / 'cache'}",
-            "model.conditional=true", *TINY, *TINY_DCGAN, "train.steps=2", "train.batch_size=8", "threads=1",
-            f"hydra.run.dir={run}")
+            "model.conditional=true", *TINY, "model.g_channels=8", "model.d_channels=8", "model.z_dim=16",
+            "metrics=false", "train.steps=2", "train.batch_size=8", "threads=1", f"hydra.run.dir={run}")
     out = " ".join("".join(capsys.readouterr()).split())
     assert out.count("could not be read") == 1  # one warning naming both
     assert "2 of 14 image files" in out and "blue/empty.jpg, red/broken.png" in out
     log = " ".join((run / "train.log").read_text().split())
     assert "2 of 14 image files" in log  # counted in the run folder
     assert (run / "checkpoints").is_dir()
+    assert "gan_lab.resnets.resnet" in (run / ".hydra" / "config.yaml").read_text()  # a folder brings model=resnet
 
 
 @pytest.mark.parametrize("case, fragment", [
@@ -149,7 +150,7 @@ def test_user_errors_exit_2_and_write_nothing(case: str, fragment: str, tmp_path
         extra = ["data.resolution=16"]
     path = [] if case == "no path" else [f"data.path={where}"]
     message = user_error(capsys, "train", "data=folder", *path, "data.resolution=32", *extra,
-                         f"data.cache={tmp_path / 'cache'}", *TINY, *TINY_DCGAN, "threads=1",
+                         f"data.cache={tmp_path / 'cache'}", *TINY, "model=dcgan", *TINY_DCGAN, "threads=1",
                          f"hydra.run.dir={tmp_path / 'run'}")
     assert fragment in message
     assert not (tmp_path / "run" / "checkpoints").exists() and not list((tmp_path / "cache").glob("*/meta.json"))
@@ -300,7 +301,7 @@ def test_a_resume_may_move_the_cache_and_change_the_budget(tmp_path: Path) -> No
     from gan_lab.runs.checkpoint import load_checkpoint
 
     images = two_classes(tmp_path / "images", n=4)
-    common = ["data=folder", f"data.path={images}", "data.resolution=32", *TINY, *TINY_DCGAN, "train.batch_size=8",
+    common = ["data=folder", f"data.path={images}", "data.resolution=32", *TINY, "model=dcgan", *TINY_DCGAN, "train.batch_size=8",
               "threads=1", f"hydra.run.dir={tmp_path / 'run'}"]
     run_cli("train", *common, "train.steps=2", f"data.cache={tmp_path / 'cache'}")
     run_cli("train", *common, "train.steps=4", f"data.cache={tmp_path / 'elsewhere'}", "data.memory_budget=1e-9",
