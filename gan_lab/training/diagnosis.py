@@ -74,7 +74,7 @@ class Diagnosis:
         self.episodes: list[Episode] = []
         self.open: dict[str, Episode] = {}
         self.history: dict[str, list[float]] = {}  # per-step scalars seen so far (medians)
-        self.streak: dict[str, int] = {kind: 0 for kind in KINDS}  # log steps in a row the condition held / failed
+        self.streak: dict[str, list[int]] = {kind: [] for kind in KINDS}  # the log steps in a row its state changed
         self.logged = 0
         self.peak: tuple[float, int] | None = None  # most modes covered so far, and the step
         self.stopped: str | None = None  # the reason, once on_failure=stop ended the run
@@ -153,10 +153,11 @@ class Diagnosis:
     def _persisting(self, kind: str, step: int, finding: str | None, at_once: bool = False) -> list[str]:
         # a per-step condition begins an episode after PERSIST log steps in a row, and ends it after as many without
         held = (finding is not None) != (kind in self.open)  # the state differs from the episode's
-        self.streak[kind] = self.streak[kind] + 1 if held else 0
-        if held and (self.streak[kind] >= PERSIST or at_once):
-            self.streak[kind] = 0
-            return self._set(kind, step, finding)
+        self.streak[kind] = self.streak[kind] + [step] if held else []
+        if held and (len(self.streak[kind]) >= PERSIST or at_once):
+            began = self.streak[kind][0]  # the episode began (or ended) where the streak did
+            self.streak[kind] = []
+            return self._set(kind, began, finding)
         return []
 
     def _set(self, kind: str, step: int, finding: str | None) -> list[str]:
