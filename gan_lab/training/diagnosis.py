@@ -19,6 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan_lab.training import distributed
+from gan_lab.training.observers import observing
+
 # ---- thresholds (chosen and measured: docs/diagnosis.md) -------------------------------------
 COLLAPSE_FRACTION = 0.75   # fewer than this fraction of the modes (classes) covered at an evaluation
 DIVERSITY_FRACTION = 0.5   # no mode metric: samples' mean pairwise distance below this fraction of real data's
@@ -181,14 +184,23 @@ class Diagnosis:
         return ADVICE[key][0].upper() + ADVICE[key][1:]
 
     # ---- what the run reports -------------------------------------------------------------------
-    def watch(self, step: int, values: dict[str, float], tracker: Any, G: nn.Module | None = None,
-              data: Any = None) -> bool:
-        """One step of a run: G's sample diversity (given G: an evaluation step), then observe() through the
-        tracker (its lines, diagnosis/* scalars); True when train.on_failure=stop should end the run now."""
-        diversity = sample_diversity(G, data) if G is not None else {}
-        lines = self.observe(step, {**values, **diversity})
-        tracker.diagnosis(step, {**diversity, **self.scalars()}, lines)
-        return self.stopped is not None
+    def watch(self, step: int, values: dict[str, float], tracker: Any, G: nn.Module, critic: nn.Module, data: Any,
+              settings: Any, main: bool = True) -> bool:
+        """One step of the training loop: True on every rank when train.on_failure=stop should end the run here.
+
+        At log and evaluation steps rank 0 observes `values` (the step's scalars) and, at an evaluation
+        step, G's sample diversity, and reports what it names through the tracker.
+        """
+        due = bool(settings.eval_every and step % settings.eval_every == 0) or step == settings.steps
+        if not (values or due):
+            return False  # the same on every rank: neither a log nor an evaluation step
+        device = next(G.parameters()).device
+        if main:
+            with observing(device, G, critic, seed=0):  # the same z at every evaluation; training is untouched
+                diversity = sample_diversity(G, data) if due else {}
+            lines = self.observe(step, {**values, **diversity})
+            tracker.diagnosis(step, {**diversity, **self.scalars()}, lines)
+        return distributed.any_rank(main and self.stopped is not None, device)  # DDP: all ranks stop at one step
 
     def scalars(self) -> dict[str, float]:
         """diagnosis/<kind>: 1 while an episode of it is open, else 0."""

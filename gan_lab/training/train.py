@@ -276,9 +276,8 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
     checkpoint = Checkpointer(run_dir, settings.keep_checkpoints, G, critic, opt_g, opt_d, config, data,
                               ema and ema.G_ema)
 
-    # names collapse, vanishing gradients, a non-Lipschitz critic and divergence as they happen (rank 0 watches)
-    diagnosis = Diagnosis(loss.name, clipped=schedule.clip > 0, images=len(data.shape) == 3,
-                          stop=settings.on_failure == "stop")
+    # names collapse, vanishing gradients, a non-Lipschitz critic and divergence as they happen
+    diagnosis = Diagnosis(loss.name, schedule.clip > 0, len(data.shape) == 3, settings.on_failure == "stop")
     if ema is not None:
         console.print(f"[bold]generator EMA[/] half-life {settings.ema_kimg:g}k images (ramp-up "
                       f"{settings.ema_rampup:g}): samples and metrics/* use the averaged generator, "
@@ -291,9 +290,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
             stats, batch = run_iteration(step)
             stopping = distributed.any_rank(stop.signum is not None, device)  # DDP: all ranks stop at one step
 
-            final = step == settings.steps
-            observed: dict[str, float] = {}  # this step's scalars, for the diagnosis
-            due = bool(settings.eval_every and step % settings.eval_every == 0) or final  # an evaluation step
+            final, observed = step == settings.steps, {}  # observed: this step's scalars, for the diagnosis
             if step % settings.log_every == 0 or final:
                 stats = with_critic_input_stats(G, critic, stats, batch)
                 if guard.skip:
@@ -301,8 +298,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
                 if lr is not None:  # the learning rates this step's updates used (device tensors)
                     stats["train/lr_generator"], stats["train/lr_critic"] = (
                         opt.param_groups[0]["lr"] for opt in (opt_g, opt_d))
-                last = scalars_to_floats(distributed.average(stats))  # the mean over ranks
-                observed = dict(last)
+                last = observed = scalars_to_floats(distributed.average(stats))  # the mean over ranks
                 tracker.scalars(step, last)
                 guard.check(saved)
             if main and (step % settings.sample_every == 0 or final):
@@ -317,12 +313,8 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
                 tracker.scalars(step, metrics)
                 last.update(metrics)
                 observed.update(metrics)
-            halted = False  # train.on_failure=stop and a failure was named: checkpoint and end here
-            if observed or due:
-                if main:
-                    with observing(device, G_ema, critic, seed=0):  # the same z at every evaluation
-                        halted = diagnosis.watch(step, observed, tracker, G_ema if due else None, data)
-                halted = distributed.any_rank(halted, device) and not final
+            # train.on_failure=stop and a failure was named: checkpoint and end here
+            halted = diagnosis.watch(step, observed, tracker, G_ema, critic, data, settings, main) and not final
             if step % settings.checkpoint_every == 0 or final or stopping or halted:
                 guard.check(saved)  # never overwrite a good checkpoint with a diverged state
                 saved = checkpoint(step)
