@@ -12,7 +12,7 @@ from torch import nn
 
 from gan_lab.data import ToyMixture
 from gan_lab.training.diagnosis import PERSIST, WARMUP, Diagnosis, sample_diversity
-from conftest import TINY, TINY_MLP, run_cli, user_error
+from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
 
 
 def healthy_logs(diagnosis: Diagnosis, steps: range, **changes: float) -> list[str]:
@@ -160,3 +160,22 @@ def test_issue_25_example_is_named(tmp_path: Path) -> None:
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["metrics"]["metrics/modes_covered"] < 6
     assert status["diagnosis"]["summary"].startswith("mode collapse from")
+
+
+@pytest.mark.parametrize("data", ["mnist", "swissroll"])
+def test_data_without_mode_metrics_are_watched_through_sample_diversity(data: str, tmp_path: Path,
+                                                                        tiny_mnist_root: Path) -> None:
+    # images with metrics off (as an unlabelled folder has none) and the unlabelled 2-D swiss roll
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    setup = ([f"data.root={tiny_mnist_root}", "data.download=false", *TINY_DCGAN] if data == "mnist"
+             else [*TINY_MLP])
+    run_cli("train", f"data={data}", *setup, *TINY, "train.eval_every=2", "threads=1", f"hydra.run.dir={tmp_path}")
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "completed" and "summary" in status["diagnosis"]
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    diversity = [event.value for event in events.Scalars("diagnosis/sample_diversity")]
+    assert [event.step for event in events.Scalars("diagnosis/sample_diversity")] == [2, 4]
+    assert all(0 < value < 10 for value in diversity)  # a ratio of two mean distances, both measured
+    assert [event.step for event in events.Scalars("diagnosis/mode_collapse")] == [2, 4]
