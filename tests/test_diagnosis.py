@@ -179,3 +179,18 @@ def test_data_without_mode_metrics_are_watched_through_sample_diversity(data: st
     assert [event.step for event in events.Scalars("diagnosis/sample_diversity")] == [2, 4]
     assert all(0 < value < 10 for value in diversity)  # a ratio of two mean distances, both measured
     assert [event.step for event in events.Scalars("diagnosis/mode_collapse")] == [2, 4]
+
+
+@pytest.mark.slow
+def test_a_stopped_job_does_not_fail_its_sweep(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    sweep_dir = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "-m", "gan_lab", "train", "-m", "seed=0,1", *TINY, *TINY_MLP,
+                           "train.steps=6", "train.eval_every=2", "train.on_failure=stop", "threads=1",
+                           f"hydra.sweep.dir={sweep_dir}"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    statuses = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob("*/status.json"))]
+    assert [s["status"] for s in statuses] == ["stopped", "stopped"]
+    assert all(s["metrics"]["step"] == 2 and s["diagnosis"]["stopped"] for s in statuses)
