@@ -95,6 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS))
     parser.add_argument("--data", nargs="+", default=["ring8", "grid25"])
+    parser.add_argument("--rows-for", nargs="*", default=[], metavar="DATA=ROW,ROW",
+                        help="other rows for one data set, e.g. grid25=nonsaturating,wgan_gp")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--root", type=Path, default=Path("outputs/diagnosis_check"))
@@ -104,8 +106,15 @@ def main() -> None:
     args = parser.parse_args()
     commit, dirty = source_state(args.allow_dirty)
     started = time.perf_counter()
+    rows = {data: args.rows for data in args.data}
+    for item in args.rows_for:
+        data, _, names = item.partition("=")
+        if data not in rows or not set(names.split(",")) <= set(ROWS):
+            parser.error(f"--rows-for {item!r}: give DATA=ROW,ROW with DATA in --data and ROWs of {', '.join(ROWS)}")
+        rows[data] = names.split(",")
+    args.rows_by_data = rows
     # seed by seed: a check cut short still has every row
-    plan = [(row, data, seed) for seed in range(args.seeds) for data in args.data for row in args.rows]
+    plan = [(row, data, seed) for seed in range(args.seeds) for data in args.data for row in rows[data]]
     with ThreadPoolExecutor(args.jobs) as pool:
         run_dirs = list(pool.map(lambda job: train_one(*job, args.root), plan))
     minutes = (time.perf_counter() - started) / 60
@@ -135,7 +144,8 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
     trained_by = sorted({str(r["code"].get("commit", "?"))[:7] + ("+dirty" if r["code"].get("dirty") else "")
                          for r in ok})
     command = "python scripts/diagnosis_check.py " + " ".join(
-        [f"--rows {' '.join(args.rows)}", f"--data {' '.join(args.data)}", f"--seeds {args.seeds}",
+        [f"--rows {' '.join(args.rows)}", f"--data {' '.join(args.data)}"]
+        + ([f"--rows-for {' '.join(args.rows_for)}"] if args.rows_for else []) + [f"--seeds {args.seeds}",
          f"--jobs {args.jobs}", f"--root {args.root}"] + (["--allow-dirty"] if args.allow_dirty else []))
     lines = [
         "# The live diagnosis against how runs ended", "",
@@ -174,7 +184,7 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
     lines += ["", "## Per row", "", "| data | row | seeds ended collapsed | named collapse | false alarms "
               "(healthy runs with any episode) | episodes (first seed that had one) |", "|---|---|---|---|---|---|"]
     for data in args.data:
-        for row in args.rows:
+        for row in args.rows_by_data[data]:
             runs = [r for r in ok if r["data"] == data and r["row"] == row]
             if not runs:
                 continue
