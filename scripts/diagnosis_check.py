@@ -17,10 +17,12 @@ import json
 import os
 import subprocess
 import sys
+import statistics
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from generated_doc import cpu_name, made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
@@ -84,6 +86,30 @@ def replay(run_dir: Path, modes: bool = True) -> dx.Diagnosis:
     return diagnosis
 
 
+def margins(run_dir: Path) -> dict[str, float]:
+    """The most extreme value each per-step rule saw hold PERSIST log steps in a row after the warm-up."""
+    logs = [values for _, values in scalar_steps(run_dir) if "loss/critic" in values][dx.WARMUP:]
+    wasserstein = _resolved_loss(run_dir).get("_target_") == "gan_lab.losses.Wasserstein"
+
+    def held(series: list[float], worst: Any) -> float:  # worst(window) over every PERSIST-long window
+        windows = [series[i:i + dx.PERSIST] for i in range(len(series) - dx.PERSIST + 1)]
+        return worst(windows) if windows else float("nan")
+
+    found: dict[str, float] = {}
+    tags = ["loss/critic", "loss/generator"] + (["critic/wasserstein_estimate"] if wasserstein else [])
+    ratios = []
+    for i, values in enumerate(logs):
+        ratios.append(max(abs(values[t]) / max(1.0, statistics.median([abs(v[t]) for v in logs[:i]] or [0]))
+                          for t in tags if t in values))
+    found["runaway"] = held(ratios, lambda ws: max(min(w) for w in ws))
+    if wasserstein:
+        norms = [v.get("grad_norm/critic_input", float("nan")) for v in logs]
+        found["input_grad_norm"] = held(norms, lambda ws: max(min(w) for w in ws))
+    else:
+        found["critic_loss"] = held([v["loss/critic"] for v in logs], lambda ws: min(max(w) for w in ws))
+    return found
+
+
 def _resolved_loss(run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
@@ -133,7 +159,7 @@ def main() -> None:
                         "collapsed": covered < dx.COLLAPSE_FRACTION * n, "steps": metrics.get("step"),
                         "episodes": replayed.episodes, "diversity_collapse": [e for e in diversity.episodes
                                                                               if e.kind == "mode_collapse"],
-                        "live": live, "same_as_live": live == dx.summary(replayed.episodes),
+                        "margins": margins(run_dir), "live": live, "same_as_live": live == dx.summary(replayed.episodes),
                         "code": status.get("code", {})})
     write_doc(args, results, commit, dirty, minutes)
 
@@ -194,6 +220,18 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
             example = next((f"seed {r['seed']}: {dx.summary(r['episodes'])}" for r in runs if r["episodes"]), "none")
             lines.append(f"| {data} | {row} | {len(bad)}/{len(runs)} | {len(hit)}/{len(bad)} | "
                          f"{len(false)}/{len(runs) - len(bad)} | {example} |")
+    lines += ["", "## How close the healthy runs came", "",
+              f"The most extreme value each per-step rule saw hold {dx.PERSIST} log steps in a row (after the "
+              f"{dx.WARMUP}-step warm-up) in the runs that ended healthy, beside its threshold:", "",
+              "| rule | healthy runs | most extreme held value | threshold |", "|---|---|---|---|"]
+    for key, rule, pick, threshold in (
+            ("runaway", "divergence: a loss over max(1, its median so far)", max, f"> {dx.RUNAWAY:g}"),
+            ("input_grad_norm", "non-Lipschitz: Wasserstein critic's input-gradient norm", max,
+             f"> {dx.LIPSCHITZ_FAR:g}"),
+            ("critic_loss", "vanishing gradients: a non-Wasserstein critic's loss", min, f"< {dx.SEPARATION_LOSS:g}")):
+        seen = [r["margins"][key] for r in healthy if key in r["margins"] and r["margins"][key] == r["margins"][key]]
+        if seen:
+            lines.append(f"| {rule} | {len(seen)} | {pick(seen):.3g} | {threshold} |")
     failed = [r for r in results if "error" in r]
     if failed:
         lines += ["", "Runs left out (they did not complete): " + "; ".join(
