@@ -194,3 +194,18 @@ def test_a_stopped_job_does_not_fail_its_sweep(tmp_path: Path) -> None:
     statuses = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob("*/status.json"))]
     assert [s["status"] for s in statuses] == ["stopped", "stopped"]
     assert all(s["metrics"]["step"] == 2 and s["diagnosis"]["stopped"] for s in statuses)
+
+
+def test_a_replay_of_the_event_files_names_what_the_live_run_named(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # scripts/diagnosis_check.py counts false alarms and misses by replaying runs' scalars: it must see what they saw
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))
+    import diagnosis_check
+
+    run_cli("train", *TINY, *TINY_MLP, "train.steps=8", "train.eval_every=2", "train.log_every=1", "threads=1",
+            f"hydra.run.dir={tmp_path}")
+    live = json.loads((tmp_path / "status.json").read_text())["diagnosis"]
+    replayed = diagnosis_check.replay(tmp_path)
+    assert live["summary"].startswith("mode collapse from 2")
+    assert [e.__dict__ for e in replayed.episodes] == live["episodes"]
