@@ -132,6 +132,12 @@ def test_on_failure_stop_ends_the_run_with_a_checkpoint_and_the_reason(tmp_path:
     assert status["diagnosis"]["stopped"].startswith("mode collapse from step 2: 0 of 8 modes left")
     assert "stopped early at step 2 of 6 (train.on_failure=stop): mode collapse from step 2" in err
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    # what the message says: the same command with train.on_failure=warn continues it from that checkpoint
+    run_cli("train", *TINY, *TINY_MLP, "train.steps=6", "train.eval_every=2", "train.on_failure=warn",
+            "threads=1", f"hydra.run.dir={run_dir}")
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "completed" and status["metrics"]["step"] == 6
+    assert "resuming from step 2" in capsys.readouterr().err
 
     warned = tmp_path / "warned"
     run_cli("train", *TINY, *TINY_MLP, "train.steps=6", "train.eval_every=2", "threads=1", f"hydra.run.dir={warned}")
