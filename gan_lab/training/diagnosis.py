@@ -80,6 +80,7 @@ class Diagnosis:
         self.streak: dict[str, list[int]] = {kind: [] for kind in KINDS}  # the log steps in a row its state changed
         self.logged = 0
         self.peak: tuple[float, int] | None = None  # most modes covered so far, and the step
+        self.previous: tuple[float, int] | None = None  # the modes covered at the last evaluation, and its step
         self.stopped: str | None = None  # the reason, once on_failure=stop ended the run
 
     # ---- what each failure looks like ---------------------------------------------------------
@@ -96,12 +97,18 @@ class Diagnosis:
             return f"the samples' diversity is {ratio:.2f} of the real data's"
         else:
             return None
+        previous, self.previous = self.previous, (covered, step)
         if self.peak is None or covered > self.peak[0]:
             self.peak = (covered, step)
         if not covered < COLLAPSE_FRACTION * n:
             return False
-        had = f" (it had {self.peak[0]:.0f} at step {self.peak[1]:,})" if self.peak[0] > covered else ""
-        return f"{covered:.0f} of {n:.0f} {unit} left{had}"
+        # too few, and not gaining: fewer than it had, or no more than at the last evaluation. A first
+        # evaluation, or a run still spreading out, says nothing yet (an open episode stays open).
+        if previous is None or covered > previous[0]:
+            return None
+        if self.peak[0] > covered:
+            return f"{covered:.0f} of {n:.0f} {unit} left (it had {self.peak[0]:.0f} at step {self.peak[1]:,})"
+        return f"{covered:.0f} of {n:.0f} {unit} covered, no more than at step {previous[1]:,}"
 
     def _vanishing(self, values: dict[str, float]) -> str | None:
         if self.wasserstein or "loss/critic" not in values or "grad_norm/generator" not in values:
