@@ -90,7 +90,10 @@ def test_images_without_classes_fall_back_on_sample_diversity() -> None:
     diagnosis = Diagnosis("nonsaturating", images=True)
     assert diagnosis.observe(1000, {"diagnosis/sample_diversity": 0.9}) == []
     said = diagnosis.observe(2000, {"diagnosis/sample_diversity": 0.1})
-    assert said[0].startswith("mode collapse from step 2,000: the samples' diversity is 0.10 of the real data's")
+    assert said[0].startswith("mode collapse from step 2,000: the samples' diversity is 0.10 of the real data's "
+                              "(it was 0.90 at step 1,000)")
+    assert diagnosis.observe(3000, {"diagnosis/sample_diversity": 0.8}) == [
+        "mode collapse that began at step 2,000 ended at step 3,000."]
     assert "docs/cures_mnist.md" in said[0]
     classes = Diagnosis("nonsaturating", images=True)  # MNIST-like data: the classifier's classes
     assert classes.observe(1000, {"metrics/classes_covered": 2.0}) == []  # a first evaluation says nothing yet

@@ -85,27 +85,30 @@ class Diagnosis:
 
     # ---- what each failure looks like ---------------------------------------------------------
     def _collapse(self, step: int, values: dict[str, float]) -> str | None | bool:
-        """At an evaluation: a message when modes are lost, False when they are not, None when nothing measured."""
+        """At an evaluation: a message when modes are lost, False when enough are covered, None: nothing to say."""
         if "metrics/modes_covered" in values and "metrics/n_modes" in values:
             covered, n, unit = values["metrics/modes_covered"], values["metrics/n_modes"], "modes"
+            low = COLLAPSE_FRACTION * n
         elif "metrics/classes_covered" in values:
             covered, n, unit = values["metrics/classes_covered"], 10.0, "classes"
-        elif "diagnosis/sample_diversity" in values:
-            ratio = values["diagnosis/sample_diversity"]
-            if not ratio < DIVERSITY_FRACTION:
-                return False
-            return f"the samples' diversity is {ratio:.2f} of the real data's"
+            low = COLLAPSE_FRACTION * n
+        elif "diagnosis/sample_diversity" in values:  # no modes nor classes: diversity against the real data's
+            covered, n, unit = values["diagnosis/sample_diversity"], 1.0, "diversity"
+            low = DIVERSITY_FRACTION
         else:
             return None
         previous, self.previous = self.previous, (covered, step)
         if self.peak is None or covered > self.peak[0]:
             self.peak = (covered, step)
-        if not covered < COLLAPSE_FRACTION * n:
+        if not covered < low:
             return False
         # too few, and not gaining: fewer than it had, or no more than at the last evaluation. A first
         # evaluation, or a run still spreading out, says nothing yet (an open episode stays open).
         if previous is None or covered > previous[0]:
             return None
+        if unit == "diversity":
+            return (f"the samples' diversity is {covered:.2f} of the real data's (it was {self.peak[0]:.2f} at "
+                    f"step {self.peak[1]:,})")
         if self.peak[0] > covered:
             return f"{covered:.0f} of {n:.0f} {unit} left (it had {self.peak[0]:.0f} at step {self.peak[1]:,})"
         return f"{covered:.0f} of {n:.0f} {unit} covered, no more than at step {previous[1]:,}"
