@@ -39,6 +39,8 @@ ROWS = {
     "wgan_clip": ["loss=wgan_clip"],
     "r3gan": ["loss=r3gan"],
     "minimax_lr1e-3": ["loss=minimax", "optimizer.lr=1e-3"],
+    # a Wasserstein critic with nothing keeping it Lipschitz: what the per-step rules are for
+    "wgan_gp_lambda0": ["loss=wgan_gp", "loss.lambda_gp=0"],
 }
 DEFAULT_ROWS = ["minimax", "nonsaturating", "hinge", "wgan_gp", "wgan_clip", "minimax_lr1e-3"]
 
@@ -208,7 +210,8 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
                   f"fired on {len(div_false)} of {len(healthy)} healthy runs and named {len(div_named)} of "
                   f"{len(collapsed)} collapsed runs."]
     lines += ["", "## Per row", "", "| data | row | seeds ended collapsed | named collapse | false alarms "
-              "(healthy runs with any episode) | episodes (first seed that had one) |", "|---|---|---|---|---|---|"]
+              "(healthy runs with any episode) | runs with each kind of episode | first seed with one |",
+              "|---|---|---|---|---|---|---|"]
     for data in args.data:
         for row in args.rows_by_data[data]:
             runs = [r for r in ok if r["data"] == data and r["row"] == row]
@@ -218,8 +221,10 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
             hit = [r for r in bad if any(e.kind == "mode_collapse" for e in r["episodes"])]
             false = [r for r in runs if not r["collapsed"] and r["episodes"]]
             example = next((f"seed {r['seed']}: {dx.summary(r['episodes'])}" for r in runs if r["episodes"]), "none")
+            kinds = ", ".join(f"{dx.TITLES[kind]} {n}/{len(runs)}" for kind in dx.KINDS
+                              if (n := sum(any(e.kind == kind for e in r["episodes"]) for r in runs))) or "none"
             lines.append(f"| {data} | {row} | {len(bad)}/{len(runs)} | {len(hit)}/{len(bad)} | "
-                         f"{len(false)}/{len(runs) - len(bad)} | {example} |")
+                         f"{len(false)}/{len(runs) - len(bad)} | {kinds} | {example} |")
     lines += ["", "## How close the healthy runs came", "",
               f"The most extreme value each per-step rule saw hold {dx.PERSIST} log steps in a row (after the "
               f"{dx.WARMUP}-step warm-up) in the runs that ended healthy, beside its threshold:", "",
