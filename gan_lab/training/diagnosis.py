@@ -79,6 +79,7 @@ class Diagnosis:
         self.history: dict[str, list[float]] = {}  # per-step scalars seen so far (medians)
         self.streak: dict[str, list[int]] = {kind: [] for kind in KINDS}  # the log steps in a row its state changed
         self.logged = 0
+        self.runaway: set[str] = set()  # the tags this log step found running away (left out of their medians)
         self.peak: tuple[float, int] | None = None  # most modes covered so far, and the step
         self.previous: tuple[float, int] | None = None  # the modes covered at the last evaluation, and its step
         self.stopped: str | None = None  # the reason, once on_failure=stop ended the run
@@ -131,6 +132,7 @@ class Diagnosis:
 
     def _divergence(self, values: dict[str, float]) -> str | None:
         tags = ["loss/critic", "loss/generator"] + (["critic/wasserstein_estimate"] if self.wasserstein else [])
+        found = None
         for tag in tags:
             if tag not in values:
                 continue
@@ -139,8 +141,10 @@ class Diagnosis:
                 return f"{tag} is {value}"
             reference = max(1.0, _median([abs(v) for v in self.history.get(tag, [])]))
             if abs(value) > RUNAWAY * reference:
-                return f"{tag} ran away to {value:.3g}, {abs(value) / reference:.0f}x its median so far"
-        return None
+                # kept out of the median: a loss that keeps running away must not become its own yardstick
+                self.runaway.add(tag)
+                found = found or f"{tag} ran away to {value:.3g}, {abs(value) / reference:.0f}x its median so far"
+        return found
 
     # ---- episodes ---------------------------------------------------------------------------
     def observe(self, step: int, values: dict[str, float]) -> list[str]:
@@ -156,8 +160,9 @@ class Diagnosis:
                                       ("divergence", self._divergence(values))):
                     said += self._persisting(kind, step, finding, at_once=nonfinite and kind == "divergence")
             for tag in ("loss/critic", "loss/generator", "grad_norm/generator", "critic/wasserstein_estimate"):
-                if tag in values and math.isfinite(values[tag]):
+                if tag in values and math.isfinite(values[tag]) and tag not in self.runaway:
                     self.history.setdefault(tag, []).append(values[tag])
+            self.runaway.clear()
         collapse = self._collapse(step, values)
         if collapse is not None:  # evaluations are far apart: one is enough to begin or end an episode
             said += self._set("mode_collapse", step, collapse or None)
