@@ -228,3 +228,12 @@ def test_a_replay_of_the_event_files_names_what_the_live_run_named(tmp_path: Pat
     replayed = diagnosis_check.replay(tmp_path)
     assert live["summary"].startswith("mode collapse from 4")
     assert [e.__dict__ for e in replayed.episodes] == live["episodes"]
+
+
+def test_a_loss_that_keeps_running_away_stays_one_open_episode() -> None:
+    diagnosis = Diagnosis("wasserstein")
+    healthy_logs(diagnosis, range(50, 550, 50))
+    said = [line for i, step in enumerate(range(550, 2550, 50))
+            for line in diagnosis.observe(step, {"loss/critic": -1.0, "loss/generator": -20.0 * 1.3 ** i})]
+    assert len(said) == 1 and said[0].startswith("divergence from step 550: loss/generator ran away to -20")
+    assert diagnosis.open["divergence"].ended is None
