@@ -50,6 +50,7 @@ def train_one(row: str, data: str, seed: int, root: Path) -> Path:
     run_dir = root / f"{data}_{row}_seed{seed}"
     status = run_dir / "status.json"
     if status.is_file() and json.loads(status.read_text()).get("status") in ("completed", "stopped"):
+        print(f"{data:7s} {row:15s} seed {seed}: reused from {run_dir}", flush=True)
         return run_dir
     cmd = ["nice", "-n", "19", sys.executable, "-m", "gan_lab", "train", *ROWS[row], f"data={data}",
            f"seed={seed}", "device=cpu", "threads=1", "train.sample_every=1000000", f"hydra.run.dir={run_dir}"]
@@ -161,7 +162,7 @@ def main() -> None:
                         "collapsed": covered < dx.COLLAPSE_FRACTION * n, "steps": metrics.get("step"),
                         "episodes": replayed.episodes, "diversity_collapse": [e for e in diversity.episodes
                                                                               if e.kind == "mode_collapse"],
-                        "margins": margins(run_dir), "live": live, "same_as_live": live == dx.summary(replayed.episodes),
+                        "margins": margins(run_dir), "live": live, "seconds": metrics.get("time/seconds", 0.0), "same_as_live": live == dx.summary(replayed.episodes),
                         "code": status.get("code", {})})
     write_doc(args, results, commit, dirty, minutes)
 
@@ -169,6 +170,7 @@ def main() -> None:
 def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty: bool, minutes: float) -> None:
     ok = [r for r in results if "error" not in r]
     healthy, collapsed = [r for r in ok if not r["collapsed"]], [r for r in ok if r["collapsed"]]
+    training_minutes = sum(r["seconds"] for r in ok) / 60
     trained_by = sorted({str(r["code"].get("commit", "?"))[:7] + ("+dirty" if r["code"].get("dirty") else "")
                          for r in ok})
     command = "python scripts/diagnosis_check.py " + " ".join(
@@ -178,7 +180,9 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
     lines = [
         "# The live diagnosis against how runs ended", "",
         f"Measured with `{command}` at {made_at(commit, dirty)}, {len(results)} runs (trained by "
-        f"{', '.join(trained_by) or 'none'}) in {minutes:.0f} min on {os.cpu_count()} CPU cores ({cpu_name()}), "
+        f"{', '.join(trained_by) or 'none'}; {training_minutes:.0f} min of training in all, "
+        f"{minutes:.0f} min in this invocation, which reuses the runs --root already holds) on "
+        f"{os.cpu_count()} CPU cores ({cpu_name()}), "
         f"{args.jobs} runs at a time, each `threads=1` under `nice -n 19` beside other users' jobs.", "",
         "Every run is `gan-lab train` with the row's overrides, the data set's defaults (`model=mlp`, batch 256, "
         "3,000 generator steps, metrics every 1,000 steps), seeds "
