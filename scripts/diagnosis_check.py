@@ -180,7 +180,7 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
     lines = [
         "# The live diagnosis against how runs ended", "",
         f"Measured with `{command}` at {made_at(commit, dirty)}, {len(results)} runs (trained by "
-        f"{', '.join(trained_by) or 'none'}; {training_minutes:.0f} min of training in all, "
+        f"{', '.join(trained_by) or 'none'}; {training_minutes:.0f} min of training summed over the runs, "
         f"{minutes:.0f} min in this invocation, which reuses the runs --root already holds) on "
         f"{os.cpu_count()} CPU cores ({cpu_name()}), "
         f"{args.jobs} runs at a time, each `threads=1` under `nice -n 19` beside other users' jobs.", "",
