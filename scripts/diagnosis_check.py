@@ -212,8 +212,9 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
     early = [min(e.began for e in r["episodes"] if e.kind == "mode_collapse") for r in named]
     if early:
         before = sum(3000 - b for b in early) / len(early)
+        span = f"{min(early):,}" if min(early) == max(early) else f"{min(early):,} to {max(early):,}"
         lines += ["", f"In the collapsed runs it named, the collapse was first named at step "
-                      f"{min(early):,} to {max(early):,} (mean {sum(early) / len(early):,.0f}), on average "
+                      f"{span} (mean {sum(early) / len(early):,.0f}), on average "
                       f"{before:,.0f} generator steps before the end: what `train.on_failure=stop` saves."]
     div_false = [r for r in healthy if r["diversity_collapse"]]
     div_named = [r for r in collapsed if r["diversity_collapse"]]
@@ -236,7 +237,8 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
             kinds = ", ".join(f"{dx.TITLES[kind]} {n}/{len(runs)}" for kind in dx.KINDS
                               if (n := sum(any(e.kind == kind for e in r["episodes"]) for r in runs))) or "none"
             lines.append(f"| {data} | {row} | {len(bad)}/{len(runs)} | {len(hit)}/{len(bad)} | "
-                         f"{len(false)}/{len(runs) - len(bad)} | {kinds} | {example} |")
+                         f"{'— (built to fail)' if row in BUILT_TO_FAIL else f'{len(false)}/{len(runs) - len(bad)}'} | "
+                         f"{kinds} | {example} |")
     lines += ["", "## How close the healthy runs came", "",
               f"The most extreme value each per-step rule saw hold {dx.PERSIST} log steps in a row (after the "
               f"{dx.WARMUP}-step warm-up) in the runs that ended healthy, beside its threshold:", "",
