@@ -24,7 +24,7 @@ from gan_lab.runs.provenance import code_version
 STATUS = "status.json"
 RESERVE = ".status.reserve"  # space kept free while a job runs, for its final status on a full disk
 RESERVE_BYTES = 64 * 1024  # a status record with every metric is a few KiB; whole blocks of any file system
-STATES = ("running", "completed", "failed", "interrupted")
+STATES = ("running", "completed", "failed", "interrupted", "stopped")  # stopped: train.on_failure=stop
 
 # The last multirun of this process, set by SweepSummary for `gan-lab train` to act on:
 # (sweep directory, number of jobs, run directories of the failed jobs).

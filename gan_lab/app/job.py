@@ -70,7 +70,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
             sys.exit(2)
         runlog.current = runlog.RunLog(console, run_dir / f"{job.job.name}.log")
     previous = (read_status(run_dir) or {}).get("status")
-    kept = previous in ("completed", "interrupted")  # results on disk that a refused re-run must not relabel
+    kept = previous in ("completed", "interrupted", "stopped")  # results on disk that a refused re-run must not relabel
     began = False
 
     def start(plain: dict[str, Any]) -> None:
@@ -96,11 +96,20 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
         with disk_full_explained(run_dir, lambda: resume_hint(run_dir)):  # a full disk: one paragraph
             # threads: auto on a single run (no launcher sharing the cores out): follow the free cores
             result = run_training(cfg, run_dir, start, follow_free_cores=threads is None and cfg.threads == "auto")
+            diagnosis = result.pop("diagnosis", None)  # what gan_lab.training.diagnosis named
             console.print(summary_table(result))
             print_outputs(run_dir)
         # rank 0 alone computes metrics/*: the other ranks of a torchrun job have no objective to return
         objective = objective_value(result, str(cfg.objective)) if main else float("nan")
-        mark("completed", objective={str(cfg.objective): objective}, metrics=result, threads=torch.get_num_threads())
+        # train.on_failure=stop ended it early: a result, not an error (exit 0; a sweep counts it as done)
+        stopped = (diagnosis or {}).get("stopped")
+        mark("stopped" if stopped else "completed", objective={str(cfg.objective): objective}, metrics=result,
+             threads=torch.get_num_threads(), diagnosis=diagnosis)
+        if stopped:
+            console.print(f"[bold yellow]gan-lab: stopped early at step {int(result['step']):,} of "
+                          f"{cfg.train.steps:,} (train.on_failure=stop):[/] {stopped} Its checkpoint is in "
+                          f"{run_dir / 'checkpoints'}; the same command with train.on_failure=warn continues it.",
+                          soft_wrap=True, highlight=False)
     except GanLabError as err:
         if began or not kept:
             mark("failed", error=str(err), metrics=result)

@@ -30,7 +30,8 @@ from gan_lab.errors import GanLabError
 from gan_lab.runs.files import atomic_writer
 from gan_lab.sweeps import find_runs, read_status
 
-STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan", "unknown": "dim"}
+STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan", "stopped": "magenta",
+         "unknown": "dim"}
 # Shown by default after the objective and any metrics/*: scalars every run has (columns=all: every one).
 BASIC = ["critic/wasserstein_estimate", "step", "time/seconds"]
 SEED = "seed"
@@ -48,6 +49,7 @@ class Run:
     objective: str | None = None
     error: str = ""
     resolved: dict[str, str] = field(default_factory=dict)  # the config that ran, flattened
+    diagnosis: str = ""  # what the run's diagnosis named (gan_lab.training.diagnosis): "none", or its episodes
 
 
 def load_run(path: Path, root: Path) -> Run:
@@ -67,8 +69,9 @@ def load_run(path: Path, root: Path) -> Run:
     name = head if head.isdigit() and path.parent == root else relative
     metrics = {k: float(v) for k, v in (status.get("metrics") or {}).items() if _is_number(v)}
     objective = next(iter(status.get("objective") or {}), None)
+    diagnosis = status.get("diagnosis") if isinstance(status.get("diagnosis"), dict) else {}
     return Run(path, name, status.get("status", "unknown"), params, metrics, objective, status.get("error") or "",
-               _resolved(path))
+               _resolved(path), str(diagnosis.get("summary") or ""))
 
 
 def _resolved(path: Path) -> dict[str, str]:
@@ -187,10 +190,15 @@ def _cell(run: Run, column: str) -> str:
     return f"{int(value)}" if column == "step" else f"{value:.4g}"
 
 
+def diagnosed(runs: list[Run]) -> list[str]:
+    """["diagnosis"] when some run's status names its diagnosis (runs trained before it have none), else []."""
+    return ["diagnosis"] if any(run.diagnosis for run in runs) else []
+
+
 def rows(runs: list[Run], keys: list[str], metrics: list[str]) -> list[list[str]]:
-    """The table's cells, row by row: run, status, swept keys, metrics, error."""
+    """The table's cells, row by row: run, status, swept keys, metrics, the diagnosis (when any), error."""
     return [[run.name, run.status, *[run.params.get(k, "—") for k in keys], *[_cell(run, m) for m in metrics],
-             run.error] for run in runs]
+             *[run.diagnosis or "—" for _ in diagnosed(runs)], run.error] for run in runs]
 
 
 def rich_tables(runs: list[Run], keys: list[str], metrics: list[str], width: int,
@@ -203,7 +211,7 @@ def rich_tables(runs: list[Run], keys: list[str], metrics: list[str], width: int
     """
     cells = rows(runs, keys, metrics)
     styles = {1: "", **{2 + i: "cyan" for i in range(len(keys))}}
-    headers = ["run", second, *keys, *(m.removeprefix("metrics/") for m in metrics)]
+    headers = ["run", second, *keys, *(m.removeprefix("metrics/") for m in metrics), *diagnosed(runs)]
 
     def layout(wrap: bool) -> list[tuple[int, str, int]]:  # (index in a row, header, width) per column
         columns = []
@@ -234,7 +242,7 @@ def rich_tables(runs: list[Run], keys: list[str], metrics: list[str], width: int
     for number, block in enumerate(blocks):
         table = Table(title=None if number == 0 else f"(continued, {number + 1}/{len(blocks)})", title_justify="left")
         for i, header, column_width in block:
-            numeric = i >= 2 + len(keys)
+            numeric = 2 + len(keys) <= i < 2 + len(keys) + len(metrics)
             table.add_column(header, style="bold" if i == 0 else styles.get(i, ""), justify="right" if numeric else "left",
                              width=min(column_width, max(1, width - 4)), overflow="fold")  # >= its widest cell
         if errors and number == len(blocks) - 1:
@@ -266,10 +274,11 @@ def write_csv(runs: list[Run], keys: list[str], path: Path, second: str = "statu
     metrics = metric_columns(runs, "all")
     with atomic_writer(path) as tmp, tmp.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["run", second, *keys, *metrics, "error", "path"])
+        writer.writerow(["run", second, *keys, *metrics, *diagnosed(runs), "error", "path"])
         for run in runs:
             writer.writerow([run.name, run.status, *[run.params.get(k, "") for k in keys],
-                             *[run.metrics.get(m, "") for m in metrics], run.error, str(run.path)])
+                             *[run.metrics.get(m, "") for m in metrics], *[run.diagnosis for _ in diagnosed(runs)],
+                             run.error, str(run.path)])
 
 
 def write_markdown(runs: list[Run], keys: list[str], metrics: list[str], path: Path, title: str,
@@ -278,7 +287,7 @@ def write_markdown(runs: list[Run], keys: list[str], metrics: list[str], path: P
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
-    header = ["run", "status", *keys, *metrics, "error"]
+    header = ["run", "status", *keys, *metrics, *diagnosed(runs), "error"]
     text = [f"# {title}", "", line(header), "|" + "---|" * len(header)]
     text += [line(cells) for cells in rows(runs, keys, metrics)]
     if evaluations:

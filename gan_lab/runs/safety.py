@@ -142,7 +142,7 @@ class NonFiniteGuard:
 # intervals qualify because every observer runs the networks in eval mode on a forked RNG
 # (gan_lab.training.observers.observing; tests/test_observing.py checks the final state is bitwise the same).
 HARMLESS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
-            "train.keep_checkpoints", "train.nonfinite", "train.eval_every",
+            "train.keep_checkpoints", "train.nonfinite", "train.eval_every", "train.on_failure",
             "train.cuda_graph", "train.compile", "optimizer.fused", "metrics", "inception_weights",
             "objective", "threads", "device", "resume", "resume_force",
             "data.root", "data.download", "data.recommended.", "data.cache", "data.memory_budget", "data.workers")

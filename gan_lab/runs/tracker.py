@@ -170,6 +170,14 @@ class Tracker:
             runlog.line(f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}")
         self._say(self.cpu_watch.check() if self.cpu_watch else None)
 
+    def diagnosis(self, step: int, values: dict[str, float], lines: list[str]) -> None:
+        """The diagnosis's scalars (no console line of their own) and what it names: console and a text entry."""
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+        for line in lines:
+            console.print(f"[bold yellow]diagnosis:[/] {line}", soft_wrap=True, highlight=False)
+            self.writer.add_text("diagnosis", line, step)
+
     def _say(self, note: str | None) -> None:
         if note:
             console.print(f"[yellow]{note}[/]", soft_wrap=True, highlight=False)
@@ -252,6 +260,9 @@ class NullTracker(Tracker):
         pass
 
     def advance(self, step: int) -> None:
+        pass
+
+    def diagnosis(self, step: int, values: dict[str, float], lines: list[str]) -> None:
         pass
 
     def images(self, step: int, grid: Tensor, path: Path | None = None) -> None:

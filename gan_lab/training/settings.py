@@ -36,6 +36,7 @@ class TrainSettings:
     ema_rampup: float  # the half-life is at most this times the images seen so far (0: no ramp-up)
     topk: float  # top-k training (Sinha et al. 2020): the smallest fraction of fakes G's update keeps (1: off)
     topk_decay: float  # the kept fraction starts at 1 and is multiplied by this every 100 generator steps
+    on_failure: str  # what a diagnosed failure does (gan_lab.training.diagnosis): warn, or stop the run early
 
     def __post_init__(self) -> None:
         minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "sample_every": 1,
@@ -64,6 +65,9 @@ class TrainSettings:
                 raise GanLabError(f"train.{key}={value!r} is out of range: it must be a number in (0, 1] "
                                   f"(train.topk=1 turns top-k training off; Sinha et al. keep at least 0.5 "
                                   f"of the batch and decay by 0.99).")
+        if self.on_failure not in ("warn", "stop"):
+            raise GanLabError(f"train.on_failure={self.on_failure!r} is not known: use warn (name a failure and train "
+                              f"on) or stop (name it, write a checkpoint and end the run there).")
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
             raise GanLabError(f"train.compile={self.compile!r} is not known: use false, true (inductor) or the "
                               f"name of a torch.compile backend such as aot_eager.")

@@ -22,6 +22,7 @@ from gan_lab.losses import Loss, clip_weights
 from gan_lab.runs.safety import Interrupted, NonFiniteGuard, StopSignal
 from gan_lab.runs.tracker import Tracker, console, scalars_to_floats
 from gan_lab.training import distributed, graphs, observers
+from gan_lab.training.diagnosis import Diagnosis
 from gan_lab.training.ema import GeneratorEMA
 from gan_lab.training.observers import observing, with_critic_input_stats
 from gan_lab.training.resume import Checkpointer, restore
@@ -275,19 +276,21 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
     checkpoint = Checkpointer(run_dir, settings.keep_checkpoints, G, critic, opt_g, opt_d, config, data,
                               ema and ema.G_ema)
 
+    # names collapse, vanishing gradients, a non-Lipschitz critic and divergence as they happen
+    diagnosis = Diagnosis(loss.name, schedule.clip > 0, len(data.shape) == 3, settings.on_failure == "stop")
     if ema is not None:
         console.print(f"[bold]generator EMA[/] half-life {settings.ema_kimg:g}k images (ramp-up "
                       f"{settings.ema_rampup:g}): samples and metrics/* use the averaged generator, "
                       f"metrics_raw/* the trained one",
                       soft_wrap=True, highlight=False)
     last: dict[str, float] = {}
-    started = time.perf_counter()
+    started, halted = time.perf_counter(), False
     with StopSignal() as stop:
         for step in range(start + 1, settings.steps + 1):
             stats, batch = run_iteration(step)
             stopping = distributed.any_rank(stop.signum is not None, device)  # DDP: all ranks stop at one step
 
-            final = step == settings.steps
+            final, observed = step == settings.steps, {}  # observed: this step's scalars, for the diagnosis
             if step % settings.log_every == 0 or final:
                 stats = with_critic_input_stats(G, critic, stats, batch)
                 if guard.skip:
@@ -295,7 +298,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
                 if lr is not None:  # the learning rates this step's updates used (device tensors)
                     stats["train/lr_generator"], stats["train/lr_critic"] = (
                         opt.param_groups[0]["lr"] for opt in (opt_g, opt_d))
-                last = scalars_to_floats(distributed.average(stats))  # the mean over ranks
+                last = observed = scalars_to_floats(distributed.average(stats))  # the mean over ranks
                 tracker.scalars(step, last)
                 guard.check(saved)
             if main and (step % settings.sample_every == 0 or final):
@@ -309,13 +312,19 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
                         metrics.update({k.replace("metrics/", "metrics_raw/", 1): v for k, v in evaluator(G).items()})
                 tracker.scalars(step, metrics)
                 last.update(metrics)
-            if step % settings.checkpoint_every == 0 or final or stopping:
+                observed.update(metrics)
+            # train.on_failure=stop and a failure was named: checkpoint and end here
+            halted = diagnosis.watch(step, observed, tracker, G_ema, critic, data, settings, main) and not final
+            if step % settings.checkpoint_every == 0 or final or stopping or halted:
                 guard.check(saved)  # never overwrite a good checkpoint with a diverged state
                 saved = checkpoint(step)
             tracker.advance(step)
             if stopping:
                 raise Interrupted(stop.signum or signal.SIGTERM, step)
+            if halted:
+                break
     tracker.stop_progress()
     last["time/seconds"] = time.perf_counter() - started
-    last["step"] = settings.steps
+    last["step"] = step if halted else settings.steps
+    last["diagnosis"] = diagnosis.record(halted)  # type: ignore[assignment]  # job.py takes it into status.json
     return last
