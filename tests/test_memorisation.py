@@ -158,8 +158,8 @@ def test_eval_reports_memorisation_and_keeps_each_picture(tmp_path: Path, tiny_m
     assert (tmp_path / "nearest_neighbours_seed1.png").exists() and (tmp_path / "eval_seed1.json").exists()
     assert (tmp_path / "nearest_neighbours.png").read_bytes() == first  # the plain evaluation's is kept
     run_cli("report", str(tmp_path))  # the evaluations table shows how many samples sit on a training image
-    header = (tmp_path / "report_eval.csv").read_text().splitlines()[0]
-    assert "memorisation/pixels/fraction_closer" in header and "memorisation/features/fraction_closer" in header
+    table = (tmp_path / "report.md").read_text().partition("## Evaluations")[2]
+    assert "memorisation/pixels/fraction_closer" in table and "memorisation/features/fraction_closer" in table
 
 
 
