@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,11 +55,20 @@ def run_sweep(name: str, seeds: list[int], root: Path, jobs: int) -> None:
            f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={root / name}", "hydra.sweep.subdir=seed${seed}",
            *COMMON, *overrides, "seed=" + ",".join(map(str, seeds))]
     print(" ".join(cmd[3:]), flush=True)
-    started = time.perf_counter()
+    started, wall, cpu = time.time(), time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, capture_output=True, text=True)
-    print(f"{name}: exit {done.returncode} in {time.perf_counter() - started:.0f} s", flush=True)
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"{name}: exit {done.returncode} in {time.perf_counter() - wall:.0f} s", flush=True)
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
+    # CPU seconds of the whole sweep (every job, with Hydra's start and the final metrics) per run it trained:
+    # on a shared machine the wall time grows with the others' load, the CPU time much less
+    trained = [f for f in (root / name).glob("seed*/status.json") if f.stat().st_mtime >= started]
+    if trained:
+        record = root / name / "cpu_seconds.json"
+        history = json.loads(record.read_text()) if record.exists() else []
+        history.append({"runs": len(trained), "cpu_seconds": used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime})
+        record.write_text(json.dumps(history))
 
 
 def collect(root: Path) -> dict[str, dict[int, dict]]:
@@ -73,11 +83,20 @@ def collect(root: Path) -> dict[str, dict[int, dict]]:
     return found
 
 
-def summary_rows(found: dict[str, dict[int, dict]]) -> list[str]:
+def cpu_per_run(root: Path, name: str) -> float | None:
+    """CPU seconds per run of a candidate's sweeps (run_sweep's record), or None without one."""
+    record = root / name / "cpu_seconds.json"
+    history = json.loads(record.read_text()) if record.exists() else []
+    runs = sum(h["runs"] for h in history)
+    return sum(h["cpu_seconds"] for h in history) / runs if runs else None
+
+
+def summary_rows(found: dict[str, dict[int, dict]], root: Path) -> list[str]:
     """One row per candidate: seeds, modes, high quality (mean, lowest), seeds meeting the bar, cost."""
     unit = statistics.median(r["time/seconds"] for r in found["default"].values()) if "default" in found else None
+    cpu_unit = cpu_per_run(root, "default")
     rows = ["| candidate | seeds | modes (mean) | all 25 modes | high quality % mean ± s.e. | lowest | seeds at the bar "
-            "| median train s | cost × default |", "|---|---|---|---|---|---|---|---|---|"]
+            "| median train s | cost × default | CPU s per run | CPU × default |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in found.items():
         hq = [r["metrics/high_quality"] * 100 for r in runs.values()]
         modes = [r["metrics/modes_covered"] for r in runs.values()]
@@ -86,9 +105,12 @@ def summary_rows(found: dict[str, dict[int, dict]]) -> list[str]:
         error = statistics.stdev(hq) / len(hq) ** 0.5 if len(hq) > 1 else 0.0
         seconds = statistics.median(r["time/seconds"] for r in runs.values())
         cost = f"{seconds / unit:.2f}" if unit else "—"
+        cpu = cpu_per_run(root, name)
+        cpu_cost = f"{cpu / cpu_unit:.2f}" if cpu and cpu_unit else "—"
         rows.append(f"| {name} | {len(runs)} | {statistics.fmean(modes):.1f} | "
                     f"{sum(m == MODES for m in modes)}/{len(runs)} | {statistics.fmean(hq):.1f} ± {error:.1f} | "
-                    f"{min(hq):.1f} | {passed}/{len(runs)} | {seconds:.0f} | {cost} |")
+                    f"{min(hq):.1f} | {passed}/{len(runs)} | {seconds:.0f} | {cost} | "
+                    f"{f'{cpu:.0f}' if cpu else '—'} | {cpu_cost} |")
     return rows
 
 
@@ -137,8 +159,10 @@ def main() -> None:
     lines += ["", "## Per candidate", "",
               "Cost: the candidate's median training time (`time/seconds`, evaluation excluded) over the default "
               "run's median, both measured by this search on this machine. The CPU was shared, so a time "
-              "is only comparable within this table.", ""]
-    lines += summary_rows(found)
+              "is only comparable within this table. CPU s per run: the CPU time of a candidate's sweeps (Hydra's "
+              "start and the final metrics included) over the runs they trained, less sensitive to the other "
+              "users' load than the wall time.", ""]
+    lines += summary_rows(found, args.root)
     lines += ["", "## Per seed", "", "modes / high quality % / reverse KL / training seconds", ""]
     lines += per_seed_rows(found)
     lines.append("")
