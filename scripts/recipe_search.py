@@ -46,14 +46,23 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
 COMMON = ["data=grid25", "threads=1", "metrics=true", "train.eval_every=0", "train.sample_every=1000000",
           "train.checkpoint_every=1000000"]
 MODES, BAR = 25, 90.0
+# Stacked MNIST rows (1,000 modes, 26,000 samples; gan-lab's MNIST classifier on each channel), at --stacked-steps:
+# the default DCGAN run and the best this budget affords; their runs land in <root>/stacked_<name>/seed<k>
+STACKED: dict[str, tuple[list[str], str]] = {
+    "default": ([], "`gan-lab train data=stacked_mnist`: DCGAN, WGAN-GP (lambda 10, 5 critic steps), Adam 1e-4"),
+    "r3gan": (["loss=r3gan"], "R3GAN's loss (RpGAN + R1 + R2, gamma 0.1), one critic step, Adam 2e-4 betas (0, 0.99)"),
+}
+STACKED_COMMON = ["data=stacked_mnist", "data.download=false", "threads=1", "metrics=true", "train.eval_every=0",
+                  "train.sample_every=1000000", "train.checkpoint_every=1000000"]
+PUBLISHED_STACKED = [("R3GAN (Huang et al. 2024)", "1,000", "0.078"), ("PacDCGAN2 (Lin et al. 2018)", "1,000", "0.06"),
+                     ("PacDCGAN4, critic 1/4 of G's size (Lin et al. 2018)", "667", "—")]
 
 
-def run_sweep(name: str, seeds: list[int], root: Path, jobs: int) -> None:
-    """One `gan-lab train -m` over the seeds for a candidate, at lowest CPU priority (a shared machine)."""
-    overrides, _ = CANDIDATES[name]
+def run_sweep(name: str, overrides: list[str], seeds: list[int], root: Path, jobs: int) -> None:
+    """One `gan-lab train -m` over the seeds into root/name, at lowest CPU priority (a shared machine)."""
     cmd = ["nice", "-n", "19", sys.executable, "-m", "gan_lab", "train", "-m", "hydra/launcher=joblib",
            f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={root / name}", "hydra.sweep.subdir=seed${seed}",
-           *COMMON, *overrides, "seed=" + ",".join(map(str, seeds))]
+           *overrides, "seed=" + ",".join(map(str, seeds))]
     print(" ".join(cmd[3:]), flush=True)
     started, wall, cpu = time.time(), time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -71,10 +80,10 @@ def run_sweep(name: str, seeds: list[int], root: Path, jobs: int) -> None:
         record.write_text(json.dumps(history))
 
 
-def collect(root: Path) -> dict[str, dict[int, dict]]:
-    """name -> seed -> final scalars (metrics/*, time/seconds) and the code, of the completed runs under root."""
+def collect(root: Path, names: list[str]) -> dict[str, dict[int, dict]]:
+    """name -> seed -> final scalars (metrics/*, time/seconds) and the code, of the completed runs in root/name."""
     found: dict[str, dict[int, dict]] = {}
-    for name in CANDIDATES:
+    for name in names:
         for status_file in sorted((root / name).glob("seed*/status.json")):
             status = json.loads(status_file.read_text())
             if status.get("status") == "completed":
@@ -126,9 +135,29 @@ def per_seed_rows(found: dict[str, dict[int, dict]]) -> list[str]:
     return rows
 
 
+def stacked_lines(stacked: dict[str, dict[int, dict]]) -> list[str]:
+    """The Stacked MNIST section: each run's modes of 1,000, reverse KL, steps and time, beside published rows."""
+    lines = ["## Stacked MNIST at a CPU budget", "",
+             "Each row is `gan-lab train` with `" + " ".join(STACKED_COMMON) + "` and its overrides, evaluated at "
+             "the end on 26,000 samples (VEEGAN / PacGAN's protocol: gan-lab's MNIST classifier reads the digit on "
+             "each channel; reverse KL of the 1,000-mode histogram against the uniform one):", ""]
+    lines += [f"- **{name}**: {STACKED[name.removeprefix('stacked_')][1]}" for name in stacked]
+    lines += ["", "| run | seed | generator steps | modes covered (of 1,000) | reverse KL | train s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name.removeprefix('stacked_')} | {seed} | {r['step']:.0f} | {r['metrics/modes_covered']:.0f} | "
+              f"{r['metrics/reverse_kl']:.3f} | {r['time/seconds']:.0f} |"
+              for name, runs in stacked.items() for seed, r in sorted(runs.items())]
+    lines += ["", "Published (their own networks and training lengths, far beyond this budget; the full protocol for a "
+              "GPU machine is stage 5 of scripts/gpu_checks.sh):", "", "| method | modes covered | reverse KL |",
+              "|---|---|---|"]
+    lines += [f"| {method} | {modes} | {kl} |" for method, modes, kl in PUBLISHED_STACKED]
+    return lines if stacked else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=[], choices=list(CANDIDATES), help="candidates to run")
+    parser.add_argument("--stacked", nargs="+", default=[], choices=list(STACKED), help="Stacked MNIST rows to run")
+    parser.add_argument("--stacked-steps", type=int, default=1000, help="generator steps of a Stacked MNIST run")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     parser.add_argument("--root", type=Path, default=Path("outputs/recipe_search"))
@@ -140,10 +169,14 @@ def main() -> None:
     commit, dirty = source_state(args.allow_dirty)
     if not args.report_only:
         for name in args.configs:
-            run_sweep(name, args.seeds, args.root, args.jobs)
-    found = collect(args.root)
+            run_sweep(name, [*COMMON, *CANDIDATES[name][0]], args.seeds, args.root, args.jobs)
+        for name in args.stacked:
+            run_sweep(f"stacked_{name}", [*STACKED_COMMON, f"train.steps={args.stacked_steps}", *STACKED[name][0]],
+                      args.seeds, args.root, args.jobs)
+    found = collect(args.root, list(CANDIDATES))
+    stacked = collect(args.root, [f"stacked_{name}" for name in STACKED])
     codes = sorted({(r["code"].get("commit", "unknown")[:7], bool(r["code"].get("dirty")))
-                    for runs in found.values() for r in runs.values()})
+                    for runs in [*found.values(), *stacked.values()] for r in runs.values()})
     trained_at = ", ".join(f"{c}{' (dirty)' if d else ''}" for c, d in codes)
     lines = ["# Searching for a grid25 recipe that holds in every seed", "",
              f"Written by `python scripts/{Path(__file__).name}` at {made_at(commit, dirty)} from the runs under "
@@ -165,7 +198,7 @@ def main() -> None:
     lines += summary_rows(found, args.root)
     lines += ["", "## Per seed", "", "modes / high quality % / reverse KL / training seconds", ""]
     lines += per_seed_rows(found)
-    lines.append("")
+    lines += ["", *stacked_lines(stacked), ""]
     write_keeping_notes(args.out, lines)
     print("\n".join(lines))
 
