@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     parser.add_argument("--root", type=Path, default=Path("outputs/recipe_search"))
     parser.add_argument("--out", type=Path, default=Path("docs/recipe_search.md"))
+    parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run (the tests: tiny runs)")
     parser.add_argument("--report-only", action="store_true", help="write the doc from the runs under --root")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="run from a tree with uncommitted changes (the doc then says so)")
@@ -169,10 +170,10 @@ def main() -> None:
     commit, dirty = source_state(args.allow_dirty)
     if not args.report_only:
         for name in args.configs:
-            run_sweep(name, [*COMMON, *CANDIDATES[name][0]], args.seeds, args.root, args.jobs)
+            run_sweep(name, [*COMMON, *CANDIDATES[name][0], *args.extra], args.seeds, args.root, args.jobs)
         for name in args.stacked:
-            run_sweep(f"stacked_{name}", [*STACKED_COMMON, f"train.steps={args.stacked_steps}", *STACKED[name][0]],
-                      args.seeds, args.root, args.jobs)
+            run_sweep(f"stacked_{name}", [*STACKED_COMMON, f"train.steps={args.stacked_steps}", *STACKED[name][0],
+                                          *args.extra], args.seeds, args.root, args.jobs)
     found = collect(args.root, list(CANDIDATES))
     stacked = collect(args.root, [f"stacked_{name}" for name in STACKED])
     codes = sorted({(r["code"].get("commit", "unknown")[:7], bool(r["code"].get("dirty")))
@@ -186,7 +187,7 @@ def main() -> None:
              f"The bar (issue #26): {MODES}/{MODES} modes and ≥ {BAR:.0f}% high quality (samples within 3σ of a "
              f"mode, 2,500 samples, the PacGAN protocol) in **every** seed, at ≤ 1.5 × the training time of "
              f"the default grid25 run. Each candidate is a `gan-lab train -m` sweep over seeds with "
-             f"`{' '.join(COMMON)}` and its overrides:", ""]
+             f"`{' '.join([*COMMON, *args.extra])}` and its overrides:", ""]
     lines += [f"- **{name}**: `{' '.join(['data=grid25', *CANDIDATES[name][0]])}`: {CANDIDATES[name][1]}"
               for name in found]
     lines += ["", "## Per candidate", "",
