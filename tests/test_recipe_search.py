@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_module
+
+from conftest import TINY, run_cli
+from gan_lab.runs.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from recipe_search import CANDIDATES  # noqa: E402  (scripts/ is not a package)
+
+CANDIDATES_D4W256 = CANDIDATES["d4w256"][0]
 
 
 def search(tmp_path: Path, *args: str) -> str:
@@ -25,6 +33,20 @@ def search(tmp_path: Path, *args: str) -> str:
 def table_row(doc: str, name: str) -> list[str]:
     """The first table row of the doc whose first cell is name."""
     return next(line.split("|")[1:-1] for line in doc.splitlines() if line.startswith(f"| {name} |"))
+
+
+def test_the_deep_recipe_is_the_searched_candidate_in_one_override(tmp_path: Path) -> None:
+    # conf/experiment/grid25_deep.yaml is the search's d4w256 row: grid25_sharp with 4 x 256 nets
+    with initialize_config_module(config_module="gan_lab.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+experiment=grid25_deep"])
+        searched = compose(config_name="train", overrides=["data=grid25", *CANDIDATES_D4W256])
+        assert compose(config_name="train", overrides=["+experiment=grid25_deep", "model.depth=2"]).model.depth == 2
+    assert cfg == searched
+    assert (cfg.loss._target_, cfg.data.name, cfg.model.hidden, cfg.model.depth, cfg.optimizer.lr,
+            cfg.train.lr_schedule, cfg.train.steps) == ("gan_lab.losses.RpGAN", "grid25", 256, 4, 2e-3, "linear", 3000)
+    run_cli("train", "+experiment=grid25_deep", *TINY, "threads=1", "metrics=false", f"hydra.run.dir={tmp_path}")
+    G = load_checkpoint(tmp_path)["G"]
+    assert [tuple(v.shape) for k, v in G.items() if k.endswith("weight")] == [(256, 2), *[(256, 256)] * 3, (2, 256)]
 
 
 @pytest.mark.slow
