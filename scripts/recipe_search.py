@@ -37,6 +37,8 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
     "z8_256": ([*SHARP, "model.hidden=256", "model.z_dim=8"], "8-D noise at 3 x 256"),
     "d4w256": ([*SHARP, "model.hidden=256", "model.depth=4"], "4 x 256: more linear pieces per FLOP than 3 x 384"),
     "d5w256": ([*SHARP, "model.hidden=256", "model.depth=5"], "5 x 256: deeper still, about 3 x 384's cost"),
+    "d4w256_4500": ([*SHARP, "model.hidden=256", "model.depth=4", "train.steps=4500"],
+                    "4 x 256 for 4,500 steps: 4 x 256 costs about the default per run, so 1.5 x its steps fit"),
     "gamma03_384": ([*SHARP, "loss.lambda_r1=0.03", "loss.lambda_r2=0.03"], "R1/R2 gamma 0.03 (data default 0.1)"),
     "lr3e3_384": ([*SHARP, "optimizer.lr=3e-3"], "lr 3e-3, still falling linearly"),
     "w256_6k": ([*SHARP, "model.hidden=256", "train.steps=6000"], "3 x 256 for twice the steps"),
