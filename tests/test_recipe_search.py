@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from recipe_search import CANDIDATES  # noqa: E402  (scripts/ is not a package)
 
-CANDIDATES_D4W256 = CANDIDATES["d4w256"][0]
+CANDIDATES_D4W256 = CANDIDATES["d4w256_4k"][0]
 
 
 def search(tmp_path: Path, *args: str) -> str:
@@ -36,14 +36,14 @@ def table_row(doc: str, name: str) -> list[str]:
 
 
 def test_the_deep_recipe_is_the_searched_candidate_in_one_override(tmp_path: Path) -> None:
-    # conf/experiment/grid25_deep.yaml is the search's d4w256 row: grid25_sharp with 4 x 256 nets
+    # conf/experiment/grid25_deep.yaml is the search's d4w256_4k row: grid25_sharp, 4 x 256 nets, 4,000 steps
     with initialize_config_module(config_module="gan_lab.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=["+experiment=grid25_deep"])
         searched = compose(config_name="train", overrides=["data=grid25", *CANDIDATES_D4W256])
         assert compose(config_name="train", overrides=["+experiment=grid25_deep", "model.depth=2"]).model.depth == 2
     assert cfg == searched
     assert (cfg.loss._target_, cfg.data.name, cfg.model.hidden, cfg.model.depth, cfg.optimizer.lr,
-            cfg.train.lr_schedule, cfg.train.steps) == ("gan_lab.losses.RpGAN", "grid25", 256, 4, 2e-3, "linear", 3000)
+            cfg.train.lr_schedule, cfg.train.steps) == ("gan_lab.losses.RpGAN", "grid25", 256, 4, 2e-3, "linear", 4000)
     run_cli("train", "+experiment=grid25_deep", *TINY, "threads=1", "metrics=false", f"hydra.run.dir={tmp_path}")
     G = load_checkpoint(tmp_path)["G"]
     assert [tuple(v.shape) for k, v in G.items() if k.endswith("weight")] == [(256, 2), *[(256, 256)] * 3, (2, 256)]
