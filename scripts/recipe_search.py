@@ -30,7 +30,7 @@ from generated_doc import cpu_name, made_at, source_state, write_keeping_notes  
 SHARP = ["+experiment=grid25_sharp"]  # R3GAN loss, 3 x 384, lr 2e-3 falling linearly (docs/cures_recipe.md)
 # name -> (overrides over `data=grid25`, why it is a candidate)
 CANDIDATES: dict[str, tuple[list[str], str]] = {
-    "default": ([], "the default grid25 run: WGAN-GP, 3 x 128, 5 critic steps, lr 1e-3 (the cost unit)"),
+    "default": ([], "the default grid25 run: WGAN-GP (lambda 1), 3 x 128, 5 critic steps, Adam 1e-4 (the cost unit)"),
     "sharp384": (SHARP, "grid25_sharp as issue #14 left it"),
     "sharp256": ([*SHARP, "model.hidden=256"], "grid25_sharp at 3 x 256 (cheaper per step)"),
     "z8_384": ([*SHARP, "model.z_dim=8"], "8-D noise: G need not fold a 2-D plane onto 25 points"),
@@ -38,7 +38,7 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
     "d4w256": ([*SHARP, "model.hidden=256", "model.depth=4"], "4 x 256: more linear pieces per FLOP than 3 x 384"),
     "d5w256": ([*SHARP, "model.hidden=256", "model.depth=5"], "5 x 256: deeper still, about 3 x 384's cost"),
     "d4w256_4k": ([*SHARP, "model.hidden=256", "model.depth=4", "train.steps=4000"],
-                  "4 x 256 for 4,000 steps: 4 x 256 costs 1.1 x the default's CPU time, so 4/3 of its steps fit"),
+                  "4 x 256 for 4,000 steps: 4 x 256 cost 1.1 x the default's CPU time, so 4/3 of its steps fit"),
     "gamma03_384": ([*SHARP, "loss.lambda_r1=0.03", "loss.lambda_r2=0.03"], "R1/R2 gamma 0.03 (data default 0.1)"),
     "lr3e3_384": ([*SHARP, "optimizer.lr=3e-3"], "lr 3e-3, still falling linearly"),
     "w256_6k": ([*SHARP, "model.hidden=256", "train.steps=6000"], "3 x 256 for twice the steps"),
@@ -185,8 +185,8 @@ def main() -> None:
     lines = ["# Searching for a grid25 recipe that holds in every seed", "",
              f"Written by `python scripts/{Path(__file__).name}` at {made_at(commit, dirty)} from the runs under "
              f"`{args.root}` (trained by gan-lab at {trained_at or 'no runs'}), on {os.cpu_count()} CPU cores "
-             f"({cpu_name()}), {args.jobs} runs at a time, one thread each, at `nice -n 19` beside other users' "
-             f"jobs. Each stage of the search is a command in the Notes.", "",
+             f"({cpu_name()}), one thread a run, as many runs side by side as each stage's `--jobs` says, at "
+             f"`nice -n 19` beside other users' jobs. Each stage of the search is a command in the Notes.", "",
              f"The bar (issue #26): {MODES}/{MODES} modes and ≥ {BAR:.0f}% high quality (samples within 3σ of a "
              f"mode, 2,500 samples, the PacGAN protocol) in **every** seed, at ≤ 1.5 × the training time of "
              f"the default grid25 run. Each candidate is a `gan-lab train -m` sweep over seeds with "
