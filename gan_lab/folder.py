@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from gan_lab.augment import parse_policy
-from gan_lab.data import InceptionScores
+from gan_lab.data import InceptionScores, NearestTraining
 from gan_lab.errors import GanLabError
 from gan_lab.image_cache import load_or_build, open_source, read_labels
 
@@ -107,6 +107,8 @@ class FolderData:
         self.augment = parse_policy(augment, self.shape)
         nbytes = self.size * channels * resolution * resolution
         self.streamed = nbytes > memory_budget * 2**30
+        # memorisation compares samples with as many training images as the budget holds (all, when held)
+        self.held_rows = min(self.size, int(memory_budget * 2**30) // (nbytes // self.size))
         if self.streamed:
             self.images = np.load(folder / "images.npy", mmap_mode="r", allow_pickle=False)  # read by the workers
             self._loaders: dict[int, Iterator] = {}
@@ -151,12 +153,12 @@ class FolderData:
             self._loaders[batch_size] = iter(loader)
         return self._loaders[batch_size]
 
-    def measures(self) -> tuple[InceptionScores] | tuple[()]:
-        """RGB: FID, IS and KID through Inception; greyscale: none (Inception is for RGB photos)."""
-        if self.shape[0] != 3:
-            return ()
-        if self.streamed:
-            with warnings.catch_warnings():  # read-only memory map: the evaluator only reads its first rows
+    def measures(self) -> tuple[InceptionScores, NearestTraining] | tuple[NearestTraining]:
+        """RGB: FID, IS and KID through Inception; every folder: memorisation against its images (gan-lab eval)."""
+        images = self.images
+        if self.streamed:  # read-only memory map: the rows are stored shuffled, so the first ones are a uniform subset
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                return (InceptionScores(self.name, torch.from_numpy(self.images)),)
-        return (InceptionScores(self.name, self.images),)
+                images = torch.from_numpy(self.images)
+        nearest = NearestTraining(self.name, images[:self.held_rows])
+        return (InceptionScores(self.name, images), nearest) if self.shape[0] == 3 else (nearest,)

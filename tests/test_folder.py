@@ -208,6 +208,20 @@ def test_the_streamed_path_draws_like_the_held_one(workers: int, tmp_path: Path)
     assert held.measures()[0].real.shape == streamed.measures()[0].real.shape == (16, 3, 32, 32)
 
 
+def test_every_folder_declares_its_images_for_memorisation(tmp_path: Path) -> None:
+    from gan_lab.data import NearestTraining
+
+    images = two_classes(tmp_path / "images", n=8)
+    for channels in (3, 1):  # greyscale has no Inception metrics, but its samples can still copy training images
+        nearest = [m for m in folder(images, tmp_path / "cache", channels=channels).measures()
+                   if isinstance(m, NearestTraining)]
+        assert len(nearest) == 1 and nearest[0].real.shape == (16, channels, 32, 32)
+    one_image = 3 * 32 * 32 / 2**30  # a budget of 3.5 images: the streamed set compares with the first 3 rows
+    streamed = folder(images, tmp_path / "cache", memory_budget=3.5 * one_image)
+    [nearest] = [m for m in streamed.measures() if isinstance(m, NearestTraining)]
+    assert streamed.streamed and len(nearest.real) == 3
+
+
 def test_xflip_mirrors_about_half_the_images(tmp_path: Path) -> None:
     image = Image.new("L", (32, 32), 0)
     image.paste(255, (16, 0, 32, 32))  # black left half, white right half

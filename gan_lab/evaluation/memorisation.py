@@ -56,8 +56,10 @@ def find(data: Any) -> NearestTraining | None:
 
 def not_applicable(data: Any) -> str:
     """Why `gan-lab eval` reports no memorisation for a data set."""
+    why = ("2-D data is drawn afresh every batch: there are no training images to copy" if len(data.shape) == 1
+           else "it does not declare its training images")
     return (f"memorisation: not applicable to data '{getattr(data, 'name', '?')}': its measures() declare no "
-            f"NearestTraining (2-D data is drawn afresh every batch: there are no training images to copy).")
+            f"NearestTraining ({why}).")
 
 
 @torch.no_grad()
