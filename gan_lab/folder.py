@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from gan_lab.augment import parse_policy
-from gan_lab.data import InceptionScores
+from gan_lab.data import InceptionScores, NearestTraining
 from gan_lab.errors import GanLabError
 from gan_lab.image_cache import load_or_build, open_source, read_labels
 
@@ -151,12 +151,14 @@ class FolderData:
             self._loaders[batch_size] = iter(loader)
         return self._loaders[batch_size]
 
-    def measures(self) -> tuple[InceptionScores] | tuple[()]:
-        """RGB: FID, IS and KID through Inception; greyscale: none (Inception is for RGB photos)."""
-        if self.shape[0] != 3:
-            return ()
-        if self.streamed:
+    def measures(self) -> tuple[InceptionScores | NearestTraining, ...]:
+        """RGB: FID, IS and KID through Inception; greyscale: none (Inception is for RGB photos). Held on the
+        device (not streamed): also memorisation, each sample's nearest training image (`gan-lab eval`)."""
+        if self.streamed:  # larger than the memory budget: memorisation would hold every image's pixels at once
+            if self.shape[0] != 3:
+                return ()
             with warnings.catch_warnings():  # read-only memory map: the evaluator only reads its first rows
                 warnings.simplefilter("ignore", UserWarning)
                 return (InceptionScores(self.name, torch.from_numpy(self.images)),)
-        return (InceptionScores(self.name, self.images),)
+        nearest = NearestTraining(self.name, self.images)
+        return (InceptionScores(self.name, self.images), nearest) if self.shape[0] == 3 else (nearest,)

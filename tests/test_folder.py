@@ -125,6 +125,21 @@ def test_cli_trains_on_a_folder_and_counts_unreadable_files(tmp_path: Path, caps
     assert "gan_lab.resnets.resnet" in (run / ".hydra" / "config.yaml").read_text()  # a folder brings model=resnet
 
 
+def test_eval_finds_each_samples_nearest_image_in_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # greyscale: no Inception metrics, but memorisation in pixels (nearest training images) offline
+    images = two_classes(tmp_path / "images")
+    run = tmp_path / "run"
+    run_cli("train", "data=folder", f"data.path={images}", "data.resolution=32", "data.channels=1",
+            f"data.cache={tmp_path / 'cache'}", *TINY, "model=dcgan", *TINY_DCGAN, "train.steps=2",
+            "train.batch_size=8", "threads=1", f"hydra.run.dir={run}")
+    run_cli("eval", f"checkpoint={run}")
+    found = json.loads((run / "eval.json").read_text())
+    assert 0 <= found["memorisation/pixels/fraction_closer"] <= 1
+    assert found["memorisation/pixels/train_nn_median"] == 0.0  # six identical images per class: each has a twin
+    assert found["memorisation/quantile"] == 0.01 and not any(k.startswith("metrics/") for k in found)
+    assert (run / "nearest_neighbours.png").exists()
+
+
 @pytest.mark.parametrize("case, fragment", [
     ("missing", "does not exist"),
     ("empty", "holds no image files"),
