@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -123,6 +124,21 @@ def test_cli_trains_on_a_folder_and_counts_unreadable_files(tmp_path: Path, caps
     assert "2 of 14 image files" in log  # counted in the run folder
     assert (run / "checkpoints").is_dir()
     assert "gan_lab.resnets.resnet" in (run / ".hydra" / "config.yaml").read_text()  # a folder brings model=resnet
+
+
+def test_eval_finds_each_samples_nearest_image_in_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # greyscale: no Inception metrics, but memorisation in pixels (nearest training images) offline
+    images = two_classes(tmp_path / "images")
+    run = tmp_path / "run"
+    run_cli("train", "data=folder", f"data.path={images}", "data.resolution=32", "data.channels=1",
+            f"data.cache={tmp_path / 'cache'}", *TINY, "model=dcgan", *TINY_DCGAN, "train.steps=2",
+            "train.batch_size=8", "threads=1", f"hydra.run.dir={run}")
+    run_cli("eval", f"checkpoint={run}")
+    found = json.loads((run / "eval.json").read_text())
+    assert 0 <= found["memorisation/pixels/fraction_closer"] <= 1
+    assert found["memorisation/pixels/train_nn_median"] == 0.0  # six identical images per class: each has a twin
+    assert found["memorisation/quantile"] == 0.01 and not any(k.startswith("metrics/") for k in found)
+    assert (run / "nearest_neighbours.png").exists()
 
 
 @pytest.mark.parametrize("case, fragment", [
@@ -321,3 +337,30 @@ def test_a_resume_may_move_the_cache_and_change_the_budget(tmp_path: Path) -> No
     run_cli("train", *common, "train.steps=4", f"data.cache={tmp_path / 'elsewhere'}", "data.memory_budget=1e-9",
             "data.workers=0", "resume=auto")  # where the cache lives and how it is read do not change the math
     assert load_checkpoint(tmp_path / "run")["step"] == 4 and (tmp_path / "elsewhere").is_dir()
+
+
+@pytest.mark.slow
+def test_folder_run_writes_the_doc_from_a_real_run(tmp_path: Path, tiny_mnist_root: Path) -> None:
+    # scripts/folder_run.py (which writes docs/folder.md), tiny: write the folder, train, eval, sample
+    import subprocess
+    import sys
+
+    doc, img = tmp_path / "folder.md", tmp_path / "img"
+    doc.write_text("an older run\n\n## Notes\n\nkept by hand\n")
+    out = subprocess.run([sys.executable, str(SCRIPTS / "folder_run.py"), "--data-root", str(tiny_mnist_root),
+                          "--images", "30", "--steps", "2", "--extra", "model.width=8", "model.z_dim=16",
+                          "train.batch_size=8", "--allow-dirty", "--out", str(doc), "--img-dir", str(img)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = " ".join(doc.read_text().split())
+    assert "gan-lab train data=folder data.path=$WORK/fashion data.resolution=32" in text
+    assert "wrote 30 images of fashion_mnist into $WORK/fashion" in text and "gan-lab eval checkpoint=$WORK/run" in text
+    assert re.search(r"first start read and resized every file into the cache in \*\*[\d.]+ s\*\*", text)
+    assert "2 generator steps at batch 8" in text and "`loss/critic`" in text and "`loss/generator`" in text
+    assert re.search(r"\*\*\d+\.\d%\*\* of samples sit closer", text)  # memorisation in pixels, from eval.json
+    assert "30 samples against every training image" in text and "Inception metrics are off" in text
+    assert doc.read_text().startswith("# A run on your own images") and text.endswith("## Notes kept by hand")
+    assert re.search(r"at commit [0-9a-f]{7}", text)  # the commit that made it
+    for name in ("folder_samples.png", "folder_nearest.png"):
+        assert Image.open(img / name).size[0] > 32  # a grid, linked from the doc
+        assert f"(img/{name})" in text
