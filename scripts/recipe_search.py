@@ -28,6 +28,7 @@ from pathlib import Path
 from generated_doc import cpu_name, made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
 SHARP = ["+experiment=grid25_sharp"]  # R3GAN loss, 3 x 384, lr 2e-3 falling linearly (docs/cures_recipe.md)
+DEEP = ["+experiment=grid25_deep"]  # grid25_sharp with 4 x 256 nets for 4,000 steps (d4w256_4k)
 # name -> (overrides over `data=grid25`, why it is a candidate)
 CANDIDATES: dict[str, tuple[list[str], str]] = {
     "default": ([], "the default grid25 run: WGAN-GP (lambda 1), 3 x 128, 5 critic steps, Adam 1e-4 (the cost unit)"),
@@ -39,6 +40,11 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
     "d5w256": ([*SHARP, "model.hidden=256", "model.depth=5"], "5 x 256: deeper still, about 3 x 384's cost"),
     "d4w256_4k": ([*SHARP, "model.hidden=256", "model.depth=4", "train.steps=4000"],
                   "4 x 256 for 4,000 steps: 4 x 256 cost 1.1 x the default's CPU time, so 4/3 of its steps fit"),
+    "deep_g05": ([*DEEP, "loss.lambda_r1=0.05", "loss.lambda_r2=0.05"],
+                 "grid25_deep with R1/R2 gamma 0.05 (the data set's 0.1): a sharper critic, the same cost"),
+    "deep_g03": ([*DEEP, "loss.lambda_r1=0.03", "loss.lambda_r2=0.03"], "grid25_deep with R1/R2 gamma 0.03"),
+    "deep_lr3e3": ([*DEEP, "optimizer.lr=3e-3"], "grid25_deep at lr 3e-3, still falling linearly: the same cost"),
+    "deep_ema2": ([*DEEP, "train.ema_kimg=2"], "grid25_deep with a generator EMA, half-life 2 kimg (8 steps), ramp-up 0.05"),
     "gamma03_384": ([*SHARP, "loss.lambda_r1=0.03", "loss.lambda_r2=0.03"], "R1/R2 gamma 0.03 (data default 0.1)"),
     "lr3e3_384": ([*SHARP, "optimizer.lr=3e-3"], "lr 3e-3, still falling linearly"),
     "w256_6k": ([*SHARP, "model.hidden=256", "train.steps=6000"], "3 x 256 for twice the steps"),
