@@ -162,7 +162,7 @@ def stacked_lines(stacked: dict[str, dict[int, dict]]) -> list[str]:
               f"{r['metrics/reverse_kl']:.3f} | {r['time/seconds']:.0f} |"
               for name, runs in stacked.items() for seed, r in sorted(runs.items())]
     lines += ["", "Published (their own networks and training lengths, far beyond this budget; the full protocol for a "
-              "GPU machine is stage 5 of scripts/gpu_checks.sh):", "", "| method | modes covered | reverse KL |",
+              "GPU machine is stage 6 of scripts/gpu_checks.sh):", "", "| method | modes covered | reverse KL |",
               "|---|---|---|"]
     lines += [f"| {method} | {modes} | {kl} |" for method, modes, kl in PUBLISHED_STACKED]
     return lines if stacked else []
