@@ -50,6 +50,8 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
                         "lr 4e-3 for 3,400 steps: a higher rate for the steps the cost bar leaves"),
     "deep_lr3e3_3400_g05": ([*DEEP, "optimizer.lr=3e-3", "train.steps=3400", "loss.lambda_r1=0.05",
                              "loss.lambda_r2=0.05"], "deep_lr3e3_3400 with R1/R2 gamma 0.05 (which lifted seed 5)"),
+    "deep_lr3e3_3500": ([*DEEP, "optimizer.lr=3e-3", "train.steps=3500"],
+                        "deep_lr3e3 for 3,500 steps: about 1.45 x the default (3,400 steps lost seed 3 by 0.4 points)"),
     "deep_ema2": ([*DEEP, "train.ema_kimg=2"], "grid25_deep with a generator EMA, half-life 2 kimg (8 steps), ramp-up 0.05"),
     "gamma03_384": ([*SHARP, "loss.lambda_r1=0.03", "loss.lambda_r2=0.03"], "R1/R2 gamma 0.03 (data default 0.1)"),
     "lr3e3_384": ([*SHARP, "optimizer.lr=3e-3"], "lr 3e-3, still falling linearly"),
