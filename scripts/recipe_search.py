@@ -28,6 +28,7 @@ from pathlib import Path
 from generated_doc import cpu_name, made_at, source_state, write_keeping_notes  # scripts/generated_doc.py
 
 SHARP = ["+experiment=grid25_sharp"]  # R3GAN loss, 3 x 384, lr 2e-3 falling linearly (docs/cures_recipe.md)
+DEEP = ["+experiment=grid25_deep"]  # grid25_sharp with 4 x 256 nets for 4,000 steps (d4w256_4k)
 # name -> (overrides over `data=grid25`, why it is a candidate)
 CANDIDATES: dict[str, tuple[list[str], str]] = {
     "default": ([], "the default grid25 run: WGAN-GP (lambda 1), 3 x 128, 5 critic steps, Adam 1e-4 (the cost unit)"),
@@ -39,6 +40,19 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
     "d5w256": ([*SHARP, "model.hidden=256", "model.depth=5"], "5 x 256: deeper still, about 3 x 384's cost"),
     "d4w256_4k": ([*SHARP, "model.hidden=256", "model.depth=4", "train.steps=4000"],
                   "4 x 256 for 4,000 steps: 4 x 256 cost 1.1 x the default's CPU time, so 4/3 of its steps fit"),
+    "deep_g05": ([*DEEP, "loss.lambda_r1=0.05", "loss.lambda_r2=0.05"],
+                 "grid25_deep with R1/R2 gamma 0.05 (the data set's 0.1): a sharper critic, the same cost"),
+    "deep_g03": ([*DEEP, "loss.lambda_r1=0.03", "loss.lambda_r2=0.03"], "grid25_deep with R1/R2 gamma 0.03"),
+    "deep_lr3e3": ([*DEEP, "optimizer.lr=3e-3"], "grid25_deep at lr 3e-3, still falling linearly: the same cost"),
+    "deep_lr3e3_3400": ([*DEEP, "optimizer.lr=3e-3", "train.steps=3400"],
+                        "deep_lr3e3 for 3,400 steps: beside the default on a quiet machine 4,000 steps cost 1.68 x"),
+    "deep_lr4e3_3400": ([*DEEP, "optimizer.lr=4e-3", "train.steps=3400"],
+                        "lr 4e-3 for 3,400 steps: a higher rate for the steps the cost bar leaves"),
+    "deep_lr3e3_3400_g05": ([*DEEP, "optimizer.lr=3e-3", "train.steps=3400", "loss.lambda_r1=0.05",
+                             "loss.lambda_r2=0.05"], "deep_lr3e3_3400 with R1/R2 gamma 0.05 (which lifted seed 5)"),
+    "deep_lr3e3_3500": ([*DEEP, "optimizer.lr=3e-3", "train.steps=3500"],
+                        "deep_lr3e3 for 3,500 steps: about 1.45 x the default (3,400 steps lost seed 3 by 0.4 points)"),
+    "deep_ema2": ([*DEEP, "train.ema_kimg=2"], "grid25_deep with a generator EMA, half-life 2 kimg (8 steps), ramp-up 0.05"),
     "gamma03_384": ([*SHARP, "loss.lambda_r1=0.03", "loss.lambda_r2=0.03"], "R1/R2 gamma 0.03 (data default 0.1)"),
     "lr3e3_384": ([*SHARP, "optimizer.lr=3e-3"], "lr 3e-3, still falling linearly"),
     "w256_6k": ([*SHARP, "model.hidden=256", "train.steps=6000"], "3 x 256 for twice the steps"),
@@ -150,7 +164,7 @@ def stacked_lines(stacked: dict[str, dict[int, dict]]) -> list[str]:
               f"{r['metrics/reverse_kl']:.3f} | {r['time/seconds']:.0f} |"
               for name, runs in stacked.items() for seed, r in sorted(runs.items())]
     lines += ["", "Published (their own networks and training lengths, far beyond this budget; the full protocol for a "
-              "GPU machine is stage 5 of scripts/gpu_checks.sh):", "", "| method | modes covered | reverse KL |",
+              "GPU machine is stage 6 of scripts/gpu_checks.sh):", "", "| method | modes covered | reverse KL |",
               "|---|---|---|"]
     lines += [f"| {method} | {modes} | {kl} |" for method, modes, kl in PUBLISHED_STACKED]
     return lines if stacked else []

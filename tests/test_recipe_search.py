@@ -18,9 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from recipe_search import CANDIDATES  # noqa: E402  (scripts/ is not a package)
 
-CANDIDATES_D4W256 = CANDIDATES["d4w256_4k"][0]
-
-
 def search(tmp_path: Path, *args: str) -> str:
     """Run the script into tmp_path/runs and tmp_path/search.md; its doc."""
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "recipe_search.py"), "--allow-dirty", "--jobs", "1",
@@ -35,16 +32,19 @@ def table_row(doc: str, name: str) -> list[str]:
     return next(line.split("|")[1:-1] for line in doc.splitlines() if line.startswith(f"| {name} |"))
 
 
-def test_the_deep_recipe_is_the_searched_candidate_in_one_override(tmp_path: Path) -> None:
-    # conf/experiment/grid25_deep.yaml is the search's d4w256_4k row: grid25_sharp, 4 x 256 nets, 4,000 steps
+@pytest.mark.parametrize(("experiment", "candidate", "lr"), [("grid25_deep", "d4w256_4k", 2e-3),
+                                                             ("grid25_recipe", "deep_lr3e3", 3e-3)])
+def test_each_grid25_experiment_is_its_searched_candidate_in_one_override(tmp_path: Path, experiment: str,
+                                                                          candidate: str, lr: float) -> None:
+    # conf/experiment/<experiment>.yaml is the search's row <candidate>: R3GAN's loss, 4 x 256 nets, 4,000 steps
     with initialize_config_module(config_module="gan_lab.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["+experiment=grid25_deep"])
-        searched = compose(config_name="train", overrides=["data=grid25", *CANDIDATES_D4W256])
-        assert compose(config_name="train", overrides=["+experiment=grid25_deep", "model.depth=2"]).model.depth == 2
+        cfg = compose(config_name="train", overrides=[f"+experiment={experiment}"])
+        searched = compose(config_name="train", overrides=["data=grid25", *CANDIDATES[candidate][0]])
+        assert compose(config_name="train", overrides=[f"+experiment={experiment}", "model.depth=2"]).model.depth == 2
     assert cfg == searched
     assert (cfg.loss._target_, cfg.data.name, cfg.model.hidden, cfg.model.depth, cfg.optimizer.lr,
-            cfg.train.lr_schedule, cfg.train.steps) == ("gan_lab.losses.RpGAN", "grid25", 256, 4, 2e-3, "linear", 4000)
-    run_cli("train", "+experiment=grid25_deep", *TINY, "threads=1", "metrics=false", f"hydra.run.dir={tmp_path}")
+            cfg.train.lr_schedule, cfg.train.steps) == ("gan_lab.losses.RpGAN", "grid25", 256, 4, lr, "linear", 4000)
+    run_cli("train", f"+experiment={experiment}", *TINY, "threads=1", "metrics=false", f"hydra.run.dir={tmp_path}")
     G = load_checkpoint(tmp_path)["G"]
     assert [tuple(v.shape) for k, v in G.items() if k.endswith("weight")] == [(256, 2), *[(256, 256)] * 3, (2, 256)]
 
