@@ -52,6 +52,9 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
                              "loss.lambda_r2=0.05"], "deep_lr3e3_3400 with R1/R2 gamma 0.05 (which lifted seed 5)"),
     "deep_lr3e3_3500": ([*DEEP, "optimizer.lr=3e-3", "train.steps=3500"],
                         "deep_lr3e3 for 3,500 steps: about 1.45 x the default (3,400 steps lost seed 3 by 0.4 points)"),
+    "deep_lr3e3_reg4": ([*DEEP, "optimizer.lr=3e-3", "loss.reg_every=4"],
+                        "deep_lr3e3 (grid25_recipe) with lazy R1/R2 (StyleGAN2): every 4th critic step, scaled by 4, "
+                        "so 3 of 4 steps skip the double backward"),
     "deep_ema2": ([*DEEP, "train.ema_kimg=2"], "grid25_deep with a generator EMA, half-life 2 kimg (8 steps), ramp-up 0.05"),
     "gamma03_384": ([*SHARP, "loss.lambda_r1=0.03", "loss.lambda_r2=0.03"], "R1/R2 gamma 0.03 (data default 0.1)"),
     "lr3e3_384": ([*SHARP, "optimizer.lr=3e-3"], "lr 3e-3, still falling linearly"),
