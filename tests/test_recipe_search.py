@@ -32,18 +32,21 @@ def table_row(doc: str, name: str) -> list[str]:
     return next(line.split("|")[1:-1] for line in doc.splitlines() if line.startswith(f"| {name} |"))
 
 
-@pytest.mark.parametrize(("experiment", "candidate", "lr"), [("grid25_deep", "d4w256_4k", 2e-3),
-                                                             ("grid25_recipe", "deep_lr3e3", 3e-3)])
+@pytest.mark.parametrize(("experiment", "candidate", "lr", "reg_every", "steps"),
+                         [("grid25_deep", "d4w256_4k", 2e-3, 1, 4000),
+                          ("grid25_recipe", "deep_lr3e3_reg4_4400", 3e-3, 4, 4400)])
 def test_each_grid25_experiment_is_its_searched_candidate_in_one_override(tmp_path: Path, experiment: str,
-                                                                          candidate: str, lr: float) -> None:
-    # conf/experiment/<experiment>.yaml is the search's row <candidate>: R3GAN's loss, 4 x 256 nets, 4,000 steps
+                                                                          candidate: str, lr: float,
+                                                                          reg_every: int, steps: int) -> None:
+    # conf/experiment/<experiment>.yaml is the search's row <candidate>: R3GAN's loss, 4 x 256 nets
     with initialize_config_module(config_module="gan_lab.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"+experiment={experiment}"])
         searched = compose(config_name="train", overrides=["data=grid25", *CANDIDATES[candidate][0]])
         assert compose(config_name="train", overrides=[f"+experiment={experiment}", "model.depth=2"]).model.depth == 2
     assert cfg == searched
     assert (cfg.loss._target_, cfg.data.name, cfg.model.hidden, cfg.model.depth, cfg.optimizer.lr,
-            cfg.train.lr_schedule, cfg.train.steps) == ("gan_lab.losses.RpGAN", "grid25", 256, 4, lr, "linear", 4000)
+            cfg.train.lr_schedule, cfg.train.steps, cfg.loss.reg_every) == ("gan_lab.losses.RpGAN", "grid25", 256, 4,
+                                                                           lr, "linear", steps, reg_every)
     run_cli("train", f"+experiment={experiment}", *TINY, "threads=1", "metrics=false", f"hydra.run.dir={tmp_path}")
     G = load_checkpoint(tmp_path)["G"]
     assert [tuple(v.shape) for k, v in G.items() if k.endswith("weight")] == [(256, 2), *[(256, 256)] * 3, (2, 256)]
