@@ -58,7 +58,8 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
     "deep_lr3e3_reg2": ([*DEEP, "optimizer.lr=3e-3", "loss.reg_every=2"],
                         "lazy R1/R2 every 2nd step: reg_every=4 cost 1.18 x but left seed 5 at 88.6%"),
     "deep_lr3e3_reg4_4800": ([*DEEP, "optimizer.lr=3e-3", "loss.reg_every=4", "train.steps=4800"],
-                             "reg_every=4 (1.18 x) for 4,800 steps: the cost bar's room spent on steps (estimated 1.42 x; measured about 1.6 x)"),
+                             "reg_every=4 (1.18 x) for 4,800 steps: the cost bar's room spent on steps (estimated "
+                             "1.42 x; 96 CPU s a run, about 1.6 x the quiet default's 61)"),
     "deep_lr3e3_reg4_4400": ([*DEEP, "optimizer.lr=3e-3", "loss.reg_every=4", "train.steps=4400"],
                              "reg_every=4 (seed 5: 88.6%) for 10% more steps (estimated 1.3 x; measured 1.40 x)"),
     "deep_ema2": ([*DEEP, "train.ema_kimg=2"], "grid25_deep with a generator EMA, half-life 2 kimg (8 steps), ramp-up 0.05"),
