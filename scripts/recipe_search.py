@@ -53,8 +53,8 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
     "deep_lr3e3_3500": ([*DEEP, "optimizer.lr=3e-3", "train.steps=3500"],
                         "deep_lr3e3 for 3,500 steps: about 1.45 x the default (3,400 steps lost seed 3 by 0.4 points)"),
     "deep_lr3e3_reg4": ([*DEEP, "optimizer.lr=3e-3", "loss.reg_every=4"],
-                        "deep_lr3e3 (grid25_recipe) with lazy R1/R2 (StyleGAN2): every 4th critic step, scaled by 4, "
-                        "so 3 of 4 steps skip the double backward"),
+                        "deep_lr3e3 (the second pass's recipe) with lazy R1/R2 (StyleGAN2): every 4th critic step, "
+                        "scaled by 4, so 3 of 4 steps skip the double backward"),
     "deep_lr3e3_reg2": ([*DEEP, "optimizer.lr=3e-3", "loss.reg_every=2"],
                         "lazy R1/R2 every 2nd step: reg_every=4 cost 1.18 x but left seed 5 at 88.6%"),
     "deep_lr3e3_reg4_4800": ([*DEEP, "optimizer.lr=3e-3", "loss.reg_every=4", "train.steps=4800"],
