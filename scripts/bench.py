@@ -65,6 +65,14 @@ IMAGE = (1, 28, 28)
 
 # ---------------------------------------------------------------- the machine
 
+
+def measured_line(commit: str, dirty: bool, started: float) -> str:
+    """A generated doc's first line: when, the command that wrote it, the commit, and the seconds it took."""
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (f"Measured {when} with `{command}` at {made_at(commit, dirty)} "
+            f"({time.perf_counter() - started:.0f} s in all).")
+
 def physical_cores() -> int:
     """Physical cores among the CPUs this process may run on (hyper-threads counted once)."""
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
@@ -392,12 +400,8 @@ def models_report(args: argparse.Namespace, device: torch.device, commit: str, d
                      f"| {seconds / (sum(base.seconds) / sum(base.steps)):.1f}x "
                      f"({min(per_round):.1f}-{max(per_round):.1f}) |")
     print("\n".join(lines), flush=True)
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
-    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     report = [
-        "# Step time of the image models at 32 px", "",
-        f"Measured {when} with `{command}` at {made_at(commit, dirty)} "
-        f"({time.perf_counter() - started:.0f} s in all).", "",
+        "# Step time of the image models at 32 px", "", measured_line(commit, dirty, started), "",
         f"- device: {device_name(device)} ({device}); torch {torch.__version__}; {threads} thread(s); "
         f"{physical_cores()} physical cores, {os.cpu_count()} logical CPUs; load average before "
         f"{', '.join(f'{x:.2f}' for x in load_before)}, after {os.getloadavg()[0]:.2f}.",
@@ -551,12 +555,8 @@ def main() -> None:
             lines += rows
             loads.append(os.getloadavg()[0])
 
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
-    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     report = [
-        "# Performance: gan-lab against the textbook WGAN-GP loop", "",
-        f"Measured {when} with `{command}` at {made_at(commit, dirty)} "
-        f"({time.perf_counter() - started:.0f} s in all).", "",
+        "# Performance: gan-lab against the textbook WGAN-GP loop", "", measured_line(commit, dirty, started), "",
         f"- {header}.",
         f"- Load average before (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)}; 1-minute load after "
         f"each measurement (this benchmark adds up to its thread count): {', '.join(f'{x:.2f}' for x in loads)}" + (
