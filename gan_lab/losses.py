@@ -251,23 +251,6 @@ class RaLSGAN(Loss):
         return (fake_out - real_out.mean() - 1).pow(2).mean() + (real_out - fake_out.mean() + 1).pow(2).mean()
 
 
-class KL(Loss):
-    """f-GAN with the KL divergence (Nowozin et al. 2016): the critic T bounds KL(p_data || p_G) from below."""
-
-    name = "fgan_kl"
-    # T* = f'(p_data / p_G) = 1 + log p_data / p_G: the log ratio up to a shift, which DRS's D - D*_max cancels
-    log_ratio = "exact"
-    # separated_below None: the critic loss tends to -KL, unbounded below as real and fake separate (no floor)
-
-    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        # -(E[T(x)] - E[exp(T(G(z)) - 1)]): minus the variational lower bound on KL(p_data || p_G)
-        return torch.exp(fake_out - 1).mean() - real_out.mean()
-
-    def g_loss(self, real_out: Tensor | None, fake_out: Tensor) -> Tensor:
-        # the usual (non-saturating) variant, as f-GAN's Section 3.2: G maximises E[T(G(z))]
-        return -fake_out.mean()
-
-
 @dataclass(frozen=True)
 class Penalty:
     """One gradient penalty: its tag (logged as loss/<tag>), weight, where it is taken, and its formula."""
