@@ -22,7 +22,7 @@ from torch import Tensor
 
 from gan_lab.augment import parse_policy
 from gan_lab.errors import GanLabError
-from gan_lab.measures import DigitClasses, InceptionScores, MeanSpread, ModeCoverage, NearestTraining, StackedDigits
+from gan_lab.measures import DigitClasses, InceptionScores, ModeCoverage, NearestTraining, StackedDigits
 # import_torchvision and _TORCHVISION stay importable from here, as every caller has them
 from gan_lab.torchvision_sets import _TORCHVISION, import_torchvision, load_arrays, open_torchvision  # noqa: F401
 
@@ -80,11 +80,9 @@ class ToyMixture:
         x = self.centers.index_select(0, y) + self.sigma * torch.randn(batch_size, 2, device=self.centers.device)
         return x, y
 
-    def measures(self) -> tuple[ModeCoverage, MeanSpread]:
-        """Mode coverage around the centres it samples from; the samples' mean and spread against the mixture's."""
-        # equal-weight modes: the mean of the centres; per coordinate, the centres' variance plus sigma^2
-        spread = (self.centers.var(0, unbiased=False) + self.sigma ** 2).sqrt()
-        return ModeCoverage(self.centers, self.sigma), MeanSpread(self.centers.mean(0), spread)
+    def measures(self) -> tuple[ModeCoverage]:
+        """Mode coverage around the centres it samples from."""
+        return (ModeCoverage(self.centers, self.sigma),)
 
 
 class SwissRoll:

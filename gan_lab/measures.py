@@ -242,28 +242,3 @@ class NearestTraining(Measure):
             return memorisation.report(found[0], record)
         nearest.reports = [report]  # type: ignore[attr-defined]
         return nearest
-
-
-@dataclass(frozen=True)
-class MeanSpread(Measure):
-    """The samples' mean and spread against the real data's (2-D data): how far the mean is, the spread's ratio."""
-
-    mean: Tensor  # (D,) the real data's mean
-    std: Tensor   # (D,) the real data's standard deviation per coordinate
-
-    def samples(self) -> int:
-        """MIXTURE_SAMPLES, as mode coverage."""
-        return MIXTURE_SAMPLES
-
-    def evaluator(self, context: EvalContext) -> Evaluator:
-        """metrics/mean_error ||E G(z) - E x|| and metrics/spread_ratio, the mean of std(G(z)) / std(x) over coordinates."""
-        from gan_lab.evaluation.sampling import class_labels, generate
-
-        n = self.samples()
-
-        def mean_spread(G: nn.Module) -> dict[str, float]:
-            fake = generate(G, n, class_labels(G, n), seed=context.seed).double()
-            mean, std = self.mean.double().to(fake.device), self.std.double().to(fake.device)
-            return {"metrics/mean_error": float((fake.mean(0) - mean).norm()),
-                    "metrics/spread_ratio": float((fake.std(0) / std).mean())}
-        return mean_spread
