@@ -56,10 +56,9 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
         opt.step()
     if clip > 0:
         clip_weights(critic, clip)  # after the step, so the critic stays in the clipped box
-    real_mean, fake_mean = real_out.detach().mean(), fake_out.detach().mean()
-    stats.update({"critic/real": real_mean, "critic/fake": fake_mean})
+    stats["critic/real"], stats["critic/fake"] = real_out.detach().mean(), fake_out.detach().mean()
     if loss.wasserstein_critic:  # only such a critic's mean difference estimates the earth mover's distance
-        stats["critic/wasserstein_estimate"] = real_mean - fake_mean
+        stats["critic/wasserstein_estimate"] = stats["critic/real"] - stats["critic/fake"]
     return stats
 
 
