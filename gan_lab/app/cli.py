@@ -390,15 +390,26 @@ def train_command(args: list[str]) -> None:
                 distributed.finish()
             return
     sys.argv = ["gan-lab train", *args]  # Hydra reads its overrides from sys.argv
-    sweeps.last_sweep = None
+    sweep_dir = _sweep_dir(args)
+    if sweep_dir is not None:  # a verdict left by an earlier sweep into this folder is not this one's
+        (sweep_dir / sweeps.SUMMARY).unlink(missing_ok=True)
     try:
         train_app()
     finally:
         rundirs.let_go()
-    if sweeps.last_sweep and sweeps.last_sweep[2]:  # set by the SweepSummary callback of a multirun
-        raise GanLabError(sweeps.failure_message(*sweeps.last_sweep))
+    summary = sweeps.read_summary(sweep_dir) if sweep_dir is not None else None  # SweepSummary wrote it
+    if summary and summary[1]:
+        raise GanLabError(sweeps.failure_message(sweep_dir, *summary))
     if info.enabled:
         distributed.finish()
+
+
+def _sweep_dir(args: list[str]) -> Path | None:
+    # a multirun's folder, as own_output_dir passed it to Hydra (None for a single run, or one Hydra resolves)
+    if not {"-m", "--multirun"} & set(args):
+        return None
+    given = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.sweep.dir=")), None)
+    return Path(given) if given and "${" not in given else None
 
 
 # Subcommands: name -> function taking the remaining arguments.

@@ -37,7 +37,7 @@ from gan_lab.runs.files import atomic_write_text, atomic_writer
 from gan_lab.runs.provenance import code_version
 from gan_lab.runs.rebuild import rebuild_data
 from gan_lab.runs.tracker import console
-from gan_lab.sweeps import find_runs
+from gan_lab.runs.status import find_runs
 
 REJECTION_HELP = ("none, or drs: Discriminator Rejection Sampling (Azadi et al. 2019) with the run's critic; "
                   "prints the acceptance rate")

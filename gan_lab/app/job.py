@@ -25,7 +25,8 @@ from gan_lab.runs.checkpoint import LAST, load_checkpoint, resume_hint
 from gan_lab.runs.files import disk_full_explained
 from gan_lab.runs.safety import Interrupted, config_differences, hand_over
 from gan_lab.runs.tracker import console
-from gan_lab.sweeps import job_threads, objective_value, read_status, write_status
+from gan_lab.runs.status import read_status, write_status
+from gan_lab.sweeps import job_threads, objective_value
 
 
 def report_error(err: Exception) -> None:
