@@ -23,6 +23,7 @@ from rich.table import Table
 from gan_lab.errors import GanLabError
 from gan_lab.runs.checkpoint import LAST, load_checkpoint, resume_hint
 from gan_lab.runs.files import disk_full_explained
+from gan_lab.runs.runlog import RunLog
 from gan_lab.runs.safety import Interrupted, config_differences, hand_over
 from gan_lab.runs.tracker import console
 from gan_lab.runs.status import read_status, write_status
@@ -48,7 +49,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
     go on; `gan-lab train -m` then exits 2 naming the failed jobs. A single run refused before
     training removes the directory it created. Bugs are marked too, then raised with their traceback.
     """
-    from gan_lab.runs import rundirs, runlog
+    from gan_lab.runs import rundirs
     from gan_lab.training import distributed
 
     job = HydraConfig.get()
@@ -61,6 +62,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
         if main:
             write_status(run_dir, status, overrides=overrides, **fields)
 
+    log = None  # the run's train.log: rank 0 alone writes it
     if main:
         try:
             rundirs.hold(run_dir)  # a single run's is already held, since train_command
@@ -69,7 +71,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
             if sweep:
                 return None
             sys.exit(2)
-        runlog.current = runlog.RunLog(console, run_dir / f"{job.job.name}.log")
+        log = RunLog(console, run_dir / f"{job.job.name}.log")  # attached to the console
     previous = (read_status(run_dir) or {}).get("status")
     kept = previous in ("completed", "interrupted", "stopped")  # results on disk that a refused re-run must not relabel
     began = False
@@ -119,7 +121,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
             return None
         report_error(err)
         if main and not began:  # refused before training: leave no folder behind (if this run made it)
-            _close_log()
+            _close_log(log)
             rundirs.remove_if_fresh(run_dir)
         sys.exit(2)
     except Interrupted as stop:
@@ -136,11 +138,11 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
         raise
     except Exception as err:
         mark("failed", error=f"{type(err).__name__}: {err}")
-        if runlog.current is not None:
-            runlog.current.exception()
+        if log is not None:
+            log.exception()
         raise
     finally:
-        _close_log()
+        _close_log(log)
         rundirs.release(run_dir)
     return objective
 
@@ -157,12 +159,9 @@ def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return finished(run_dir, plain)
 
 
-def _close_log() -> None:
-    from gan_lab.runs import runlog
-
-    if runlog.current is not None:
-        runlog.current.close()
-        runlog.current = None
+def _close_log(log: RunLog | None) -> None:
+    if log is not None:
+        log.close()  # detaches it from the console
 
 
 def load_resume(resume: str | None, run_dir: Path, plain: dict[str, Any], force: bool,

@@ -167,7 +167,7 @@ class Tracker:
             console.print(f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}", highlight=False,
                           soft_wrap=True)  # one line per step in a log, however long
         else:  # the bar shows it on the terminal; the run's log file gets the plain line
-            runlog.line(f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}")
+            runlog.line(console, f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}")
         self._say(self.cpu_watch.check() if self.cpu_watch else None)
 
     def diagnosis(self, step: int, values: dict[str, float], lines: list[str]) -> None:
