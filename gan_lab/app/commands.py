@@ -201,7 +201,7 @@ def sample_command(args: list[str]) -> None:
         with atomic_writer(out / f"{name}.png") as tmp:
             torchvision.utils.save_image(x, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))
     else:
-        from gan_lab.evaluation.plots import scatter_2d
+        from gan_lab.runs.plots import scatter_2d
 
         real, _ = rebuild_data(config, file, shape=state.get("data_shape")).sample(max(n, 1000))
         with atomic_writer(out / f"{name}.png") as tmp:
