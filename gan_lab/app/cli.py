@@ -77,7 +77,8 @@ def _bad_override(err: BaseException) -> bool:
 
 
 # Arguments a builder gets from gan-lab at build time, never from its config node.
-_NOT_KEYS = ("self", "args", "kwargs", "settings", "shape", "n_classes", "augment", "device", "params")
+_NOT_KEYS = ("self", "args", "kwargs", "settings", "shape", "n_classes", "augment", "device", "params", "rank",
+             "world_size", "say")
 
 
 def _takes(target: Any) -> list[str]:
@@ -278,8 +279,10 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     device = distributed.device_for(distributed.launched(), str(cfg.device)) or distributed.choose_device(str(cfg.device))
     torch.manual_seed(int(cfg.seed))  # the same initial weights on every rank
 
-    data = _build("data set", lambda: build_data(plain["data"], device), "data", plain["data"].get("_target_"),
-                  plain["data"])
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731 - a folder's progress
+    data = _build("data set", lambda: build_data(plain["data"], device, rank=distributed.rank(),
+                                                 world_size=distributed.world_size(), say=say),
+                  "data", plain["data"].get("_target_"), plain["data"])
     G, critic = _build("model", lambda: instantiate(cfg.model, shape=data.shape, n_classes=data.n_classes,
                                                     augment=list(data.augment)),
                        "model", plain["model"].get("_target_"), plain["model"])
