@@ -94,6 +94,19 @@ def test_the_validity_rules_sit_beside_what_they_check() -> None:
     [note] = check_critic(packed, Wasserstein(lambda_gp=10.0), batch_size=64)
     assert note.startswith("model.minibatch_std=2 couples the samples of a group")
     check_batch_size(ToyMixture("ring8", sigma=0.02), 10**6)  # generated on the fly: any size
+    # data-parallel rules with the data-parallel code; optimizer presets with conf/optimizer's module
+    from gan_lab.optimizers import settings
+    from gan_lab.training.distributed import check_critic_norm, lr_scale
+
+    with pytest.raises(GanLabError, match="Data-parallel training needs a critic without batch norm"):
+        check_critic_norm("batch", ranks=2)
+    check_critic_norm("batch", ranks=1)
+    assert (lr_scale("linear", 4), lr_scale("none", 4)) == (4, 1)
+    cfg, node = settings({"_target_": "torch.optim.Adam", "lr": 1e-4, "betas": [0.0, 0.9],
+                          "per_network": {"critic": {"lr": 4e-4}}}, {"lr": None, "betas": [0.5, 0.9]}, "critic", 2)
+    assert cfg == {"_target_": "torch.optim.Adam", "lr": 8e-4, "betas": [0.5, 0.9]}
+    assert [node(k) for k in ("_target_", "lr", "betas")] == ["optimizer", "optimizer.per_network.critic",
+                                                             "optimizer_critic"]
 
 
 def test_the_job_lifecycle_has_its_own_module() -> None:

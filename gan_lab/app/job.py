@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich.markup import escape
 from rich.table import Table
+from rich.tree import Tree
 
 from gan_lab.errors import GanLabError
 from gan_lab.runs.checkpoint import LAST, load_checkpoint, resume_hint
@@ -34,6 +35,29 @@ def report_error(err: Exception) -> None:
     """Print a user error as one paragraph, no traceback."""
     # soft_wrap: no hard line breaks inside paths and overrides, so they copy-paste whole
     console.print(f"[bold red]gan-lab: error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
+
+
+def report_interrupt() -> NoReturn:
+    """Ctrl-C outside the training loop (which checkpoints first): one line and exit 130, no traceback."""
+    # every file gan-lab writes is written atomically, so what is on disk is whole
+    sys.stderr.write("\ngan-lab: interrupted (Ctrl-C); files are written whole or not at all, so none is "
+                     "left half-written.\n")
+    sys.exit(130)  # 128 + SIGINT, what shells report for a Ctrl-C
+
+
+def print_config(plain: dict[str, Any]) -> None:
+    """The composed config as a rich tree, interpolations resolved."""
+    tree = Tree("[bold]config")
+
+    def add(node: Tree, value: Any) -> None:
+        for key, child in value.items():
+            if isinstance(child, dict):
+                add(node.add(f"[bold cyan]{key}"), child)
+            else:
+                node.add(f"[cyan]{key}[/]: {child}")
+
+    add(tree, plain)
+    console.print(tree)
 
 
 def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> float | None:
