@@ -57,7 +57,7 @@ def objective_value(result: dict[str, float], name: str) -> float:
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: count the jobs that failed into <sweep dir>/sweep.json, so `gan-lab train -m` can say so."""
+    """At the end of a multirun: the failed jobs into <sweep dir>/sweep.json, for `gan-lab train -m` to name."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

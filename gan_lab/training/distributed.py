@@ -189,5 +189,6 @@ def lr_scale(setting: str, ranks: int) -> int:
 
 def describe(ranks: int, batch_size: int, scale: int) -> str:
     """The console line of a data-parallel run: its effective batch and what happened to the learning rates."""
+    rates = f"x {ranks} (lr_scaling=linear)" if scale > 1 else "unchanged (lr_scaling=none)"
     return (f"[bold]data-parallel[/] {ranks} ranks x batch {batch_size} = effective batch {ranks * batch_size}; "
-            f"learning rates {'x ' + str(ranks) + ' (lr_scaling=linear)' if scale > 1 else 'unchanged (lr_scaling=none)'}")
+            f"learning rates {rates}")
