@@ -26,7 +26,7 @@ from torch import nn
 from gan_lab.errors import GanLabError
 
 # Arguments gan-lab itself passes at build time (from the data, the command line): never read from a file.
-BUILD_TIME = frozenset({"shape", "n_classes", "device"})
+BUILD_TIME = frozenset({"shape", "n_classes", "device", "rank", "world_size", "say"})
 # Keys a stored node may carry that are not arguments: the data set's defaults for other groups.
 NOT_BUILT = {"data": frozenset({"recommended"}), "model": frozenset()}
 
@@ -151,7 +151,11 @@ def rebuild_data(config: dict[str, Any], file: Path, device: str = "cpu", shape:
     if "download" in kwargs:
         # a file may not make gan-lab write anywhere: its data set is read where the file says, never fetched there
         kwargs["download"] = False
-    data = builder(**kwargs, device=device)
+    from gan_lab.data import declared
+    from gan_lab.runs.tracker import console
+
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731 - a folder's progress
+    data = builder(**kwargs, device=device, **declared(builder, {"say": say}))
     if shape is not None and list(data.shape) != list(shape):
         raise _refuse(file, "data", f"builds {kwargs.get('name', 'a data set')} samples of shape "
                                     f"{tuple(data.shape)}, but its generator makes samples of shape {tuple(shape)}")
