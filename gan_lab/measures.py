@@ -9,8 +9,10 @@ the data declares: there is no list of measure types anywhere. A measure says
     weights, the reals' features), called at every evaluation. An evaluator may carry `protocol` (what
     eval.json records about how it measured) and `reports` (functions of the eval.json path that write a
     figure beside it and return the console's paragraph).
-The expensive imports (the digit classifier, torch-fidelity, the memorisation check) happen inside
-evaluator(), so declaring a measure costs a data set nothing.
+This module is in the bottom layer, beside the data sets that declare from it; the functions a
+computation needs (sampling, the digit classifier, torch-fidelity, the memorisation check) come down
+from the evaluation layer in `context.tools` (gan_lab.evaluation.tools), never by an import, and the
+expensive ones run inside evaluator() only, so declaring a measure costs a data set nothing.
 
 A new measure is its class (here), its declaration by the data sets that have it, and its test
 (tests/test_measures.py walks conf/data/ and checks every declared measure against what it computes).
@@ -46,6 +48,9 @@ class EvalContext:
     inception_weights: str | None = None  # torch-fidelity's Inception .pth; None: its download
     seed: int = 0  # the seed of every evaluation's z (gan_lab.evaluation.sampling.EVAL_SEED)
     fid_samples: int | None = None  # generated images for the Inception metrics; None: the protocol's
+    # the evaluation layer's functions (gan_lab.evaluation.tools), handed down by evaluate.eval_context:
+    # a measure carries its computation without importing the layer above it
+    tools: Any = None
 
 
 class Measure:
@@ -80,17 +85,17 @@ class ModeCoverage(Measure):
 
     def evaluator(self, context: EvalContext) -> Evaluator:
         """Mode coverage of MIXTURE_SAMPLES samples; conditional: how often the nearest mode is the requested one."""
-        from gan_lab.evaluation.metrics import mixture_metrics
-        from gan_lab.evaluation.sampling import class_labels, generate, label_accuracy
 
-        centers, n = self.centers, self.samples()
+        tools, centers, n = context.tools, self.centers, self.samples()
 
         def mixture(G: nn.Module) -> dict[str, float]:
-            y = class_labels(G, n)
-            fake = generate(G, n, y, seed=context.seed)
-            metrics = {f"metrics/{k}": float(v) for k, v in mixture_metrics(fake, centers, self.sigma).items()}
+            y = tools.class_labels(G, n)
+            fake = tools.generate(G, n, y, seed=context.seed)
+            found = tools.mixture_metrics(fake, centers, self.sigma)
+            metrics = {f"metrics/{k}": float(v) for k, v in found.items()}
             if y is not None:
-                metrics.update(label_accuracy(torch.cdist(fake.double(), centers.double()).argmin(1), y, G.n_classes))
+                nearest = torch.cdist(fake.double(), centers.double()).argmin(1)
+                metrics.update(tools.label_accuracy(nearest, y, G.n_classes))
             return metrics
         return mixture
 
@@ -108,24 +113,23 @@ class DigitClasses(Measure):
 
     def evaluator(self, context: EvalContext) -> Evaluator:
         """The digit classifier's metrics of samples() samples; conditional: how often it reads the requested label."""
-        from gan_lab.evaluation.classifier import class_metrics, load_or_train_classifier
-        from gan_lab.evaluation.sampling import class_labels, generate, label_accuracy
 
-        model = load_or_train_classifier(self.classifier, context.classifier_root or "data", context.cache_dir,
-                                         device=self.real.device)
+        tools = context.tools
+        model = tools.load_or_train_classifier(self.classifier, context.classifier_root or "data", context.cache_dir,
+                                               device=self.real.device)
         n = self.samples()
         real = self.real[:n].float().div(127.5).sub(1)
 
         def classes(G: nn.Module) -> dict[str, float]:
-            y = class_labels(G, n)
-            fake = generate(G, n, y, seed=context.seed)
+            y = tools.class_labels(G, n)
+            fake = tools.generate(G, n, y, seed=context.seed)
             metrics = {f"metrics/{k}": float(v)
-                       for k, v in class_metrics(model, fake, real, knn_samples=KNN_SAMPLES).items()}
+                       for k, v in tools.class_metrics(model, fake, real, knn_samples=KNN_SAMPLES).items()}
             if y is not None:  # conditional: how often the classifier recognises the requested label
                 with torch.no_grad():
                     model.eval()
                     predicted = torch.cat([model(fake[i:i + 1000]).argmax(1) for i in range(0, n, 1000)])
-                metrics.update(label_accuracy(predicted, y, G.n_classes))
+                metrics.update(tools.label_accuracy(predicted, y, G.n_classes))
             return metrics
         return classes
 
@@ -144,20 +148,18 @@ class StackedDigits(Measure):
 
     def evaluator(self, context: EvalContext) -> Evaluator:
         """Modes covered and reverse KL of STACKED_SAMPLES samples over the 10^digits modes the classifier reads."""
-        from gan_lab.evaluation.classifier import load_or_train_classifier
-        from gan_lab.evaluation.metrics import histogram_kl
-        from gan_lab.evaluation.sampling import class_labels, generate, stacked_modes
 
-        model = load_or_train_classifier(self.classifier, context.classifier_root or "data", context.cache_dir,
-                                         device=self.device)
+        tools = context.tools
+        model = tools.load_or_train_classifier(self.classifier, context.classifier_root or "data", context.cache_dir,
+                                               device=self.device)
         n, n_modes = self.samples(), 10 ** self.digits
 
         def stacked(G: nn.Module) -> dict[str, float]:
-            fake = generate(G, n, class_labels(G, n), seed=context.seed)
-            counts = torch.bincount(stacked_modes(model, fake), minlength=n_modes)
+            fake = tools.generate(G, n, tools.class_labels(G, n), seed=context.seed)
+            counts = torch.bincount(tools.stacked_modes(model, fake), minlength=n_modes)
             uniform = torch.full((n_modes,), 1 / n_modes, dtype=torch.float64)
             return {"metrics/modes_covered": float((counts > 0).sum()), "metrics/n_modes": float(n_modes),
-                    "metrics/reverse_kl": histogram_kl(counts, uniform)}
+                    "metrics/reverse_kl": tools.histogram_kl(counts, uniform)}
         return stacked
 
 
@@ -182,29 +184,23 @@ class InceptionScores(Measure):
         generated images (default: samples(), FID-10k), against as many real ones as the data has up
         to that. The evaluator's `protocol` says what eval.json records.
         """
-        from gan_lab.evaluation.classifier import default_cache_dir
-        from gan_lab.evaluation.inception import InceptionMetrics, check_weights
-        from gan_lab.evaluation.sampling import class_labels, generate
-
-        n, weights = context.fid_samples or self.samples(), context.inception_weights
+        tools, n, weights = context.tools, context.fid_samples or self.samples(), context.inception_weights
         try:
-            checked = check_weights(weights)  # a crafted file: GanLabError here, before anything is generated
+            checked = tools.check_weights(weights)  # a crafted file: GanLabError here, before anything is generated
         except OSError as err:
-            from gan_lab.runs.tracker import console
-
             where = f"from {weights}" if weights else "by download"
-            console.print(f"[yellow]gan-lab: Inception metrics (FID, IS, KID, precision/recall) are off for this "
-                          f"run: the Inception weights could not be loaded {where} ({err}). Put torch-fidelity's "
-                          f"weights-inception-2015-12-05-6726825d.pth on this machine and pass "
-                          f"inception_weights=/path/to/it (or set GAN_LAB_INCEPTION_WEIGHTS); the other "
-                          f"metrics go on.[/]", soft_wrap=True, highlight=False)
+            tools.console.print(f"[yellow]gan-lab: Inception metrics (FID, IS, KID, precision/recall) are off for "
+                                f"this run: the Inception weights could not be loaded {where} ({err}). Put "
+                                f"torch-fidelity's weights-inception-2015-12-05-6726825d.pth on this machine and pass "
+                                f"inception_weights=/path/to/it (or set GAN_LAB_INCEPTION_WEIGHTS); the other "
+                                f"metrics go on.[/]", soft_wrap=True, highlight=False)
             return lambda G: {}
-        metrics = InceptionMetrics(checked, self.real[:n].cpu(), self.name, self.split, n,
-                                   Path(context.cache_dir) if context.cache_dir else default_cache_dir())
+        metrics = tools.InceptionMetrics(checked, self.real[:n].cpu(), self.name, self.split, n,
+                                         Path(context.cache_dir) if context.cache_dir else tools.default_cache_dir())
         metrics.extractor()  # built now: weights that are not Inception's are refused before a run trains
 
         def inception(G: nn.Module) -> dict[str, float]:
-            fake = generate(G, n, class_labels(G, n), seed=context.seed)
+            fake = tools.generate(G, n, tools.class_labels(G, n), seed=context.seed)
             return metrics(fake.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu())
         inception.protocol = metrics.protocol()  # type: ignore[attr-defined]
         return inception
@@ -228,8 +224,8 @@ class NearestTraining(Measure):
 
     def evaluator(self, context: EvalContext) -> Evaluator:
         """memorisation/* of samples() samples; its report writes nearest_neighbours.png beside eval.json."""
-        from gan_lab.evaluation import memorisation
 
+        memorisation = context.tools.memorisation
         check = memorisation.memorisation_check(self, self.samples(), context.classifier_root, context.cache_dir,
                                                 context.inception_weights, context.seed)
         found: list[Any] = []  # the last check's result, for its report

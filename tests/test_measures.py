@@ -84,7 +84,7 @@ def test_every_declared_measure_computes_what_it_names_on_the_samples_it_declare
     from omegaconf import OmegaConf
 
     from gan_lab.data import build_data
-    from gan_lab.measures import EvalContext
+    from gan_lab.evaluation.evaluate import eval_context
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", TinyCifar)
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", TinyCifar)
@@ -102,7 +102,7 @@ def test_every_declared_measure_computes_what_it_names_on_the_samples_it_declare
         from test_inception import random_inception_weights  # Inception's measures: random weights, offline
 
         weights = str(random_inception_weights(tmp_path / "pt_inception-random.pth"))
-    context = EvalContext(classifier_root=str(tiny_mnist_root), inception_weights=weights)
+    context = eval_context(classifier_root=str(tiny_mnist_root), inception_weights=weights)
     for measure in data.measures():
         G = Drawing(data)
         metrics = measure.evaluator(context)(G)

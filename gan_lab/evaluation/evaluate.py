@@ -37,6 +37,15 @@ def no_metrics_note(data: Any) -> str:
             f"(StackedDigits) or Inception (InceptionScores).")
 
 
+def eval_context(classifier_root: str | None = None, cache_dir: str | None = None,
+                 inception_weights: str | None = None, seed: int = EVAL_SEED,
+                 fid_samples: int | None = None) -> EvalContext:
+    """What measures build their evaluators from, with this layer's tools handed down (gan_lab.evaluation.tools)."""
+    from gan_lab.evaluation import tools
+
+    return EvalContext(classifier_root, cache_dir, inception_weights, seed, fid_samples, tools=tools)
+
+
 def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str | None = None,
                    inception_weights: str | None = None, seed: int = EVAL_SEED,
                    fid_samples: int | None = None, in_eval: bool = False) -> Evaluator | None:
@@ -46,7 +55,7 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
     those that run only there (memorisation). Its z come from `seed` alone, so training's final
     metrics and `gan-lab eval` of the same checkpoint (same seed, same device) are the same numbers.
     """
-    context = EvalContext(classifier_root, cache_dir, inception_weights, seed, fid_samples)
+    context = eval_context(classifier_root, cache_dir, inception_weights, seed, fid_samples)
     evaluators = [measure.evaluator(context) for measure in measures(data) if in_eval or measure.during_training]
     if not evaluators:
         return None

@@ -203,7 +203,7 @@ def picture_file(record: Path) -> Path:
 
 
 def report(found: Memorisation, record: Path) -> str:
-    """Write the picture of the pairs beside the evaluation's record (picture_file) and return describe()'s paragraph."""
+    """Write the pairs' picture beside the evaluation's record (picture_file); describe()'s paragraph."""
     from gan_lab.runs.files import atomic_writer
     from gan_lab.torchvision_sets import import_torchvision
 
