@@ -14,10 +14,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_DCGAN, run_cli
+from conftest import TINY, TINY_DCGAN, build_model, run_cli
 from gan_lab.data import ImageData, ToyMixture
 from gan_lab.losses import Wasserstein
-from gan_lab.models import mlp
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.safety import NonFiniteGuard
 from gan_lab.training.train import critic_step, generator_step
@@ -86,7 +85,7 @@ def hot_loop(device: torch.device) -> Callable[[int], dict[str, torch.Tensor]]:
     """WGAN-GP iterations of gan-lab's loop body on ring8 held on `device`; building happens here, not per step."""
     torch.manual_seed(0)
     data = ToyMixture("ring8", sigma=0.01, device=device)
-    G, critic = (net.to(device) for net in mlp((2,), z_dim=2, hidden=32, depth=2))
+    G, critic = (net.to(device) for net in build_model("mlp", (2,), z_dim=2, hidden=32, depth=2))
     loss, n_critic = Wasserstein(lambda_gp=0.1), 2
     opt_g, opt_d = (torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.0, 0.9)) for net in (G, critic))
     guard = NonFiniteGuard("stop", device)

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, TINY_MLP, critic_schedule, run_cli, user_error
+from conftest import TINY, TINY_MLP, build_model, critic_schedule, run_cli, user_error
 from gan_lab.data import ToyMixture
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Hinge, RaGAN, RpGAN, Wasserstein
-from gan_lab.models import dcgan, mlp
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.safety import NonFiniteGuard
 from gan_lab.training import graphs
@@ -33,10 +32,10 @@ def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", f
     """
     torch.manual_seed(seed)
     if model == "mlp":
-        G, critic = mlp((2,), z_dim=2, hidden=64, depth=3)
+        G, critic = build_model("mlp", (2,), z_dim=2, hidden=64, depth=3)
         data = ToyMixture("ring8", sigma=0.02, device=device)
     else:
-        G, critic = dcgan((1, 28, 28), z_dim=16, width=16, critic_norm="layer")
+        G, critic = build_model("dcgan", (1, 28, 28), z_dim=16, width=16, critic_norm="layer")
         data = ImagesOnDevice(device)
     G, critic = G.to(device), critic.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9), fused=fused or None)

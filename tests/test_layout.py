@@ -78,17 +78,18 @@ def test_lower_layers_never_import_the_app() -> None:
 def test_the_validity_rules_sit_beside_what_they_check() -> None:
     # the critic's rules with the models, the batch size against the data set's size with the data
     import pytest
+    from conftest import build_model
 
     from gan_lab.data import ToyMixture, check_batch_size
     from gan_lab.errors import GanLabError
     from gan_lab.losses import Wasserstein
-    from gan_lab.models import check_critic, mlp
+    from gan_lab.models import check_critic
 
-    _, critic = mlp((2,), critic_norm="batch")
+    _, critic = build_model("mlp", (2,), critic_norm="batch")
     with pytest.raises(GanLabError, match="batch norm is refused"):
         check_critic(critic, Wasserstein(lambda_gp=10.0), batch_size=64)
     assert check_critic(critic, Wasserstein(lambda_gp=0.0), batch_size=64) == []
-    _, packed = mlp((2,), pack=2, minibatch_std=2)
+    _, packed = build_model("mlp", (2,), pack=2, minibatch_std=2)
     with pytest.raises(GanLabError, match="multiple of 4"):
         check_critic(packed, Wasserstein(lambda_gp=0.0), batch_size=66)
     [note] = check_critic(packed, Wasserstein(lambda_gp=10.0), batch_size=64)
