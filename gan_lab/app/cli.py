@@ -35,6 +35,7 @@ from gan_lab.errors import GanLabError
 from gan_lab.losses import Loss
 from gan_lab.models import check_critic
 from gan_lab.app.options import conf_options, did_you_mean, unknown_key
+from gan_lab.runs.rebuild import BUILD_TIME
 from gan_lab.runs.tracker import console
 from gan_lab.training.settings import CriticSchedule, TrainSettings
 
@@ -76,15 +77,11 @@ def _bad_override(err: BaseException) -> bool:
     return all(name.startswith(_PLUMBING) for name in frames)
 
 
-# Arguments a builder gets from gan-lab at build time, never from its config node.
-_NOT_KEYS = ("self", "args", "kwargs", "settings", "shape", "n_classes", "augment", "device", "params")
-
-
 def _takes(target: Any) -> list[str]:
     # the keyword arguments a builder (a _target_ string or a callable) declares; [] when it cannot be read
     try:
         builder = hydra.utils.get_object(target) if isinstance(target, str) else target
-        return [name for name in inspect.signature(builder).parameters if name not in _NOT_KEYS]
+        return [name for name in inspect.signature(builder).parameters if name not in BUILD_TIME]
     except (ImportError, AttributeError, TypeError, ValueError):
         return []
 
