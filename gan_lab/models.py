@@ -25,6 +25,8 @@ CRITIC_NORMS = ("none", "layer", "batch", "spectral")
 class Generator(nn.Module):
     """Maps z of shape (B, z_dim), and a label y when conditional, to samples (B, *shape)."""
 
+    capturable = True  # its forward keeps gan_lab.capture's contract (the net must too: every builder's does)
+
     def __init__(self, net: nn.Module, z_dim: int, shape: tuple[int, ...], n_classes: int = 0):
         super().__init__()
         self.net, self.z_dim, self.shape, self.n_classes = net, z_dim, tuple(shape), n_classes
@@ -116,6 +118,16 @@ class Critic(nn.Module):
         self.minibatch_std = MinibatchStd(group) if group else None
         # projection critic (Miyato & Koyama 2018): score = head(h) + <embed(y), h>, h the body's features
         self.embed = nn.Embedding(n_classes, net.features) if n_classes else None
+
+    @property
+    def capturable(self) -> bool:
+        """Whether its forward keeps gan_lab.capture's contract: yes, unless its body says capturable=False."""
+        return getattr(self.net, "capturable", True)
+
+    @property
+    def not_capturable(self) -> str:
+        """Why not (the body's own words), when capturable is False."""
+        return getattr(self.net, "not_capturable", "has a critic body that declares capturable=False")
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if self.augment is not None:
