@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.testing import assert_close
 
-from conftest import TINY, build_model, run_cli, user_error
+from conftest import TINY, build_model, requires_cuda, run_cli, user_error
 from gan_lab.app.cli import build_loss
 from gan_lab.app.options import conf_options
 from gan_lab.errors import GanLabError
@@ -21,7 +21,6 @@ from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.resnets import Resample, ResNeXtBlock
 from gan_lab.training.train import critic_step, generator_step
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 # tiny widths: every test below trains in a second or two on one CPU thread
 TINY_RESNET = ["model.g_channels=8", "model.g_max_channels=8", "model.d_channels=8", "model.d_max_channels=8",
@@ -204,7 +203,7 @@ def test_the_generator_and_an_unpenalised_critic_compile_whole(model: str, tmp_p
     assert "compiled generator" in out and "critic (" in out
 
 
-@cuda
+@requires_cuda
 @pytest.mark.parametrize("model, loss", [("resnet", "hinge"), ("r3gan", "r3gan")])
 def test_residual_models_train_graphed_on_cuda(model: str, loss: str, tmp_path: Path, tiny_mnist_root: Path,
                                                capsys) -> None:
