@@ -4,6 +4,17 @@ The data shape (channels, image size, or the dimension of tabular data) is passe
 in at build time by the CLI from the data set, never written into YAML by hand.
 Critics output one raw score per sample (no sigmoid): the losses fold the sigmoid
 into softplus where they need a probability.
+
+A builder (what conf/model/<name>.yaml's `_target_` names, here or in a module beside this one):
+- takes the YAML's keys with no Python defaults (the YAML holds each default once), plus what gan-lab
+  passes at build time (gan_lab.runs.rebuild.BUILD_TIME: shape, n_classes, augment);
+- calls `plan_model` first with the shared options and its own sizes: the range checks, the label
+  count and DiffAugment are done there, never by the builder;
+- builds G's network from `plan.g_in` and a critic body (CriticBody: trunk, last_block, head,
+  features) from `plan.critic_channels` (or `critic_features` when flat) and `plan.std_extra`, the
+  channel minibatch std adds before the last block;
+- returns `plan.wrap(net, body)`, which puts packing, minibatch std, the label's projection and
+  DiffAugment around them. Its networks keep the CUDA-graph contract (gan_lab.capture).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Residual GANs sized from the image resolution: SNGAN / BigGAN's ResNet (`resnet`) and R3GAN's baseline (`r3gan`).
 
-Both builders return a (Generator, Critic) pair like gan_lab.models' builders: the critic body has
-trunk / last_block / head, so packing, minibatch std, the label's projection and DiffAugment compose
-around it (gan_lab.models.Critic). The facts they follow (blocks, widths, initialisation, parameter
+Both builders follow gan_lab.models' rules for a builder: gan_lab.models.plan_model checks the shared
+options and sizes, and its plan wraps G's network and a critic body with trunk / last_block / head,
+so packing, minibatch std, the label's projection and DiffAugment compose around it. The facts they follow (blocks, widths, initialisation, parameter
 counts at the published settings) are in ../shared/docs/architectures.md; tests/test_resnets.py
 checks the counts.
 

@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 from typing import Callable
 
-import pytest
 import torch
 from torch.testing import assert_close
 
@@ -20,7 +19,6 @@ from gan_lab.losses import Wasserstein
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.safety import NonFiniteGuard
 from gan_lab.training.train import critic_step, generator_step
-
 
 
 def source_indices(data: ImageData, x: torch.Tensor) -> torch.Tensor:

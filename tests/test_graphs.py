@@ -282,7 +282,6 @@ def test_graph_blockers_name_the_setting() -> None:
     assert "train.nonfinite=skip" in graphs.graph_blocker(skip=True)
 
 
-
 @requires_cuda
 @pytest.mark.parametrize("loss", [RaGAN(), RpGAN(lambda_r1=0.1, lambda_r2=0.1)])
 def test_graph_replays_a_relativistic_generator_step(loss, deterministic) -> None:
