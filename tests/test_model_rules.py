@@ -143,3 +143,18 @@ def test_a_bad_size_is_one_paragraph_from_the_cli(capsys: pytest.CaptureFixture)
     assert "model.hidden=0 is out of range: it must be a whole number >= 1" in user_error(
         capsys, "train", "model.hidden=0", *TINY)
 
+
+
+@pytest.mark.parametrize("shape", [(2,), (5,), (1, 28, 28), (3, 32, 32), (3, 36, 36), (3, 64, 64)],
+                         ids=lambda shape: "x".join(map(str, shape)))
+@pytest.mark.parametrize("name", options("model"))
+def test_every_model_builds_for_a_shape_or_refuses_it_in_words(name: str, shape: tuple[int, ...]) -> None:
+    # a shape a model cannot take is the user's choice of data: one paragraph, never an IndexError from inside
+    from test_capture import TINY_SIZES
+
+    try:
+        G, critic = build_model(name, shape, z_dim=4, **TINY_SIZES.get(name, {}))
+    except GanLabError as err:
+        assert f"model={name} needs" in str(err)  # the option, and what it needs of the data
+        return
+    assert critic(G(torch.randn(4, 4))).shape == (4,)
