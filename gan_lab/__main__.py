@@ -10,7 +10,8 @@ import sys
 def main() -> None:
     """Import the CLI and run it; a Ctrl-C at any moment ends in one line and exit code 130."""
     try:
-        from gan_lab.app.cli import main as cli_main, report_interrupt
+        from gan_lab.app.cli import main as cli_main
+        from gan_lab.app.job import report_interrupt
     except KeyboardInterrupt:
         sys.stderr.write("\ngan-lab: interrupted (Ctrl-C) while starting; nothing was written.\n")
         sys.exit(130)

@@ -29,11 +29,29 @@ from gan_lab.augment import parse_policy
 from gan_lab.errors import GanLabError
 
 
-def build_data(node: dict, device: str | torch.device = "cpu") -> Any:
-    """The data set a config's `data` node describes (its `recommended` defaults are for other groups)."""
+def build_data(node: dict, device: str | torch.device = "cpu", **build_time: Any) -> Any:
+    """The data set a config's `data` node describes (its `recommended` defaults are for other groups).
+
+    build_time: what gan-lab passes that only some data sets take (FolderData's rank, world_size and
+    say), each given to the data sets whose builder declares it.
+    """
     from hydra.utils import instantiate
 
-    return instantiate({k: v for k, v in node.items() if k != "recommended"}, device=device)
+    node = {k: v for k, v in node.items() if k != "recommended"}
+    return instantiate(node, device=device, **declared(node.get("_target_"), build_time))
+
+
+def declared(target: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The build-time values among `given` that a builder (a `_target_` string or a callable) declares."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        params = inspect.signature(get_object(target) if isinstance(target, str) else target).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):  # a bad _target_: instantiate says why
+        return {}
+    return {k: v for k, v in given.items() if k in params}
 
 
 def check_batch_size(data: Any, batch_size: int) -> None:

@@ -6,6 +6,10 @@ it is held on the training device as one tensor and batches are drawn as ImageDa
 workers read random batches from it (pinned on CUDA), so a data set larger than memory trains with
 memory bounded by the batches in flight. Under torchrun each rank draws from its own share of the
 images (every world_size-th row, starting at its rank).
+
+Like `device`, `rank`, `world_size` and `say` (where its progress lines and the warning about
+unreadable files go: the composition root passes the console, whose lines the run's train.log
+copies) are passed in at build time, never read from its config: a data set reaches up to no layer.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -79,24 +83,21 @@ class FolderData:
 
     def __init__(self, path: str, resolution: int = 64, fit: str = "crop", channels: int = 3, xflip: bool = False,
                  cache: str | None = None, memory_budget: float = 4.0, workers: int = 2,
-                 device: str | torch.device = "cpu", augment: str | list[str] | None = None):
-        from gan_lab.runs.tracker import console
-        from gan_lab.training import distributed
-
+                 device: str | torch.device = "cpu", augment: str | list[str] | None = None, rank: int = 0,
+                 world_size: int = 1, say: Callable[[str], None] = lambda text: None):
         _check(path, resolution, fit, channels, memory_budget, workers)
         started = time.perf_counter()
         source = open_source(path)  # listing the files (their sizes and mtimes key the cache) is part of start-up
         labels, classes = read_labels(source)
-        building = lambda n: console.print(  # noqa: E731
+        building = lambda n: say(  # noqa: E731
             f"[bold]data[/] reading {n:,} images from {source.path} into a {channels}x{resolution}x{resolution} "
-            f"cache (once; later runs read the cache)", soft_wrap=True, highlight=False)
+            f"cache (once; later runs read the cache)")
         folder, meta = load_or_build(source, labels, classes, resolution, fit, channels, cache, building)
         self.cache_folder, self.skipped = folder, list(meta["skipped"])
         if self.skipped:
             shown = ", ".join(self.skipped[:5]) + (", ..." if len(self.skipped) > 5 else "")
-            console.print(f"[yellow]warning:[/] {len(self.skipped)} of {len(source.names)} image files in "
-                          f"{source.path} could not be read and are skipped: {shown} (all of them are listed in "
-                          f"{folder / 'meta.json'}).", soft_wrap=True, highlight=False)
+            say(f"[yellow]warning:[/] {len(self.skipped)} of {len(source.names)} image files in {source.path} "
+                f"could not be read and are skipped: {shown} (all of them are listed in {folder / 'meta.json'}).")
 
         self.device, self.xflip, self.workers = torch.device(device), bool(xflip), workers
         self.name = f"folder-{folder.name}"  # names the Inception features' cache: one per content
@@ -115,14 +116,14 @@ class FolderData:
         else:  # uint8 on the device: 4x less memory than float; converted per batch in sample()
             self.images = torch.from_numpy(np.load(folder / "images.npy", allow_pickle=False)).to(self.device)
         self.labels = torch.from_numpy(self.labels_np).to(self.device)
-        ranks, rank = distributed.world_size(), distributed.rank()
-        self.share = torch.arange(rank, self.size, ranks, device=self.device) if ranks > 1 else None  # this rank's rows
+        self.share = (torch.arange(rank, self.size, world_size, device=self.device)  # this rank's rows
+                      if world_size > 1 else None)
         if self.share is not None and not len(self.share):
-            raise GanLabError(f"data.path={path} has {self.size} images, fewer than the {ranks} ranks training on it.")
+            raise GanLabError(f"data.path={path} has {self.size} images, fewer than the {world_size} ranks training "
+                              f"on it.")
         held = "streamed from disk" if self.streamed else f"held on {self.device}"
-        console.print(f"[bold]data[/] {self.size:,} images{f' in {self.n_classes} classes' if self.n_classes else ''}"
-                      f" from {source.path}, {held} ({nbytes / 2**20:,.0f} MiB; ready in "
-                      f"{time.perf_counter() - started:.1f} s)", soft_wrap=True, highlight=False)
+        say(f"[bold]data[/] {self.size:,} images{f' in {self.n_classes} classes' if self.n_classes else ''} from "
+            f"{source.path}, {held} ({nbytes / 2**20:,.0f} MiB; ready in {time.perf_counter() - started:.1f} s)")
 
     @property
     def capturable(self) -> bool:

@@ -328,7 +328,7 @@ def test_image_samples_are_scaled_up_and_captioned(tmp_path: Path, tiny_mnist_ro
 
 
 def test_scatter_draws_real_points_over_generated_ones() -> None:
-    from gan_lab.evaluation.plots import critic_landscape, scatter_2d
+    from gan_lab.runs.plots import critic_landscape, scatter_2d
 
     real, fake = torch.randn(50, 2) * 0.01, torch.randn(50, 2)
     for fig in (scatter_2d(real, fake, 7), critic_landscape(lambda x: x.sum(1), real, fake, 7)):

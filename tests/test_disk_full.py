@@ -19,6 +19,7 @@ import pytest
 
 from conftest import TINY, TINY_MLP, run_cli, user_error
 from gan_lab.runs import checkpoint, runlog
+from gan_lab.runs.tracker import console
 from gan_lab.runs.checkpoint import load_checkpoint
 
 
@@ -86,8 +87,9 @@ class FullDisk:
         """From now on the disk is full: for checkpoints, status.json and train.log, and unless told
         otherwise for TensorBoard and the sample images too (whose thread may fail first)."""
         self.full, self.everything = True, everything
-        if runlog.current is not None:
-            runlog.current.plain.file = _FullFile(runlog.current.plain.file)
+        log = runlog.attached(console)
+        if log is not None:
+            log.plain.file = _FullFile(log.plain.file)
 
 
 def leftovers(run_dir: Path) -> list[str]:

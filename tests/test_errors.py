@@ -46,6 +46,8 @@ USER_ERRORS = [
     (["model.z_dim=0"], "model.z_dim=0"),
     (["loss.n_critic=-3"], "loss.n_critic=-3"),
     (["optimizer=sgd", "optimizer.momentum=-0.5"], "Invalid momentum"),
+    (["lr_scaling=cubic"], "lr_scaling='cubic' is not known"),
+    (["optimizer=adam_ttur", "optimizer.per_network.critic.lr=-1"], "optimizer.per_network.critic.lr=-1 is out of range"),
 ]
 
 
@@ -218,7 +220,7 @@ def test_a_typo_names_the_key_that_was_meant(overrides: list[str], hint: str, tm
 
 
 def test_overrides_that_exist_pass_the_typo_check() -> None:
-    from gan_lab.app.cli import check_overrides
+    from gan_lab.app.overrides import check_overrides
 
     check_overrides(["-m", "loss=hinge,wgan_gp", "loss.lambda_gp=0.1,1", "+optimizer_critic.weight_decay=1e-5",
                      "data=mnist", "model.width=8", "hydra.run.dir=x", "hydra/launcher=joblib",

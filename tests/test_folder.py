@@ -247,22 +247,28 @@ def test_xflip_mirrors_about_half_the_images(tmp_path: Path) -> None:
     assert 0.4 < flipped(folder(tmp_path / "images", tmp_path / "cache", channels=1, xflip=True)) < 0.6
 
 
-def test_each_rank_draws_from_its_own_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gan_lab.training import distributed
+def test_each_rank_draws_from_its_own_share(tmp_path: Path) -> None:
+    # rank and world size are passed in at build time (build_data, as the composition root calls it)
+    from gan_lab.data import build_data
 
     images = tmp_path / "images"
     for i in range(8):
         solid(images / f"{i}.png", (30 * i, 0, 0))  # eight different images
+    node = {"_target_": "gan_lab.folder.FolderData", "path": str(images), "resolution": 32,
+            "cache": str(tmp_path / "cache"), "workers": 0}
+    said: list[str] = []
     shares = []
     for rank in (0, 1):
-        monkeypatch.setattr(distributed, "world_size", lambda: 2)
-        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
-        data = folder(images, tmp_path / "cache")
+        data = build_data(node, rank=rank, world_size=2, say=said.append)
         shares.append(set(data.share.tolist()))
         x, _ = data.sample(16)
         rows = {i for i in range(data.size) for row in x if torch.equal(row, data.images[i].float() / 127.5 - 1)}
         assert rows <= shares[-1]
     assert shares[0].isdisjoint(shares[1]) and shares[0] | shares[1] == set(range(8))
+    assert "reading 8 images" in said[0] and sum("held on cpu" in line for line in said) == 2  # where told
+    toy = build_data({"_target_": "gan_lab.data.ToyMixture", "name": "ring8", "sigma": 0.02}, rank=1, world_size=2,
+                     say=said.append)  # a data set that declares none of them is built without them
+    assert toy.shape == (2,)
 
 
 def test_celeba_is_read_from_local_files_at_64_px_centre_crop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

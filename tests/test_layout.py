@@ -1,4 +1,20 @@
-"""The house's layers, read from the source (ast, nothing imported): no import circle, app on top."""
+"""The house's layers, read from the source (ast, nothing imported): no import circle, app on top.
+
+The layer rule (top first): a module imports only modules of its own layer or of the layers below.
+
+    app          gan_lab.app.*, gan_lab.__main__, gan_lab.sweeps
+    training     gan_lab.training.*      } side by side: neither imports the other
+    evaluation   gan_lab.evaluation.*    }
+    runs         gan_lab.runs.*
+    bottom       what conf/ names and what it needs: losses, models, resnets, data, folder,
+                 image_cache, augment, optimizers, errors, capture (the CUDA-graph contract they declare)
+
+sweeps.py sits with app/: it is the sweep's side of `gan-lab train` (the SweepSummary callback
+conf/train.yaml names, threads per job, the objective), imports runs/ and is imported by app/
+alone; it stays at the top level only so that every config and checkpoint that names
+`gan_lab.sweeps.SweepSummary` keeps building. State crosses layers as arguments or files, never
+as a module global that another module assigns.
+"""
 
 from __future__ import annotations
 
@@ -75,6 +91,76 @@ def test_lower_layers_never_import_the_app() -> None:
     assert {name: after for name, after in offenders.items() if after} == {}
 
 
+LAYERS = {  # the rank of each layer: higher imports lower, never the reverse
+    "app": 3, "training": 2, "evaluation": 2, "runs": 1, "bottom": 0,
+}
+BOTTOM = {"gan_lab", "gan_lab.losses", "gan_lab.models", "gan_lab.resnets", "gan_lab.data", "gan_lab.folder",
+          "gan_lab.image_cache", "gan_lab.augment", "gan_lab.optimizers", "gan_lab.errors", "gan_lab.capture"}
+
+
+def layer(name: str) -> str:
+    """The layer a gan_lab module belongs to; a module no layer names fails the test that walks them all."""
+    if name in ("gan_lab.__main__", "gan_lab.sweeps") or name.startswith("gan_lab.app"):
+        return "app"
+    for package in ("training", "evaluation", "runs"):
+        if name == f"gan_lab.{package}" or name.startswith(f"gan_lab.{package}."):
+            return package
+    if name in BOTTOM:
+        return "bottom"
+    raise AssertionError(f"{name} is in no layer: add it to tests/test_layout.py's rule (and docs/architecture.md)")
+
+
+def test_every_module_is_in_a_layer_and_imports_none_above_it() -> None:
+    upward = {name: sorted(after for after in targets if LAYERS[layer(after)] > LAYERS[layer(name)])
+              for name, targets in graph().items()}
+    assert {name: after for name, after in upward.items() if after} == {}
+
+
+def test_training_and_evaluation_do_not_import_each_other() -> None:
+    crossing = {name: sorted(after for after in targets if {layer(name), layer(after)} == {"training", "evaluation"})
+                for name, targets in graph().items()}
+    assert {name: after for name, after in crossing.items() if after} == {}
+
+
+def assigned_globals(file: Path, known: set[str]) -> list[str]:
+    """`module.name = ...` (or +=) on a gan_lab module this file imported: another module's global, set here."""
+    tree = ast.parse(file.read_text(), str(file))
+    aliases: dict[str, str] = {}  # local name -> the gan_lab module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases.update({a.asname or a.name.split(".")[0]: a.name if a.asname else a.name.split(".")[0]
+                            for a in node.names})
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            aliases.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+    found = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                    and aliases.get(target.value.id) in known):
+                found.append(f"{aliases[target.value.id]}.{target.attr} (line {node.lineno})")
+    return found
+
+
+def test_no_module_assigns_another_modules_global() -> None:
+    # state passed between layers through a module global (sweeps.last_sweep, runlog.current once) is
+    # invisible at the call: pass it as an argument, or leave it in a file the run already writes
+    known = set(modules())
+    assert {name: found for name, file in modules().items() if (found := assigned_globals(file, known))} == {}
+
+
+def test_the_rule_reads_what_it_should(tmp_path: Path) -> None:
+    # the checks above would pass on an empty graph: each sees the crossing it is meant to refuse
+    assert layer("gan_lab.sweeps") == "app" and layer("gan_lab.runs.status") == "runs"
+    assert layer("gan_lab.folder") == "bottom" and layer("gan_lab.evaluation") == "evaluation"
+    crossing = tmp_path / "crossing.py"
+    crossing.write_text("from gan_lab import sweeps\nimport gan_lab.runs.runlog as runlog\n\n\ndef f():\n"
+                        "    sweeps.last_sweep = None\n    runlog.current += 1\n    sweeps.x.y = 2\n")
+    assert assigned_globals(crossing, set(modules())) == ["gan_lab.sweeps.last_sweep (line 6)",
+                                                          "gan_lab.runs.runlog.current (line 7)"]
+
+
 def test_the_validity_rules_sit_beside_what_they_check() -> None:
     # the critic's rules with the models, the batch size against the data set's size with the data
     import pytest
@@ -95,6 +181,19 @@ def test_the_validity_rules_sit_beside_what_they_check() -> None:
     [note] = check_critic(packed, Wasserstein(lambda_gp=10.0), batch_size=64)
     assert note.startswith("model.minibatch_std=2 couples the samples of a group")
     check_batch_size(ToyMixture("ring8", sigma=0.02), 10**6)  # generated on the fly: any size
+    # data-parallel rules with the data-parallel code; optimizer presets with conf/optimizer's module
+    from gan_lab.optimizers import settings
+    from gan_lab.training.distributed import check_critic_norm, lr_scale
+
+    with pytest.raises(GanLabError, match="Data-parallel training needs a critic without batch norm"):
+        check_critic_norm("batch", ranks=2)
+    check_critic_norm("batch", ranks=1)
+    assert (lr_scale("linear", 4), lr_scale("none", 4)) == (4, 1)
+    cfg, node = settings({"_target_": "torch.optim.Adam", "lr": 1e-4, "betas": [0.0, 0.9],
+                          "per_network": {"critic": {"lr": 4e-4}}}, {"lr": None, "betas": [0.5, 0.9]}, "critic", 2)
+    assert cfg == {"_target_": "torch.optim.Adam", "lr": 8e-4, "betas": [0.5, 0.9]}
+    assert [node(k) for k in ("_target_", "lr", "betas")] == ["optimizer", "optimizer.per_network.critic",
+                                                             "optimizer_critic"]
 
 
 def test_the_job_lifecycle_has_its_own_module() -> None:

@@ -18,7 +18,7 @@ from conftest import TINY, TINY_MLP, run_cli
 from gan_lab.errors import GanLabError
 from gan_lab.runs import rundirs
 from gan_lab.runs.checkpoint import load_checkpoint
-from gan_lab.sweeps import read_status
+from gan_lab.runs.status import read_status
 
 QUICK = [*TINY, *TINY_MLP, "metrics=false", "threads=1"]
 

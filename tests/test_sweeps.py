@@ -22,7 +22,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import TINY, TINY_MLP, run_cli
 from gan_lab.errors import GanLabError
-from gan_lab.sweeps import job_threads, objective_value, read_status
+from gan_lab.runs.status import read_status
+from gan_lab.sweeps import job_threads, objective_value
 
 # TINY with one sample plot and one checkpoint per run, and no metrics: a job is mostly start-up.
 SWEEP_TINY = [o for o in TINY if not o.startswith(("train.sample_every", "train.checkpoint_every"))] + [

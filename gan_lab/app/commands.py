@@ -37,7 +37,7 @@ from gan_lab.runs.files import atomic_write_text, atomic_writer
 from gan_lab.runs.provenance import code_version
 from gan_lab.runs.rebuild import rebuild_data
 from gan_lab.runs.tracker import console
-from gan_lab.sweeps import find_runs
+from gan_lab.runs.status import find_runs
 
 REJECTION_HELP = ("none, or drs: Discriminator Rejection Sampling (Azadi et al. 2019) with the run's critic; "
                   "prints the acceptance rate")
@@ -201,7 +201,7 @@ def sample_command(args: list[str]) -> None:
         with atomic_writer(out / f"{name}.png") as tmp:
             torchvision.utils.save_image(x, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))
     else:
-        from gan_lab.evaluation.plots import scatter_2d
+        from gan_lab.runs.plots import scatter_2d
 
         real, _ = rebuild_data(config, file, shape=state.get("data_shape")).sample(max(n, 1000))
         with atomic_writer(out / f"{name}.png") as tmp:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -19,19 +19,45 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich.markup import escape
 from rich.table import Table
+from rich.tree import Tree
 
 from gan_lab.errors import GanLabError
 from gan_lab.runs.checkpoint import LAST, load_checkpoint, resume_hint
 from gan_lab.runs.files import disk_full_explained
+from gan_lab.runs.runlog import RunLog
 from gan_lab.runs.safety import Interrupted, config_differences, hand_over
 from gan_lab.runs.tracker import console
-from gan_lab.sweeps import job_threads, objective_value, read_status, write_status
+from gan_lab.runs.status import read_status, write_status
+from gan_lab.sweeps import job_threads, objective_value
 
 
 def report_error(err: Exception) -> None:
     """Print a user error as one paragraph, no traceback."""
     # soft_wrap: no hard line breaks inside paths and overrides, so they copy-paste whole
     console.print(f"[bold red]gan-lab: error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
+
+
+def report_interrupt() -> NoReturn:
+    """Ctrl-C outside the training loop (which checkpoints first): one line and exit 130, no traceback."""
+    # every file gan-lab writes is written atomically, so what is on disk is whole
+    sys.stderr.write("\ngan-lab: interrupted (Ctrl-C); files are written whole or not at all, so none is "
+                     "left half-written.\n")
+    sys.exit(130)  # 128 + SIGINT, what shells report for a Ctrl-C
+
+
+def print_config(plain: dict[str, Any]) -> None:
+    """The composed config as a rich tree, interpolations resolved."""
+    tree = Tree("[bold]config")
+
+    def add(node: Tree, value: Any) -> None:
+        for key, child in value.items():
+            if isinstance(child, dict):
+                add(node.add(f"[bold cyan]{key}"), child)
+            else:
+                node.add(f"[cyan]{key}[/]: {child}")
+
+    add(tree, plain)
+    console.print(tree)
 
 
 def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> float | None:
@@ -47,7 +73,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
     go on; `gan-lab train -m` then exits 2 naming the failed jobs. A single run refused before
     training removes the directory it created. Bugs are marked too, then raised with their traceback.
     """
-    from gan_lab.runs import rundirs, runlog
+    from gan_lab.runs import rundirs
     from gan_lab.training import distributed
 
     job = HydraConfig.get()
@@ -60,6 +86,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
         if main:
             write_status(run_dir, status, overrides=overrides, **fields)
 
+    log = None  # the run's train.log: rank 0 alone writes it
     if main:
         try:
             rundirs.hold(run_dir)  # a single run's is already held, since train_command
@@ -68,7 +95,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
             if sweep:
                 return None
             sys.exit(2)
-        runlog.current = runlog.RunLog(console, run_dir / f"{job.job.name}.log")
+        log = RunLog(console, run_dir / f"{job.job.name}.log")  # attached to the console
     previous = (read_status(run_dir) or {}).get("status")
     kept = previous in ("completed", "interrupted", "stopped")  # results on disk that a refused re-run must not relabel
     began = False
@@ -118,7 +145,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
             return None
         report_error(err)
         if main and not began:  # refused before training: leave no folder behind (if this run made it)
-            _close_log()
+            _close_log(log)
             rundirs.remove_if_fresh(run_dir)
         sys.exit(2)
     except Interrupted as stop:
@@ -135,11 +162,11 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
         raise
     except Exception as err:
         mark("failed", error=f"{type(err).__name__}: {err}")
-        if runlog.current is not None:
-            runlog.current.exception()
+        if log is not None:
+            log.exception()
         raise
     finally:
-        _close_log()
+        _close_log(log)
         rundirs.release(run_dir)
     return objective
 
@@ -156,12 +183,9 @@ def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return finished(run_dir, plain)
 
 
-def _close_log() -> None:
-    from gan_lab.runs import runlog
-
-    if runlog.current is not None:
-        runlog.current.close()
-        runlog.current = None
+def _close_log(log: RunLog | None) -> None:
+    if log is not None:
+        log.close()  # detaches it from the console
 
 
 def load_resume(resume: str | None, run_dir: Path, plain: dict[str, Any], force: bool,

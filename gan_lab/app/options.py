@@ -19,6 +19,25 @@ from typing import Any, Callable, Iterable
 
 from gan_lab.errors import GanLabError
 
+USAGE = """usage: gan-lab <command> [key=value ...]
+
+commands:
+  train    train a GAN composed from the config groups loss, model, data, optimizer
+  sample   sample from a checkpoint: gan-lab sample checkpoint=<run dir or .pt> n=64 [interpolate=true]
+  eval     every metric that applies to a checkpoint's data: gan-lab eval checkpoint=<run dir or .pt>
+  report   one table of a sweep's runs (+ CSV, Markdown, PNG): gan-lab report <sweep dir> [sort=-metric] [x=key]
+  classifier  train the digit classifier the MNIST-like metrics use: gan-lab classifier train data=mnist
+           [data.root=/path/to/data] [force=true] (the metrics otherwise train it on first use)
+
+gan-lab <command> --help (or -h, or gan-lab help <command>) lists a command's keys, their meanings and defaults.
+
+examples:
+  gan-lab train
+  gan-lab train loss=wgan_gp data=mnist data.root=/path/to/data
+  gan-lab train -m loss=wgan_gp loss.lambda_gp=0.1,1,10,100
+  gan-lab report outputs/multirun/<date_time> sort=-metrics/modes_covered
+"""
+
 TRUE, FALSE, NULL = ("true", "yes", "on", "1"), ("false", "no", "off", "0"), ("null", "none", "~", "")
 
 

@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -113,7 +114,7 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[float], None]
 
     pace, every, done = Pace(total), max(1, total // 20), 0
     live = console.is_terminal  # piped: no live bar, but never minutes of silence
-    say = runlog.line if live else lambda text: console.print(text, highlight=False)
+    say = partial(runlog.line, console) if live else lambda text: console.print(text, highlight=False)
     say(f"training the classifier: {total} steps")
 
     def line(loss: float) -> None:

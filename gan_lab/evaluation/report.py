@@ -28,7 +28,7 @@ from rich.table import Table
 
 from gan_lab.errors import GanLabError
 from gan_lab.runs.files import atomic_writer
-from gan_lab.sweeps import find_runs, read_status
+from gan_lab.runs.status import read_status
 
 STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow", "running": "cyan", "stopped": "magenta",
          "unknown": "dim"}

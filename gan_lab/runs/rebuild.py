@@ -26,15 +26,18 @@ from torch import nn
 from gan_lab.errors import GanLabError
 
 # The one list of the arguments gan-lab itself passes when it builds what conf/ names, never read from a
-# config node or a file: app/cli.py leaves them out of a builder's keys, a stored node holding one is refused,
-# and tests/test_model_rules.py holds that every other argument of a builder conf/ names is a key of its YAML.
+# config node or a file: app/building.py leaves them out of a builder's keys, a stored node holding one is
+# refused, and tests/test_model_rules.py holds that every other argument of a builder conf/ names is a YAML key.
 BUILD_TIME = frozenset({
-    "shape",      # a model's: one sample's shape, from the data set
-    "n_classes",  # a model's: the data's label count (0: unlabelled)
-    "augment",    # a model's: the data's DiffAugment policy, which the critic applies (a data set's is its config's)
-    "device",     # a data set's: where its tensors live, from the run's device
-    "params",     # an optimizer's: the network's parameters (conf/optimizer is a _partial_)
-    "settings",   # a callback's: the run's TrainSettings
+    "shape",       # a model's: one sample's shape, from the data set
+    "n_classes",   # a model's: the data's label count (0: unlabelled)
+    "augment",     # a model's: the data's DiffAugment policy, which the critic applies (a data set's is its config's)
+    "device",      # a data set's: where its tensors live, from the run's device
+    "rank",        # FolderData's: this process's rank under torchrun (its share of the rows)
+    "world_size",  # FolderData's: how many ranks share the rows
+    "say",         # FolderData's: where its progress lines and warnings go (the console)
+    "params",      # an optimizer's: the network's parameters (conf/optimizer is a _partial_)
+    "settings",    # a callback's: the run's TrainSettings
     "self", "args", "kwargs",  # what a signature names that is no argument of the config: the instance, *args, **kwargs
 })
 # Build-time names a group's own config also sets: a data set's augment policy is a key of conf/data.
@@ -163,7 +166,11 @@ def rebuild_data(config: dict[str, Any], file: Path, device: str = "cpu", shape:
     if "download" in kwargs:
         # a file may not make gan-lab write anywhere: its data set is read where the file says, never fetched there
         kwargs["download"] = False
-    data = builder(**kwargs, device=device)
+    from gan_lab.data import declared
+    from gan_lab.runs.tracker import console
+
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731 - a folder's progress
+    data = builder(**kwargs, device=device, **declared(builder, {"say": say}))
     if shape is not None and list(data.shape) != list(shape):
         raise _refuse(file, "data", f"builds {kwargs.get('name', 'a data set')} samples of shape "
                                     f"{tuple(data.shape)}, but its generator makes samples of shape {tuple(shape)}")

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from gan_lab.errors import GanLabError
 from gan_lab.runs.tracker import console
-from gan_lab.sweeps import STATUS, read_status
+from gan_lab.runs.status import STATUS, read_status
 
 LOCK = ".gan-lab.lock"
 RESOLVED = "config_resolved.yaml"

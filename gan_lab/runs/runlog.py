@@ -4,7 +4,7 @@ gan-lab prints through one rich console (gan_lab.runs.tracker.console); Hydra's 
 receives Python `logging` records, which gan-lab does not use, so it stayed empty. While a job
 runs, a render hook copies everything the console prints (config tree, warnings, summary,
 errors) into the file through a second, colourless console; the step lines that a live
-progress bar only shows on a terminal are written with `line()`; Python warnings and a bug's
+progress bar only shows on a terminal are written with `line(console, text)`; Python warnings and a bug's
 traceback are added too. The file is opened for appending: a resumed run continues it.
 """
 
@@ -26,8 +26,8 @@ from gan_lab.runs.files import disk_full
 
 
 class _Tee(RenderHook):
-    def __init__(self, target: Console):
-        self.target, self.failed = target, False
+    def __init__(self, log: RunLog, target: Console):
+        self.log, self.target, self.failed = log, target, False
 
     def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
         printable = [r for r in renderables if not isinstance(r, Control)]  # cursor moves of a live display
@@ -53,7 +53,7 @@ class RunLog:
         # not a terminal: no colour codes, no live display; wide enough for the config tree and tables
         self.plain = Console(file=self.file, width=120, no_color=True, force_terminal=False, highlight=False,
                              soft_wrap=True)
-        self.hook = _Tee(self.plain)
+        self.hook = _Tee(self, self.plain)
         console.push_render_hook(self.hook)
         self._showwarning = warnings.showwarning
         warnings.showwarning = self._warning
@@ -108,10 +108,14 @@ class RunLog:
                 raise
 
 
-current: RunLog | None = None  # the log of the job running in this process, if any
+def attached(console: Console) -> RunLog | None:
+    """The run log copying this console's output, if one is attached (a job is running in this process)."""
+    # found through the console it hooks into, so no module global carries it between layers
+    return next((hook.log for hook in console._render_hooks if isinstance(hook, _Tee)), None)
 
 
-def line(text: str) -> None:
-    """Write a line to the current job's log file only, when there is one."""
-    if current is not None:
-        current.line(text)
+def line(console: Console, text: str) -> None:
+    """Write a line to the log file attached to this console only, when there is one."""
+    log = attached(console)
+    if log is not None:
+        log.line(text)

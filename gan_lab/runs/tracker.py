@@ -110,6 +110,22 @@ def _quiet_writer_threads() -> None:
     threading.excepthook = excepthook
 
 
+def flat_hparams(plain: dict[str, Any], choices: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config as flat keys for the HParams dashboard: the groups' choices, then their settings."""
+    # TensorBoard lists the keys whose values differ between runs (a sweep's) first, then the others
+    # in name order, and ticks the first 5: the choices are capitalised (Loss, Model, Data, Optimizer) so that they sort
+    # before every setting, and the swept keys and the choices are what the dashboard shows at first.
+    flat: dict[str, Any] = {}
+    for group in ("loss", "model", "data", "optimizer"):
+        flat[group.capitalize()] = choices.get(group)
+        for key, value in plain[group].items():
+            if not key.startswith("_") and not isinstance(value, (dict, list)):
+                flat[f"{group}.{key}"] = value
+    flat.update({f"train.{k}": v for k, v in plain["train"].items()})
+    flat["seed"] = plain["seed"]
+    return flat
+
+
 class Tracker:
     """Writes scalars, samples and hparams to TensorBoard and shows a rich progress bar."""
 
@@ -167,7 +183,7 @@ class Tracker:
             console.print(f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}", highlight=False,
                           soft_wrap=True)  # one line per step in a log, however long
         else:  # the bar shows it on the terminal; the run's log file gets the plain line
-            runlog.line(f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}")
+            runlog.line(console, f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}")
         self._say(self.cpu_watch.check() if self.cpu_watch else None)
 
     def diagnosis(self, step: int, values: dict[str, float], lines: list[str]) -> None:

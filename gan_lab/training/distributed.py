@@ -171,3 +171,24 @@ def rank() -> int:
 def world_size() -> int:
     """How many processes train together (1 without a process group)."""
     return dist.get_world_size() if active() else 1
+
+
+def check_critic_norm(norm: str, ranks: int) -> None:
+    """Refuse batch norm in a data-parallel critic: each rank would normalise its own real and fake batches apart."""
+    if ranks > 1 and norm == "batch":
+        raise GanLabError("Data-parallel training needs a critic without batch norm: each rank would "
+                          "normalise its own real and fake batches apart. Use model.critic_norm=layer.")
+
+
+def lr_scale(setting: str, ranks: int) -> int:
+    """The factor on every learning rate: the number of ranks under lr_scaling=linear, else 1."""
+    if setting not in ("none", "linear"):
+        raise GanLabError(f"lr_scaling={setting!r} is not known: use none or linear.")
+    return ranks if setting == "linear" else 1
+
+
+def describe(ranks: int, batch_size: int, scale: int) -> str:
+    """The console line of a data-parallel run: its effective batch and what happened to the learning rates."""
+    rates = f"x {ranks} (lr_scaling=linear)" if scale > 1 else "unchanged (lr_scaling=none)"
+    return (f"[bold]data-parallel[/] {ranks} ranks x batch {batch_size} = effective batch {ranks * batch_size}; "
+            f"learning rates {rates}")

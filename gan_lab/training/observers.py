@@ -75,7 +75,7 @@ def log_samples(G: nn.Module, critic: nn.Module, data: Any, fixed_z: Tensor, fix
         grid = torchvision.utils.make_grid(fake[:64].float().cpu(), nrow=8, normalize=True, value_range=(-1, 1))
         tracker.images(step, grid, path)
     elif data.shape == (2,):
-        from gan_lab.evaluation.plots import critic_landscape, scatter_2d
+        from gan_lab.runs.plots import critic_landscape, scatter_2d
 
         real, _ = data.sample(len(fake))
         tracker.figure("samples", step, scatter_2d(real.cpu(), fake.cpu(), step), path)

@@ -1,4 +1,4 @@
-"""Matplotlib figures for 2-D data (rendered off-screen with the Agg backend)."""
+"""Matplotlib figures of 2-D samples and the critic's landscape, drawn off-screen (Agg): training and sample use them."""
 
 from __future__ import annotations
 
