@@ -6,9 +6,8 @@ torchvision's layout, written here, with torchvision's checksum check (of the re
 a folder gets a few PNGs. A new data option whose input cannot be made here fails below, naming
 where to add how to make it.
 
-Models are trained small: every whole-number size key of a model's YAML whose name ends in
-`channels`, `width`, `hidden` or `features` is set to 8 (`group_channels` to 4), so a new model whose
-size keys follow those names trains small here too.
+Models are trained small (conftest.small_model: a new model whose size keys are named as the others'
+trains small here too).
 """
 
 from __future__ import annotations
@@ -21,30 +20,14 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import make_tiny_mnist, run_cli
+from conftest import make_tiny_mnist, run_cli, small_model
 from gan_lab.app.options import conf_options
 from gan_lab.runs.checkpoint import load_checkpoint
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 ONE_STEP = ["train.steps=1", "train.batch_size=8", "train.log_every=1", "train.sample_every=1",
             "train.checkpoint_every=1", "metrics=false", "device=cpu", "threads=1"]
-SIZE_KEYS = ("channels", "width", "hidden", "features")
-
-
-def small(model: str) -> list[str]:
-    """Overrides that shrink a model option: its size keys (named as SIZE_KEYS) set to 8, group_channels to 4."""
-    node = OmegaConf.load(CONF / "model" / f"{model}.yaml")
-    overrides = []
-    for key in node:
-        value = node._get_node(key)._value()  # as written: interpolations (z_dim) stay unresolved
-        if isinstance(value, int) and not isinstance(value, bool) and str(key).endswith(SIZE_KEYS):
-            overrides.append(f"model.{key}={4 if key == 'group_channels' else 8}")
-    return overrides
-
-
 # ---- tiny inputs in each data option's layout ------------------------------------------------------
 
 def _cifar(root: Path, folder: str, files: list[str], meta: str, labels_key: str, n_classes: int) -> None:
@@ -146,7 +129,7 @@ def test_every_data_option_trains_one_step(data: str, tmp_path: Path, monkeypatc
                             f"this test trains it")
     given = INPUTS[data](tmp_path / "input", monkeypatch)
     model = default_model(data)
-    run_cli("train", f"data={data}", *given, *small(model), *ONE_STEP, f"hydra.run.dir={tmp_path / 'run'}")
+    run_cli("train", f"data={data}", *given, *small_model(model), *ONE_STEP, f"hydra.run.dir={tmp_path / 'run'}")
     trained_one_step(tmp_path / "run")
 
 
@@ -158,6 +141,6 @@ MODEL_DATA = {"mlp": "ring8"}
 def test_every_model_option_trains_one_step(model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = MODEL_DATA.get(model, "mnist")
     given = INPUTS[data](tmp_path / "input", monkeypatch)
-    run_cli("train", f"model={model}", f"data={data}", *given, *small(model), *ONE_STEP,
+    run_cli("train", f"model={model}", f"data={data}", *given, *small_model(model), *ONE_STEP,
             f"hydra.run.dir={tmp_path / 'run'}")
     trained_one_step(tmp_path / "run")
