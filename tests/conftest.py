@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from gan_lab.app.cli import main
 
@@ -32,6 +33,18 @@ TINY = ["train.steps=4", "train.batch_size=16", "train.log_every=2", "train.samp
         "train.checkpoint_every=2", "device=cpu"]
 TINY_MLP = ["model.hidden=32", "model.depth=2"]
 TINY_DCGAN = ["model.width=8", "model.z_dim=16", "metrics=false"]
+MODEL_SIZE_KEYS = ("channels", "width", "hidden", "features")
+
+
+def small_model(model: str) -> list[str]:
+    """Overrides that shrink a model option: its size keys (named as MODEL_SIZE_KEYS) set to 8, group_channels to 4."""
+    node = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / f"{model}.yaml")
+    overrides = []
+    for key in node:
+        value = node._get_node(key)._value()  # as written: interpolations (z_dim) stay unresolved
+        if isinstance(value, int) and not isinstance(value, bool) and str(key).endswith(MODEL_SIZE_KEYS):
+            overrides.append(f"model.{key}={4 if key == 'group_channels' else 8}")
+    return overrides
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
