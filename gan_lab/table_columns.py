@@ -87,7 +87,7 @@ def infer_column(series: pd.Series, source: str, wanted: str | None = None,
         spec.categories = [_python(c) for c in series.cat.categories]
     distinct = observed.nunique()
     if distinct == 1 and len(observed) == len(series):
-        raise GanLabError(f"Column {name!r} of {source} is constant (every row is {observed.iloc[0]!r}): a "
+        raise GanLabError(f"Column {name!r} of {source} is constant (every row is {_python(observed.iloc[0])!r}): a "
                           f"generator would learn nothing from it. Leave it out with data.ignore=[{name}].")
     if wanted is not None:
         spec.kind = wanted
@@ -95,8 +95,9 @@ def infer_column(series: pd.Series, source: str, wanted: str | None = None,
         spec.kind = "continuous" if distinct > 1 else "discrete"  # one value and missing: a flag
     if spec.kind == "continuous":
         if dtype in ("bool", "str", "category"):
-            raise GanLabError(f"Column {name!r} of {source} holds {dtype} values (e.g. {observed.iloc[0]!r}), "
-                              f"which cannot be continuous: drop it from data.continuous.")
+            raise GanLabError(f"Column {name!r} of {source} holds {dtype} values (e.g. "
+                              f"{_python(observed.iloc[0])!r}), which cannot be continuous: drop it from "
+                              f"data.continuous.")
         numbers = to_numbers(series, spec)
         spec.minimum, spec.maximum = float(np.nanmin(numbers)), float(np.nanmax(numbers))
         if dtype == "float":
@@ -108,10 +109,11 @@ def infer_column(series: pd.Series, source: str, wanted: str | None = None,
                           f"it from data.discrete.")
     elif wanted is None and dtype != "bool" and len(observed) >= ID_LIKE_MIN_ROWS \
             and distinct >= ID_LIKE_SHARE * len(observed):
+        first, second = _python(observed.iloc[0]), _python(observed.iloc[1])
         raise GanLabError(f"Column {name!r} of {source} looks like an id: {distinct} distinct values in "
-                          f"{len(observed)} rows (e.g. {observed.iloc[0]!r}, {observed.iloc[1]!r}), so a "
-                          f"generator could only copy it. Leave it out with data.ignore=[{name}] (or, if it "
-                          f"is a category after all, keep it with data.discrete=[{name}]).")
+                          f"{len(observed)} rows (e.g. {first!r}, {second!r}), so a generator could only copy "
+                          f"it. Leave it out with data.ignore=[{name}] (or, if it is a category after all, keep "
+                          f"it with data.discrete=[{name}]).")
     return spec
 
 

@@ -91,7 +91,8 @@ class _Continuous:
     def fit(cls, series: pd.Series, spec: ColumnSpec, seed: int, max_rows: int) -> _Continuous:
         numbers = to_numbers(series, spec)
         observed = numbers[~np.isnan(numbers)]
-        return cls(spec, *fit_modes(observed, seed, max_rows), float(np.median(observed)), bool(np.isnan(numbers).any()))
+        has_missing = bool(np.isnan(numbers).any())
+        return cls(spec, *fit_modes(observed, seed, max_rows), float(np.median(observed)), has_missing)
 
     def spans(self, start: int) -> list[Span]:
         name, k = self.spec.name, len(self.means)
