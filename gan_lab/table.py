@@ -9,6 +9,7 @@ paragraph naming the file, column or line; nothing is written.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import re
@@ -109,8 +110,25 @@ def read_frame(path: Path) -> pd.DataFrame:
     except (OSError, EOFError) as error:  # a truncated or mislabelled .gz, an unreadable Parquet file
         raise GanLabError(f"{path} could not be read: {error}. Check that the file is complete and is what "
                           f"its name says.") from error
+    # pandas makes the first column an index when the first rows have one field more than the header,
+    # and fills a row with too few fields with missing values: both are ragged rows, found by counting
+    # (only then: a short row leaves the last column missing).
+    if kind in SEPARATORS and (not frame.index.equals(pd.RangeIndex(len(frame))) or frame.iloc[:, -1].isna().any()):
+        _check_fields(path, SEPARATORS[kind])
     _check_shape(path, frame)
     return frame
+
+
+def _check_fields(path: Path, separator: str) -> None:
+    """Refuse the first row whose field count differs from the header's (csv's count, quotes respected)."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as file:
+        rows = csv.reader(file, delimiter=separator, skipinitialspace=True)
+        header = next(rows, [])
+        for row in rows:
+            if row and len(row) != len(header):
+                raise GanLabError(_ragged(path, f"Expected {len(header)} fields in line {rows.line_num}, "
+                                                f"saw {len(row)}"))
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -139,7 +157,8 @@ def _ragged(path: Path, message: str) -> str:
     if not found:
         return f"{path} could not be parsed as a table: {message.strip()}. Check its separator and quoting."
     expected, line, saw = found.groups()
-    return (f"Line {line} of {path} has {saw} fields where the header has {expected}: a ragged row. Fix that "
+    fields = "1 field" if saw == "1" else f"{saw} fields"
+    return (f"Line {line} of {path} has {fields} where the header has {expected}: a ragged row. Fix that "
             f"row (a value that contains the separator needs quotes) or remove it.")
 
 

@@ -164,6 +164,11 @@ def test_no_header_one_column_empty_file_and_no_rows(tmp_path: Path) -> None:
 def test_a_ragged_row_is_named_by_its_line(tmp_path: Path) -> None:
     message = refused(write(tmp_path, "a,b\n1,x\n2,y\n3,z,extra\n4,w\n"))
     assert message.startswith("Line 4 of") and "has 3 fields where the header has 2" in message
+    # pandas would make column a the index here, and fill the short row with a missing value
+    message = refused(write(tmp_path, "a,b\n1,x,extra\n2,y\n"))
+    assert message.startswith("Line 2 of") and "has 3 fields where the header has 2" in message
+    message = refused(write(tmp_path, 'a,b\n1,"two\nlines"\n2\n3,z\n'))
+    assert message.startswith("Line 4 of") and "has 1 field where the header has 2" in message
 
 
 def test_an_empty_or_constant_column(tmp_path: Path) -> None:
