@@ -51,6 +51,7 @@ class ColumnSpec:
     decimals: int | None = None            # float: the input's decimals (None: more than _MAX_DECIMALS)
     datetime_format: str | None = None     # datetime read from text: its strftime format
     datetime_unit: str = "s"               # datetime: "D" when every value is a midnight, else "s"
+    timezone: str | None = None            # datetime with a time zone: its name (values are modelled in UTC)
     categories: list[Any] | None = None    # category dtype: the input's declared categories
 
     def to_dict(self) -> dict:
@@ -104,6 +105,8 @@ def infer_column(series: pd.Series, source: str, wanted: str | None = None,
             spec.decimals = _decimals(numbers[~np.isnan(numbers)])
         if dtype == "datetime":
             spec.datetime_unit = "D" if np.all(numbers[~np.isnan(numbers)] % 86400 == 0) else "s"
+            timezone = getattr(getattr(series, "dt", None), "tz", None)
+            spec.timezone = "UTC" if "%z" in (date_format or "") else None if timezone is None else str(timezone)
     elif dtype == "datetime" and spec.datetime_format is None:
         raise GanLabError(f"Column {name!r} of {source} holds dates, which gan-lab models as continuous: drop "
                           f"it from data.discrete.")
@@ -202,8 +205,10 @@ def from_numbers(numbers: np.ndarray, spec: ColumnSpec) -> pd.Series:
         return pd.Series(values if spec.decimals is None else np.round(values, spec.decimals), name=spec.name)
     step = 86400 if spec.datetime_unit == "D" else 1
     moments = pd.to_datetime(pd.Series(np.round(values / step) * step, name=spec.name), unit="s")
+    if spec.timezone is not None:  # text with UTC offsets is written back in UTC (+0000): the same instants
+        moments = moments.dt.tz_localize("UTC").dt.tz_convert(spec.timezone)
     if spec.datetime_format is None:
-        return moments
+        return moments.astype(spec.pandas_dtype)  # the input's resolution (pandas 3 reads Parquet's as us)
     return _text(moments.dt.strftime(spec.datetime_format).astype(object).where(~missing, None), spec)
 
 
