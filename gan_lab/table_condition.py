@@ -64,3 +64,25 @@ class ConditionSampler:
         u = torch.rand(batch_size, device=self.device, generator=generator)
         pick = self.start[flat] + (u * self.count[flat]).long().clamp(max=self.count[flat] - 1)
         return cond, mask, self.rows_by_category[pick]
+
+    def condition(self, block: int, category: int, batch_size: int) -> tuple[Tensor, Tensor]:
+        """(cond, mask) that ask every row for one category of one block (`gan-lab sample condition.col=value`)."""
+        flat = torch.full((batch_size,), int(self.offsets[block]) + category, device=self.device)
+        cond = torch.nn.functional.one_hot(flat, self.width).float()
+        mask = torch.nn.functional.one_hot(torch.full_like(flat, block), self.n_blocks).float()
+        return cond, mask
+
+
+def condition_cross_entropy(logits: Tensor, blocks: list[Span], cond: Tensor, mask: Tensor) -> Tensor:
+    """The generator's cross-entropy on its condition (CTGAN's L_cond): for the block each row was asked
+    about, -log softmax(logits of that block)[asked category]; summed over a row's blocks under the
+    mask (one), averaged over rows. `logits` are the generator's raw outputs before the heads."""
+    if not blocks:
+        return logits.new_zeros(())
+    losses, offset = [], 0
+    for span in blocks:
+        target = cond[:, offset:offset + span.width].argmax(dim=1)
+        losses.append(torch.nn.functional.cross_entropy(logits[:, span.start:span.start + span.width], target,
+                                                        reduction="none"))
+        offset += span.width
+    return (torch.stack(losses, dim=1) * mask).sum() / len(logits)

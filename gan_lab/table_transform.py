@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gan_lab.errors import GanLabError
 from gan_lab.table import Table
 from gan_lab.table_columns import ColumnSpec, categories_of, from_categories, from_numbers, to_numbers
 
@@ -199,6 +200,22 @@ class TableTransform:
             out[column.spec.name] = column.decode(rows[:, start:start + width]).reset_index(drop=True)
             start += width
         return pd.DataFrame(out)
+
+    def category(self, column: str, value: Any) -> tuple[int, int]:
+        """(conditional block, category) of `column == value`, for a fixed condition; GanLabError if none."""
+        blocks = [s for s in self.spans if s.conditional]
+        for column_encoder in self.columns:
+            if column_encoder.spec.name == column and isinstance(column_encoder, _Discrete):
+                block = next(i for i, s in enumerate(blocks) if s.column == column)
+                for index, category in enumerate(column_encoder.categories):
+                    if category == value or (category is not None and str(category) == str(value)):
+                        return block, index
+                known = ", ".join(str(c) for c in column_encoder.categories if c is not None)
+                raise GanLabError(f"condition.{column}={value} is not a value of column {column!r}, whose "
+                                  f"values are: {known}.")
+        discrete = ", ".join(c.spec.name for c in self.columns if isinstance(c, _Discrete)) or "none"
+        raise GanLabError(f"condition.{column}: a condition names a discrete column, and {column!r} is not one "
+                          f"(the discrete columns: {discrete}).")
 
     def state_dict(self) -> dict:
         """Plain values (dicts, lists, str, float, int, bool, None): torch.load(weights_only=True) reads them."""

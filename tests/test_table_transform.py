@@ -12,7 +12,8 @@ import torch
 
 from gan_lab import table_transform
 from gan_lab.table import read_table
-from gan_lab.table_condition import ConditionSampler
+from gan_lab.errors import GanLabError
+from gan_lab.table_condition import ConditionSampler, condition_cross_entropy
 from gan_lab.table_transform import TableTransform, fit_modes
 from test_table import mixed_frame
 
@@ -212,3 +213,30 @@ def test_parquet_dtypes_come_back_as_they_were(tmp_path: Path) -> None:
     assert back.t.dtype == table.frame.t.dtype and back.i.dtype == "Int64"
     assert back.i.isna().tolist()[:5] == [False, False, False, True, False]
     assert (back.t == table.frame.t).mean() > 0.97 and (back.i == table.frame.i).mean() > 0.97
+
+
+def test_a_fixed_condition_by_column_and_value(fitted: tuple) -> None:
+    table, transform = fitted
+    sampler = ConditionSampler(torch.from_numpy(transform.encode(table.frame)), transform.spans)
+    assert transform.category("city", "Pune") == (3, 2) and transform.category("rating", "4") == (0, 3)
+    assert transform.category("member", "True") == (2, 1)
+    cond, mask = sampler.condition(*transform.category("city", "Pune"), batch_size=3)
+    assert cond.tolist() == [[0.0] * 11 + [1.0, 0.0]] * 3 and mask.tolist() == [[0.0, 0.0, 0.0, 1.0]] * 3
+    with pytest.raises(GanLabError, match="condition.city=Rome is not a value of column 'city', whose values "
+                                          "are: Lima, Oslo, Pune"):
+        transform.category("city", "Rome")
+    with pytest.raises(GanLabError, match=r"'age' is not one \(the discrete columns: rating, member, city\)"):
+        transform.category("age", "30")
+
+
+def test_condition_cross_entropy_is_the_asked_blocks_negative_log_softmax(fitted: tuple) -> None:
+    _, transform = fitted
+    blocks = [s for s in transform.spans if s.conditional]
+    logits = torch.randn(2, transform.width, generator=torch.Generator().manual_seed(0))
+    # row 0 asked for rating's 2nd category (block 0), row 1 for city's 4th (block 3: missing)
+    cond, mask = torch.zeros(2, 13), torch.zeros(2, 4)
+    cond[0, 1], mask[0, 0], cond[1, 12], mask[1, 3] = 1, 1, 1, 1
+    rating, city = blocks[0], blocks[3]
+    expected = (-torch.log_softmax(logits[0, rating.start:rating.start + 5], 0)[1]
+                - torch.log_softmax(logits[1, city.start:city.start + 4], 0)[3]) / 2
+    torch.testing.assert_close(condition_cross_entropy(logits, blocks, cond, mask), expected)
