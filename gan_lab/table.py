@@ -42,7 +42,7 @@ class Table:
     frame: pd.DataFrame        # the modelled columns only, as pandas read them
     columns: list[ColumnSpec]  # one per column of frame, same order
     source: str                # the file, for messages
-    ignored: list[str]         # columns of the file left out (data.ignore, SDV id and PII columns)
+    ignored: list[str]         # columns of the file left out (data.ignore, SDV id and PII columns): not generated
 
     def encoded_bytes(self) -> int:
         """An upper bound of the encoded table's size (float32, before the mixtures are fitted)."""

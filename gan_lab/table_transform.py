@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -236,7 +236,3 @@ class TableTransform:
                 columns.append(_Discrete(spec, column["categories"]))
         return cls(columns, state["fit_seconds"])
 
-
-def spans_state(spans: list[Span]) -> list[dict]:
-    """Spans as plain dicts (for a model builder that reads them from a checkpoint)."""
-    return [asdict(s) for s in spans]

@@ -13,6 +13,7 @@ import torch
 from gan_lab import table_transform
 from gan_lab.table import read_table
 from gan_lab.errors import GanLabError
+from gan_lab.table_columns import ColumnSpec
 from gan_lab.table_condition import ConditionSampler, condition_cross_entropy
 from gan_lab.table_transform import TableTransform, fit_modes
 from test_table import mixed_frame
@@ -87,10 +88,9 @@ def test_encoding_is_alpha_of_the_sampled_mode(fitted: tuple) -> None:
 
 def test_modes_are_sampled_from_the_posterior_not_taken_at_its_peak() -> None:
     # a value halfway between two equal modes has posterior 1/2 each: about half the rows get each
-    spec_frame = pd.DataFrame({"x": np.zeros(4000), "c": ["a", "b"] * 2000})
-    column = table_transform._Continuous(None, [-1.0, 1.0], [1.0, 1.0], [0.5, 0.5], 0.0, False)
-    column.spec = type("Spec", (), {"dtype": "float"})()
-    block = column.encode(spec_frame.x, np.random.default_rng(0))
+    spec = ColumnSpec("x", "continuous", "float", minimum=-3.0, maximum=3.0)
+    column = table_transform._Continuous(spec, [-1.0, 1.0], [1.0, 1.0], [0.5, 0.5], 0.0, False)
+    block = column.encode(pd.Series(np.zeros(4000)), np.random.default_rng(0))
     share = block[:, 1].mean()
     assert 0.47 < share < 0.53
     np.testing.assert_allclose(block[:, 0], np.where(block[:, 1] == 1, 0.25, -0.25))
