@@ -7,7 +7,8 @@ The layer rule (top first): a module imports only modules of its own layer or of
     evaluation   gan_lab.evaluation.*    }
     runs         gan_lab.runs.*
     bottom       what conf/ names and what it needs: losses, models, resnets, data, folder,
-                 image_cache, augment, optimizers, errors, capture (the CUDA-graph contract they declare)
+                 image_cache, augment, optimizers, errors, capture, table, table_columns,
+                 table_transform, table_condition, capture (the CUDA-graph contract they declare)
 
 sweeps.py sits with app/: it is the sweep's side of `gan-lab train` (the SweepSummary callback
 conf/train.yaml names, threads per job, the objective), imports runs/ and is imported by app/
@@ -95,7 +96,8 @@ LAYERS = {  # the rank of each layer: higher imports lower, never the reverse
     "app": 3, "training": 2, "evaluation": 2, "runs": 1, "bottom": 0,
 }
 BOTTOM = {"gan_lab", "gan_lab.losses", "gan_lab.models", "gan_lab.resnets", "gan_lab.data", "gan_lab.folder",
-          "gan_lab.image_cache", "gan_lab.augment", "gan_lab.optimizers", "gan_lab.errors", "gan_lab.capture"}
+          "gan_lab.image_cache", "gan_lab.augment", "gan_lab.optimizers", "gan_lab.errors", "gan_lab.capture",
+          "gan_lab.table", "gan_lab.table_columns", "gan_lab.table_transform", "gan_lab.table_condition"}
 
 
 def layer(name: str) -> str:
