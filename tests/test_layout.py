@@ -7,8 +7,8 @@ The layer rule (top first): a module imports only modules of its own layer or of
     evaluation   gan_lab.evaluation.*    }
     runs         gan_lab.runs.*
     bottom       what conf/ names and what it needs: losses, models, resnets, data, folder,
-                 image_cache, augment, optimizers, errors, capture, table, table_columns,
-                 table_transform, table_condition, capture (the CUDA-graph contract they declare)
+                 image_cache, augment, optimizers, errors, capture (the CUDA-graph contract they
+                 declare), table, table_columns, table_transform, table_condition
 
 sweeps.py sits with app/: it is the sweep's side of `gan-lab train` (the SweepSummary callback
 conf/train.yaml names, threads per job, the objective), imports runs/ and is imported by app/
