@@ -74,6 +74,8 @@ def grid25_centers() -> Tensor:
 class ToyMixture:
     """A mixture of equal-weight isotropic 2-D Gaussians (the PacGAN / VEEGAN protocol)."""
 
+    capturable = True  # sample() draws on the device from torch's generator (gan_lab.capture)
+
     def __init__(self, name: str, sigma: float, device: str | torch.device = "cpu", radius: float = 1.0,
                  augment: str | list[str] | None = None):
         if not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
@@ -106,6 +108,8 @@ class ToyMixture:
 class SwissRoll:
     """The 2-D swiss roll of the WGAN-GP toy experiments (sklearn's, x/z plane, scaled by 1/7.5)."""
 
+    capturable = True  # sample() draws on the device from torch's generator (gan_lab.capture)
+
     def __init__(self, noise: float = 0.25, device: str | torch.device = "cpu",
                  augment: str | list[str] | None = None):
         if not noise >= 0:
@@ -132,6 +136,8 @@ CELEBA_RESOLUTION = 64  # the 178x178 centre of the 178x218 aligned faces, resiz
 
 class ImageData:
     """An image data set from torchvision, held once on the device as uint8 (N, C, H, W)."""
+
+    capturable = True  # sample(): randint + index_select on images held on the device (gan_lab.capture)
 
     def __init__(self, name: str, root: str = "data", download: bool = True, train: bool = True,
                  device: str | torch.device = "cpu", augment: str | list[str] | None = None):
@@ -168,6 +174,8 @@ class StackedMNIST:
 
     The VEEGAN / PacGAN benchmark: a mode is the triple of digits, label 100*d0 + 10*d1 + d2.
     """
+
+    capturable = True  # sample(): randint + index_select on images held on the device (gan_lab.capture)
 
     def __init__(self, root: str = "data", download: bool = True, train: bool = True,
                  device: str | torch.device = "cpu", augment: str | list[str] | None = None):

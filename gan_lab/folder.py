@@ -125,6 +125,17 @@ class FolderData:
         say(f"[bold]data[/] {self.size:,} images{f' in {self.n_classes} classes' if self.n_classes else ''} from "
             f"{source.path}, {held} ({nbytes / 2**20:,.0f} MiB; ready in {time.perf_counter() - started:.1f} s)")
 
+    @property
+    def capturable(self) -> bool:
+        """Held images are sampled on the device (gan_lab.capture's contract); streamed ones are read from disk."""
+        return not self.streamed
+
+    @property
+    def not_capturable(self) -> str:
+        """Why a streamed folder's sample() cannot run inside a CUDA graph."""
+        return ("streams its images from disk through DataLoader workers (they exceed data.memory_budget): host "
+                "I/O that a graph cannot record: a replay would not read the next batch")
+
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor | None]:
         """A batch drawn uniformly with replacement (from this rank's share), in [-1, 1], x-flipped per sample."""
         if self.streamed:

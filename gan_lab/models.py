@@ -4,12 +4,24 @@ The data shape (channels, image size, or the dimension of tabular data) is passe
 in at build time by the CLI from the data set, never written into YAML by hand.
 Critics output one raw score per sample (no sigmoid): the losses fold the sigmoid
 into softplus where they need a probability.
+
+A builder (what conf/model/<name>.yaml's `_target_` names, here or in a module beside this one):
+- takes the YAML's keys with no Python defaults (the YAML holds each default once), plus what gan-lab
+  passes at build time (gan_lab.runs.rebuild.BUILD_TIME: shape, n_classes, augment);
+- calls `plan_model` first with the shared options and its own sizes: the range checks, the label
+  count and DiffAugment are done there, never by the builder;
+- builds G's network from `plan.g_in` and a critic body (CriticBody: trunk, last_block, head,
+  features) from `plan.critic_channels` (or `critic_features` when flat) and `plan.std_extra`, the
+  channel minibatch std adds before the last block;
+- returns `plan.wrap(net, body)`, which puts packing, minibatch std, the label's projection and
+  DiffAugment around them. Its networks keep the CUDA-graph contract (gan_lab.capture).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -23,6 +35,8 @@ CRITIC_NORMS = ("none", "layer", "batch", "spectral")
 
 class Generator(nn.Module):
     """Maps z of shape (B, z_dim), and a label y when conditional, to samples (B, *shape)."""
+
+    capturable = True  # its forward keeps gan_lab.capture's contract (the net must too: every builder's does)
 
     def __init__(self, net: nn.Module, z_dim: int, shape: tuple[int, ...], n_classes: int = 0):
         super().__init__()
@@ -116,6 +130,16 @@ class Critic(nn.Module):
         # projection critic (Miyato & Koyama 2018): score = head(h) + <embed(y), h>, h the body's features
         self.embed = nn.Embedding(n_classes, net.features) if n_classes else None
 
+    @property
+    def capturable(self) -> bool:
+        """Whether its forward keeps gan_lab.capture's contract: yes, unless its body says capturable=False."""
+        return getattr(self.net, "capturable", True)
+
+    @property
+    def not_capturable(self) -> str:
+        """Why not (the body's own words), when capturable is False."""
+        return getattr(self.net, "not_capturable", "has a critic body that declares capturable=False")
+
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if self.augment is not None:
             x = self.augment(x)
@@ -208,34 +232,94 @@ def check_critic(critic: nn.Module, loss: Any, batch_size: int) -> list[str]:
     return notes
 
 
-def _check_norm(norm: str) -> None:
-    if norm not in CRITIC_NORMS:
-        raise GanLabError(f"model.critic_norm={norm!r} is not a critic normalisation gan-lab knows. "
-                          f"Choose one of {', '.join(CRITIC_NORMS)}, e.g. model.critic_norm=layer.")
+def _positive(key: str, value: Any) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise GanLabError(f"model.{key}={value} is out of range: it must be a whole number >= 1.")
 
 
-def _check_positive(**values: int) -> None:
-    for key, value in values.items():
-        if not (isinstance(value, int) and value >= 1):
-            raise GanLabError(f"model.{key}={value} is out of range: it must be a whole number >= 1.")
+@dataclass(frozen=True)
+class ModelPlan:
+    """What every model builder is handed once `plan_model` has checked the shared options: plain sizes.
+
+    A builder (conf/model/<name>.yaml's `_target_`) calls `plan_model` first, builds G's network and a
+    critic body (CriticBody: trunk / last_block / head) from these sizes, and returns `plan.wrap(...)`.
+    It needs nothing else of this module: the cures (packing, minibatch std, the label's projection,
+    DiffAugment) and the label's embedding in G are applied around its networks by `wrap`.
+    """
+
+    shape: tuple[int, ...]       # one sample's shape, as the data set gives it
+    z_dim: int                   # noise dimension
+    n_classes: int               # labels G and the critic take: 0 when unconditional
+    pack: int                    # samples the critic scores as one (PacGAN)
+    minibatch_std: int           # minibatch std's group size: 0 when off
+    augment: nn.Module | None    # DiffAugment of the data's policy, applied first by the critic (None: off)
+    critic_norm: str             # what check_critic reads (batch norm is refused with a penalty)
+
+    @property
+    def g_in(self) -> int:
+        """Width of G's network's input: z, and beside it the label's embedding (z_dim wide) when conditional."""
+        return 2 * self.z_dim if self.n_classes else self.z_dim
+
+    @property
+    def critic_channels(self) -> int:
+        """Input channels of a conv critic body: a pack's images are stacked along channels (PacGAN's code)."""
+        return self.pack * self.shape[0]
+
+    @property
+    def critic_features(self) -> int:
+        """Input features of a flat critic body: a pack's samples, flattened, side by side."""
+        return self.pack * math.prod(self.shape)
+
+    @property
+    def std_extra(self) -> int:
+        """Channels (or features) minibatch std adds to the input of the body's last block: 1 when on, else 0."""
+        return 1 if self.minibatch_std else 0
+
+    def wrap(self, net: nn.Module, body: nn.Module,
+             generator: Callable[[nn.Module, int, tuple[int, ...], int], Generator] | None = None
+             ) -> tuple[Generator, Critic]:
+        """(G, critic): G's network as a Generator (the label's embedding joins z), the body inside the Critic.
+
+        generator: a Generator subclass whose network takes the label itself (e.g. conditional batch norm),
+        called as generator(net, z_dim, shape, n_classes); by default Generator, whose net takes `g_in`.
+        """
+        make = generator or Generator
+        return (make(net, self.z_dim, self.shape, self.n_classes),
+                Critic(body, self.critic_norm, self.n_classes, self.pack, self.minibatch_std, self.augment))
 
 
-def _cures(pack: int, minibatch_std: int, n_classes: int, augment: Sequence[str],
-           shape: tuple[int, ...]) -> nn.Module | None:
-    """Range-check packing and minibatch std; the DiffAugment module of the data's policy (None: off)."""
-    _check_positive(pack=pack)
+def plan_model(shape: tuple[int, ...], *, z_dim: int, conditional: bool, n_classes: int, pack: int,
+               minibatch_std: int, augment: Sequence[str], critic_norm: str = "none",
+               critic_norms: Sequence[str] = ("none",), **sizes: int) -> ModelPlan:
+    """Check what every model shares and the builder's own `sizes` (whole numbers >= 1); the plan to build from.
+
+    Refuses (GanLabError) a size < 1, a critic_norm outside `critic_norms`, pack < 1, minibatch_std of 1
+    or < 0, labels asked of unlabelled data, packing with labels, and a DiffAugment policy the data's
+    shape cannot take. n_classes is the data's label count; the plan's is 0 unless conditional.
+    """
+    for key, value in {"z_dim": z_dim, **sizes, "pack": pack}.items():
+        _positive(key, value)
+    if critic_norm not in critic_norms:
+        raise GanLabError(f"model.critic_norm={critic_norm!r} is not a critic normalisation this model takes. "
+                          f"Choose one of {', '.join(critic_norms)}, e.g. model.critic_norm={critic_norms[0]}.")
     if not (isinstance(minibatch_std, int) and not isinstance(minibatch_std, bool) and minibatch_std >= 0
             and minibatch_std != 1):
         raise GanLabError(f"model.minibatch_std={minibatch_std} is out of range: it is the group size of the "
                           f"minibatch standard deviation, a whole number >= 2 (ProGAN / StyleGAN2: 4), or 0 "
                           f"for off (a group of 1 has no spread).")
+    if conditional and n_classes < 2:
+        raise GanLabError("model.conditional=true needs labelled data (mnist, fashion_mnist, cifar10, or "
+                          "ring8 / grid25 with the mode index as label), but this data set has no labels. "
+                          "Use model.conditional=false or labelled data.")
+    n_classes = n_classes if conditional else 0
     if pack > 1 and n_classes:
         raise GanLabError(f"model.pack={pack} with model.conditional=true is refused: the projection critic "
                           f"scores one sample against its own label, but a pack holds {pack} samples with "
                           f"{pack} different labels, and PacGAN defines packing for unconditional GANs only. "
                           f"Use model.pack=1 or model.conditional=false.")
     policy = parse_policy(augment, shape)
-    return DiffAugment(policy) if policy else None
+    return ModelPlan(tuple(shape), z_dim, n_classes, pack, minibatch_std, DiffAugment(policy) if policy else None,
+                     critic_norm)
 
 
 def _norm_1d(norm: str, width: int) -> list[nn.Module]:
@@ -252,37 +336,25 @@ def _spectral(layer: nn.Module, norm: str) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer) if norm == "spectral" else layer
 
 
-def _classes(conditional: bool, n_classes: int) -> int:
-    if not conditional:
-        return 0
-    if n_classes < 2:
-        raise GanLabError("model.conditional=true needs labelled data (mnist, fashion_mnist, cifar10, or "
-                          "ring8 / grid25 with the mode index as label), but this data set has no labels. "
-                          "Use model.conditional=false or labelled data.")
-    return n_classes
-
-
-def mlp(shape: tuple[int, ...], z_dim: int = 2, hidden: int = 256, depth: int = 3,
-        generator_norm: str = "none", critic_norm: str = "none", conditional: bool = False,
-        n_classes: int = 0, pack: int = 1, minibatch_std: int = 0,
+def mlp(shape: tuple[int, ...], z_dim: int, hidden: int, depth: int, generator_norm: str, critic_norm: str,
+        conditional: bool, pack: int, minibatch_std: int, n_classes: int = 0,
         augment: Sequence[str] = ()) -> tuple[Generator, Critic]:
-    """Fully connected G and critic with `depth` hidden ReLU layers of width `hidden`.
+    """Fully connected G and critic with `depth` hidden ReLU layers of width `hidden` (conf/model/mlp.yaml).
 
     Image data is flattened for the critic and the generator ends in tanh (images live
     in [-1, 1]); 2-D and tabular data get a linear output. The critic takes `pack` samples
     side by side (PacGAN) and, with minibatch_std > 0, its last hidden layer also sees the
     group's spread.
     """
-    _check_positive(z_dim=z_dim, hidden=hidden, depth=depth)
-    _check_norm(critic_norm)
+    plan = plan_model(shape, z_dim=z_dim, conditional=conditional, n_classes=n_classes, pack=pack,
+                      minibatch_std=minibatch_std, augment=augment, critic_norm=critic_norm,
+                      critic_norms=CRITIC_NORMS, hidden=hidden, depth=depth)
     if generator_norm not in ("none", "batch"):
         raise GanLabError(f"model.generator_norm={generator_norm!r} is not known: choose none or batch.")
     out_dim = math.prod(shape)
-    n_classes = _classes(conditional, n_classes)
-    augmenter = _cures(pack, minibatch_std, n_classes, augment, shape)
 
     g_layers: list[nn.Module] = []
-    width_in = 2 * z_dim if n_classes else z_dim  # z and the label embedding, concatenated
+    width_in = plan.g_in
     for _ in range(depth):
         g_layers += [nn.Linear(width_in, hidden), *_norm_1d(generator_norm, hidden), nn.ReLU()]
         width_in = hidden
@@ -291,41 +363,38 @@ def mlp(shape: tuple[int, ...], z_dim: int = 2, hidden: int = 256, depth: int = 
         g_layers.append(nn.Tanh())
 
     d_layers: list[nn.Module] = [nn.Flatten()]
-    width_in = out_dim * pack  # a pack's samples side by side
+    width_in = plan.critic_features
     for i in range(depth):
         if i == depth - 1:  # the last block: Critic's minibatch std adds one feature here
             split = len(d_layers)
-            width_in += 1 if minibatch_std else 0
+            width_in += plan.std_extra
         d_layers += [_spectral(nn.Linear(width_in, hidden), critic_norm), *_norm_1d(critic_norm, hidden),
                      nn.LeakyReLU(0.2) if len(shape) > 1 else nn.ReLU()]
         width_in = hidden
     d_layers.append(_spectral(nn.Linear(hidden, 1), critic_norm))
     body = SequentialBody(*d_layers, split=split, numbered_with_std=bool(minibatch_std))
-    return (Generator(nn.Sequential(*g_layers), z_dim, shape, n_classes),
-            Critic(body, critic_norm, n_classes, pack, minibatch_std, augmenter))
+    return plan.wrap(nn.Sequential(*g_layers), body)
 
 
-def dcgan(shape: tuple[int, ...], z_dim: int = 100, width: int = 64, critic_norm: str = "layer",
-          conditional: bool = False, n_classes: int = 0, pack: int = 1, minibatch_std: int = 0,
-          augment: Sequence[str] = ()) -> tuple[Generator, Critic]:
-    """DCGAN-style convolutional G and critic for (C, H, W) images with H = W in {28, 32}.
+def dcgan(shape: tuple[int, ...], z_dim: int, width: int, critic_norm: str, conditional: bool, pack: int,
+          minibatch_std: int, n_classes: int = 0, augment: Sequence[str] = ()) -> tuple[Generator, Critic]:
+    """DCGAN-style convolutional G and critic for (C, H, W) images with H = W in {28, 32} (conf/model/dcgan.yaml).
 
     G: z -> linear -> (4w, s, s) -> up-conv -> (2w, 2s, 2s) -> up-conv -> (C, 4s, 4s), s = H/4,
     batch norm and ReLU inside, tanh out. The critic mirrors it with strided convolutions
     and LeakyReLU(0.2); it takes `pack` images stacked along channels (PacGAN's code) and, with
     minibatch_std > 0, its last conv block gets the group's spread as an extra channel (StyleGAN2).
     """
-    _check_positive(z_dim=z_dim, width=width)
-    _check_norm(critic_norm)
+    plan = plan_model(shape, z_dim=z_dim, conditional=conditional, n_classes=n_classes, pack=pack,
+                      minibatch_std=minibatch_std, augment=augment, critic_norm=critic_norm,
+                      critic_norms=CRITIC_NORMS, width=width)
     if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in (28, 32):
         raise GanLabError(f"model=dcgan needs square 28x28 or 32x32 images, but the data has shape "
                           f"{tuple(shape)}. Use model=mlp for 2-D or tabular data.")
     channels, size = shape[0], shape[1]
-    n_classes = _classes(conditional, n_classes)
-    augmenter = _cures(pack, minibatch_std, n_classes, augment, shape)
     s = size // 4
     G = nn.Sequential(
-        nn.Linear(2 * z_dim if n_classes else z_dim, 4 * width * s * s),  # z (+ label embedding)
+        nn.Linear(plan.g_in, 4 * width * s * s),  # z (+ label embedding)
         nn.Unflatten(1, (4 * width, s, s)),
         nn.BatchNorm2d(4 * width), nn.ReLU(),
         nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1),
@@ -334,17 +403,16 @@ def dcgan(shape: tuple[int, ...], z_dim: int = 100, width: int = 64, critic_norm
         nn.Tanh(),
     )
     trunk = [
-        _spectral(nn.Conv2d(pack * channels, width, 4, 2, 1), critic_norm), nn.LeakyReLU(0.2),
+        _spectral(nn.Conv2d(plan.critic_channels, width, 4, 2, 1), critic_norm), nn.LeakyReLU(0.2),
         _spectral(nn.Conv2d(width, 2 * width, 4, 2, 1), critic_norm), *_norm_2d(critic_norm, 2 * width),
         nn.LeakyReLU(0.2),
     ]
     last_block = [  # Critic's minibatch std adds the spread as one more channel here
-        _spectral(nn.Conv2d(2 * width + (1 if minibatch_std else 0), 4 * width, 3, 1, 1), critic_norm),
+        _spectral(nn.Conv2d(2 * width + plan.std_extra, 4 * width, 3, 1, 1), critic_norm),
         *_norm_2d(critic_norm, 4 * width),
         nn.LeakyReLU(0.2),
         nn.Flatten(),
     ]
     body = SequentialBody(*trunk, *last_block, _spectral(nn.Linear(4 * width * s * s, 1), critic_norm),
                           split=len(trunk), numbered_with_std=bool(minibatch_std))
-    return Generator(G, z_dim, shape, n_classes), Critic(body, critic_norm, n_classes, pack, minibatch_std,
-                                                         augmenter)
+    return plan.wrap(G, body)

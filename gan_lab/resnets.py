@@ -1,8 +1,8 @@
 """Residual GANs sized from the image resolution: SNGAN / BigGAN's ResNet (`resnet`) and R3GAN's baseline (`r3gan`).
 
-Both builders return a (Generator, Critic) pair like gan_lab.models' builders: the critic body has
-trunk / last_block / head, so packing, minibatch std, the label's projection and DiffAugment compose
-around it (gan_lab.models.Critic). The facts they follow (blocks, widths, initialisation, parameter
+Both builders follow gan_lab.models' rules for a builder: gan_lab.models.plan_model checks the shared
+options and sizes, and its plan wraps G's network and a critic body with trunk / last_block / head,
+so packing, minibatch std, the label's projection and DiffAugment compose around it. The facts they follow (blocks, widths, initialisation, parameter
 counts at the published settings) are in ../shared/docs/architectures.md; tests/test_resnets.py
 checks the counts.
 
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from gan_lab.errors import GanLabError
-from gan_lab.models import Critic, Generator, _check_positive, _classes, _cures
+from gan_lab.models import Critic, Generator, plan_model
 
 RESNET_CRITIC_NORMS = ("spectral", "none")
 
@@ -185,26 +185,24 @@ def _sn(layer: nn.Module, on: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer) if on else layer
 
 
-def resnet(shape: tuple[int, ...], z_dim: int = 128, g_channels: int = 256, g_max_channels: int = 256,
-           d_channels: int = 128, d_max_channels: int = 128, d_wide: bool = False, critic_norm: str = "spectral",
-           generator_spectral: bool = False, conditional: bool = False, n_classes: int = 0, pack: int = 1,
-           minibatch_std: int = 0, augment: Sequence[str] = ()) -> tuple[Generator, Critic]:
+def resnet(shape: tuple[int, ...], z_dim: int, g_channels: int, g_max_channels: int, d_channels: int,
+           d_max_channels: int, d_wide: bool, critic_norm: str, generator_spectral: bool, conditional: bool,
+           pack: int, minibatch_std: int, n_classes: int = 0,
+           augment: Sequence[str] = ()) -> tuple[Generator, Critic]:
     """SNGAN / BigGAN residual G and critic for square images of 28..256 px (see the module's docstring).
 
     G: linear -> (C, b, b), one up-block per doubling, BN-ReLU-conv3x3-tanh; labels through conditional
     BN. D: an optimized first block, down-blocks to b x b (to 2b x 2b at 32 px and below, as the CIFAR
     models, which then add two more blocks; one more above 32 px), ReLU, global sum pool, linear; labels
-    through the Critic's projection. Defaults: SNGAN's CIFAR-10 ResNet; BigGAN's CIFAR (ch=64) is
-    d_channels=256 d_max_channels=256 d_wide=true generator_spectral=true.
+    through the Critic's projection. conf/model/resnet.yaml: SNGAN's CIFAR-10 ResNet; BigGAN's CIFAR
+    (ch=64) is d_channels=256 d_max_channels=256 d_wide=true generator_spectral=true.
     """
-    _check_positive(z_dim=z_dim, g_channels=g_channels, g_max_channels=g_max_channels, d_channels=d_channels,
-                    d_max_channels=d_max_channels)
-    if critic_norm not in RESNET_CRITIC_NORMS:
-        raise GanLabError(f"model.critic_norm={critic_norm!r} is not one model=resnet takes: choose spectral "
-                          f"(SNGAN / BigGAN) or none.")
+    plan = plan_model(shape, z_dim=z_dim, conditional=conditional, n_classes=n_classes, pack=pack,
+                      minibatch_std=minibatch_std, augment=augment, critic_norm=critic_norm,
+                      critic_norms=RESNET_CRITIC_NORMS, g_channels=g_channels, g_max_channels=g_max_channels,
+                      d_channels=d_channels, d_max_channels=d_max_channels)
     bottom, doublings = bottom_and_doublings(shape, "resnet")
-    n_classes = _classes(conditional, n_classes)
-    augmenter = _cures(pack, minibatch_std, n_classes, augment, shape)
+    n_classes = plan.n_classes
     G = ResNetGenerator(z_dim, shape, bottom, doublings, g_channels, g_max_channels, n_classes, generator_spectral)
 
     size, sn = shape[1], critic_norm == "spectral"
@@ -214,15 +212,14 @@ def resnet(shape: tuple[int, ...], z_dim: int = 128, g_channels: int = 256, g_ma
         resolutions.append((resolutions[-1] if resolutions else size) // 2)
     resolutions += [stop] * extra
     widths = [_width(d_channels, d_max_channels, size // 2, r) for r in resolutions]
-    blocks, c_in = [], pack * shape[0]  # a pack's images stacked along channels
+    blocks, c_in = [], plan.critic_channels  # a pack's images stacked along channels
     for i, (r, c_out) in enumerate(zip(resolutions, widths)):
         last = i == len(widths) - 1
-        c_in += 1 if last and minibatch_std else 0  # Critic's minibatch std adds a channel before the last block
+        c_in += plan.std_extra if last else 0  # Critic's minibatch std adds a channel before the last block
         blocks.append(DBlock(c_in, c_out, down=i == 0 or r < resolutions[i - 1], first=i == 0, wide=d_wide, sn=sn))
         c_in = c_out
     body = ResNetCriticBody(blocks, widths[-1], sn)
-    return (LabelledNetGenerator(G, z_dim, shape, n_classes),
-            Critic(body, critic_norm, n_classes, pack, minibatch_std, augmenter))
+    return plan.wrap(G, body, generator=LabelledNetGenerator)
 
 
 # ---------------------------------------------------------------- R3GAN
@@ -355,11 +352,10 @@ class R3GANCriticBody(nn.Module):
         return self.linear(features)
 
 
-def r3gan(shape: tuple[int, ...], z_dim: int = 64, channels: int = 768, max_channels: int = 768,
-          blocks_per_stage: int = 2, expansion: int = 2, group_channels: int = 16, label_features: int = 768,
-          conditional: bool = False, n_classes: int = 0, pack: int = 1, minibatch_std: int = 0,
-          augment: Sequence[str] = ()) -> tuple[Generator, Critic]:
-    """R3GAN's baseline G and D (Huang et al. 2024) for square images of 28..256 px; defaults: its CIFAR-10 preset.
+def r3gan(shape: tuple[int, ...], z_dim: int, channels: int, max_channels: int, blocks_per_stage: int,
+          expansion: int, group_channels: int, label_features: int, conditional: bool, pack: int,
+          minibatch_std: int, n_classes: int = 0, augment: Sequence[str] = ()) -> tuple[Generator, Critic]:
+    """R3GAN's baseline G and D (Huang et al. 2024) for square images of 28..256 px; conf/model/r3gan.yaml: CIFAR-10's.
 
     One stage per resolution from b x b to the image's side, `blocks_per_stage` ResNeXt blocks each;
     D mirrors G. Widths: `channels` at the image resolution doubling per halving up to max_channels
@@ -367,25 +363,24 @@ def r3gan(shape: tuple[int, ...], z_dim: int = 64, channels: int = 768, max_chan
     group (CIFAR-10: cardinality 96 at 1536 channels). Labels: an embedding (dimension z_dim) joins z in
     G; D is the projection of `label_features` features on the label's embedding alone.
     """
-    _check_positive(z_dim=z_dim, channels=channels, max_channels=max_channels, blocks_per_stage=blocks_per_stage,
-                    expansion=expansion, group_channels=group_channels, label_features=label_features)
+    plan = plan_model(shape, z_dim=z_dim, conditional=conditional, n_classes=n_classes, pack=pack,
+                      minibatch_std=minibatch_std, augment=augment, channels=channels, max_channels=max_channels,
+                      blocks_per_stage=blocks_per_stage, expansion=expansion, group_channels=group_channels,
+                      label_features=label_features)
     bottom, doublings = bottom_and_doublings(shape, "r3gan")
-    n_classes = _classes(conditional, n_classes)
-    augmenter = _cures(pack, minibatch_std, n_classes, augment, shape)
+    n_classes = plan.n_classes
     widths = [_width(channels, max_channels, shape[1], bottom * 2 ** i) for i in range(doublings + 1)]
     for width in widths:
         if width * expansion % group_channels:
             raise GanLabError(f"model.group_channels={group_channels} does not divide the {width * expansion} "
                               f"channels of a block (width {width} x expansion {expansion}): pick a divisor, "
                               f"e.g. model.group_channels=16 (R3GAN's).")
-    net = R3GANGenerator(2 * z_dim if n_classes else z_dim, shape, widths, bottom, blocks_per_stage,
-                         group_channels, expansion)
-    G = Generator(net, z_dim, shape, n_classes)
+    net = R3GANGenerator(plan.g_in, shape, widths, bottom, blocks_per_stage, group_channels, expansion)
+    body = R3GANCriticBody(plan.critic_channels, widths[::-1], bottom, blocks_per_stage, group_channels, expansion,
+                           bool(plan.std_extra), label_features if n_classes else 0)
+    G, critic = plan.wrap(net, body)
     if n_classes:  # R3GAN's Linear(one-hot c -> z_dim), MSR gain 1: N(0, 1 / sqrt(n_classes)) per class row
         nn.init.normal_(G.embed.weight, 0.0, 1 / math.sqrt(n_classes))
-    body = R3GANCriticBody(pack * shape[0], widths[::-1], bottom, blocks_per_stage, group_channels, expansion,
-                           bool(minibatch_std), label_features if n_classes else 0)
-    critic = Critic(body, "none", n_classes, pack, minibatch_std, augmenter)
     if n_classes:  # R3GAN's Linear(one-hot c -> 768) with gain 1/sqrt(768)
         nn.init.normal_(critic.embed.weight, 0.0, 1 / math.sqrt(label_features * n_classes))
     return G, critic

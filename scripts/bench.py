@@ -184,10 +184,11 @@ def build_models(config: str, variant: str, seed: int) -> tuple[nn.Module, nn.Mo
         # the identical network inside gan-lab's wrappers, which its step functions expect
         return Generator(g_net, 100, IMAGE), Critic(SequentialBody(*d_net), "none"), 100
     if config == "dcgan_mnist":
-        G, critic = dcgan(IMAGE, z_dim=100, width=64, critic_norm="layer")
+        G, critic = dcgan(IMAGE, z_dim=100, width=64, critic_norm="layer", conditional=False, pack=1, minibatch_std=0)
         return G, critic, 100
     if config == "mlp_ring8":  # gan-lab's default model for the toy mixtures
-        G, critic = mlp((2,), z_dim=2, hidden=128, depth=3)
+        G, critic = mlp((2,), z_dim=2, hidden=128, depth=3, generator_norm="none", critic_norm="none",
+                        conditional=False, pack=1, minibatch_std=0)
         return G, critic, 2
     raise SystemExit(f"bench.py: unknown configuration {config!r}; choose from {', '.join(CONFIGS)}")
 

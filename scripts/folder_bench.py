@@ -52,7 +52,8 @@ class InMemory:
 def iteration(data: object, seed: int) -> Iteration:
     """gan-lab's training step on 3x64x64 images, MLP G and critic, non-saturating loss, Adam."""
     torch.manual_seed(seed)
-    G, critic = mlp((3, RESOLUTION, RESOLUTION), z_dim=100, hidden=256, depth=2)
+    G, critic = mlp((3, RESOLUTION, RESOLUTION), z_dim=100, hidden=256, depth=2, generator_norm="none",
+                    critic_norm="none", conditional=False, pack=1, minibatch_std=0)
     opt_g = torch.optim.Adam(G.parameters(), lr=LR, betas=BETAS)
     opt_d = torch.optim.Adam(critic.parameters(), lr=LR, betas=BETAS)
     schedule = CriticSchedule(n_critic=1, reg_every=1, clip=0.0, unroll=0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from gan_lab.app.cli import main
 
@@ -32,6 +33,23 @@ TINY = ["train.steps=4", "train.batch_size=16", "train.log_every=2", "train.samp
         "train.checkpoint_every=2", "device=cpu"]
 TINY_MLP = ["model.hidden=32", "model.depth=2"]
 TINY_DCGAN = ["model.width=8", "model.z_dim=16", "metrics=false"]
+MODEL_SIZE_KEYS = ("channels", "width", "hidden", "features")
+
+
+def small_model(model: str) -> list[str]:
+    """Overrides that shrink a model option: its size keys (named as MODEL_SIZE_KEYS) set to 8, group_channels to 4."""
+    node = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / f"{model}.yaml")
+    overrides = []
+    for key in node:
+        value = node._get_node(key)._value()  # as written: interpolations (z_dim) stay unresolved
+        if isinstance(value, int) and not isinstance(value, bool) and str(key).endswith(MODEL_SIZE_KEYS):
+            overrides.append(f"model.{key}={4 if key == 'group_channels' else 8}")
+    return overrides
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+# Tests that need a GPU (CUDA graphs, bf16 kernels, the GPU's own RNG): skipped cleanly on a CPU-only machine.
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def run_cli(*args: str) -> None:
@@ -103,3 +121,22 @@ def critic_schedule(**knobs: float) -> "CriticSchedule":
 
     defaults = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "_loss_knobs.yaml")
     return CriticSchedule(**{**{f.name: defaults[f.name] for f in fields(CriticSchedule)}, **knobs})
+
+
+def build_model(name: str, shape: tuple[int, ...], **overrides: object) -> tuple:
+    """(G, critic) of conf/model/<name>.yaml's builder with the YAML's values and these overrides.
+
+    Builders have no Python defaults (the YAML holds each default once), so tests call them through
+    this. A value the YAML takes from the data (`${data.recommended.z_dim}`) comes from the shared
+    node of 2-D data (conf/_data_points.yaml) or of images (conf/_images.yaml) by the shape.
+    """
+    import hydra.utils
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml"), resolve=False)
+    shared = OmegaConf.load(CONF / ("_data_points.yaml" if len(shape) == 1 else "_images.yaml"))
+    for key, value in node.items():
+        if isinstance(value, str) and value.startswith("${data.recommended."):
+            node[key] = shared.recommended[value[len("${data.recommended."):-1]]
+    builder = hydra.utils.get_object(node.pop("_target_"))
+    return builder(shape, **{**node, **overrides})

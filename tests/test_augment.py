@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
+from conftest import TINY, TINY_DCGAN, TINY_MLP, build_model, run_cli, user_error
 from gan_lab import augment
 from gan_lab.augment import DiffAugment, adjust_color, cut_out, random_cutout, random_translation, translate
 from gan_lab.losses import grad_norms
-from gan_lab.models import dcgan
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.rebuild import check_config
 
@@ -98,7 +97,7 @@ def test_diffaugment_differs_per_sample_lets_gradients_through_and_is_off_in_eva
 
 def test_augmented_critic_penalty_is_taken_at_the_unaugmented_input() -> None:
     torch.manual_seed(0)
-    _, critic = dcgan((1, 28, 28), z_dim=8, width=4, augment=["translation", "color", "cutout"])
+    _, critic = build_model("dcgan", (1, 28, 28), z_dim=8, width=4, augment=["translation", "color", "cutout"])
     x = torch.randn(4, 1, 28, 28, requires_grad=True)
     norms = grad_norms(critic(x), x)
     assert norms.shape == (4,) and torch.isfinite(norms).all() and (norms > 0).all()

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 import gan_lab.data
 import gan_lab.losses
-from conftest import TINY, TINY_MLP, run_cli
+from conftest import TINY, TINY_MLP, run_cli, small_model
 from gan_lab.app.cli import build_loss, build_optimizer
 from gan_lab.losses import Loss
 from gan_lab.app.options import conf_options
@@ -74,7 +74,7 @@ def test_every_loss_and_optimizer_builds(loss: str, optimizer: str) -> None:
 @pytest.mark.parametrize("data", [d for d in conf_options("data") if d not in ("cifar10", "cifar100", "celeba")])
 @pytest.mark.parametrize("model", options("model"))
 def test_every_data_and_model_builds(data: str, model: str, tiny_mnist_root: Path) -> None:
-    cfg = compose_train(f"data={data}", f"model={model}")
+    cfg = compose_train(f"data={data}", f"model={model}", *small_model(model))
     dataset = build_data(cfg, tiny_mnist_root)
     x, _ = dataset.sample(4)
     assert x.shape == (4, *dataset.shape)

@@ -7,8 +7,9 @@ import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
 
+from conftest import build_model
 from gan_lab.losses import Wasserstein
-from gan_lab.models import Critic, MinibatchStd, dcgan, mlp
+from gan_lab.models import Critic, MinibatchStd
 from gan_lab.training.train import critic_step
 
 
@@ -84,8 +85,8 @@ OLD_DCGAN_KEYS = ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias", "n
 
 
 def test_critics_of_older_checkpoints_load() -> None:
-    for build, old_keys in ((lambda: mlp((2,), hidden=8, depth=3, minibatch_std=4), OLD_MLP_KEYS),
-                            (lambda: dcgan((1, 28, 28), z_dim=8, width=4, minibatch_std=4), OLD_DCGAN_KEYS)):
+    for build, old_keys in ((lambda: build_model("mlp", (2,), hidden=8, depth=3, minibatch_std=4), OLD_MLP_KEYS),
+                            (lambda: build_model("dcgan", (1, 28, 28), z_dim=8, width=4, minibatch_std=4), OLD_DCGAN_KEYS)):
         torch.manual_seed(0)
         _, written = build()
         old = dict(zip(old_keys, written.state_dict().values(), strict=True))
@@ -95,6 +96,6 @@ def test_critics_of_older_checkpoints_load() -> None:
         x = torch.randn(8, *((2,) if len(old_keys) == 8 else (1, 28, 28)))
         assert_close(loaded(x), written(x))
     # without minibatch std the numbering never changed
-    _, plain = mlp((2,), hidden=8, depth=3)
+    _, plain = build_model("mlp", (2,), hidden=8, depth=3)
     assert list(plain.state_dict()) == ["net.1.weight", "net.1.bias", "net.3.weight", "net.3.bias", "net.5.weight",
                                         "net.5.bias", "net.7.weight", "net.7.bias"]

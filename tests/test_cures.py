@@ -12,10 +12,10 @@ import yaml
 from torch import nn
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
+from conftest import TINY, TINY_DCGAN, TINY_MLP, build_model, run_cli, user_error
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Wasserstein, grad_norms, input_grad_norms
-from gan_lab.models import Critic, MinibatchStd, SequentialBody, dcgan, mlp
+from gan_lab.models import Critic, MinibatchStd, SequentialBody
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.rebuild import rebuild_generator
 from gan_lab.training.train import critic_forward, critic_step
@@ -34,7 +34,7 @@ def first_input(critic: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # ---- packing ---------------------------------------------------------------------------------
 
 def test_packed_mlp_critic_sees_m_samples_side_by_side() -> None:
-    _, critic = mlp((2,), hidden=8, depth=2, pack=3)
+    _, critic = build_model("mlp", (2,), hidden=8, depth=2, pack=3)
     x = torch.randn(12, 2)
     packed = first_input(critic, x)
     assert packed.shape == (4, 6) and critic(x).shape == (4,)
@@ -42,7 +42,7 @@ def test_packed_mlp_critic_sees_m_samples_side_by_side() -> None:
 
 
 def test_packed_dcgan_critic_stacks_images_along_channels() -> None:
-    _, critic = dcgan((1, 28, 28), z_dim=8, width=4, pack=2)
+    _, critic = build_model("dcgan", (1, 28, 28), z_dim=8, width=4, pack=2)
     x = torch.randn(6, 1, 28, 28)
     packed = first_input(critic, x)
     assert packed.shape == (3, 2, 28, 28) and critic(x).shape == (3,)
@@ -76,7 +76,7 @@ def test_penalties_take_the_gradient_norm_per_pack() -> None:
 
 def test_per_pack_norm_of_a_nonlinear_critic_matches_autograd_pack_by_pack() -> None:
     torch.manual_seed(0)
-    _, critic = mlp((2,), hidden=16, depth=2, pack=4)
+    _, critic = build_model("mlp", (2,), hidden=16, depth=2, pack=4)
     x = torch.randn(12, 2, requires_grad=True)
     expected = []
     for i in range(3):  # the gradient of pack i's score w.r.t. its own four rows, by hand
@@ -96,7 +96,7 @@ def test_packs_and_groups_never_mix_real_and_fake(cure: str, norm: str) -> None:
     # penalised parts and for batch norm) scores each part as if it were alone: no pack or
     # minibatch-std group takes rows from two parts.
     torch.manual_seed(0)
-    _, critic = mlp((2,), hidden=8, depth=2, critic_norm=norm, **CURES[cure])
+    _, critic = build_model("mlp", (2,), hidden=8, depth=2, critic_norm=norm, **CURES[cure])
     critic.eval()  # batch norm on running statistics: a part's scores would otherwise depend on its batch
     real, fake = torch.randn(8, 2), torch.randn(8, 2) + 3
     interpolated = (0.5 * (real + fake)).requires_grad_(True)
@@ -115,7 +115,7 @@ def test_ddp_concatenated_forward_keeps_parts_apart(cure: str, tmp_path: Path) -
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
     try:
         torch.manual_seed(0)
-        _, critic = mlp((2,), hidden=8, depth=2, **CURES[cure])
+        _, critic = build_model("mlp", (2,), hidden=8, depth=2, **CURES[cure])
         wrapped = nn.parallel.DistributedDataParallel(critic)
         real, fake = torch.randn(8, 2), torch.randn(8, 2) + 3
         interpolated = (0.5 * (real + fake)).requires_grad_(True)
@@ -127,7 +127,7 @@ def test_ddp_concatenated_forward_keeps_parts_apart(cure: str, tmp_path: Path) -
 
 
 def test_pointwise_scores_each_sample_as_a_pack_of_its_copies() -> None:
-    _, critic = mlp((2,), hidden=8, depth=2, pack=2, minibatch_std=2)
+    _, critic = build_model("mlp", (2,), hidden=8, depth=2, pack=2, minibatch_std=2)
     x = torch.randn(5, 2)  # any count: the critic landscape scores a whole grid
     expected = torch.stack([critic(p.expand(4, 2)).mean() for p in x])
     assert_close(critic.pointwise(x), expected)
@@ -135,7 +135,7 @@ def test_pointwise_scores_each_sample_as_a_pack_of_its_copies() -> None:
 
 def test_pack_with_a_conditional_critic_is_refused() -> None:
     with pytest.raises(GanLabError, match="PacGAN defines packing for unconditional GANs only"):
-        mlp((2,), pack=2, conditional=True, n_classes=8)
+        build_model("mlp", (2,), pack=2, conditional=True, n_classes=8)
 
 
 # ---- minibatch standard deviation ------------------------------------------------------------
@@ -154,12 +154,12 @@ def test_minibatch_std_appends_each_groups_mean_spread() -> None:
 
 
 def test_minibatch_std_sits_in_the_critics_last_block() -> None:
-    _, critic = mlp((2,), hidden=8, depth=3, minibatch_std=4)
+    _, critic = build_model("mlp", (2,), hidden=8, depth=3, minibatch_std=4)
     assert isinstance(critic.minibatch_std, MinibatchStd) and critic.minibatch_std.group_size == 4
     last_block = list(critic.net)[critic.net.split:]  # what sees the spread: the last block and the head
     assert isinstance(last_block[0], nn.Linear) and last_block[0].in_features == 9
     assert sum(isinstance(m, nn.Linear) for m in last_block) == 2  # the last hidden layer and the head
-    _, conv = dcgan((1, 28, 28), z_dim=8, width=4, minibatch_std=4)
+    _, conv = build_model("dcgan", (1, 28, 28), z_dim=8, width=4, minibatch_std=4)
     assert conv.net[conv.net.split].in_channels == 2 * 4 + 1
     assert conv(torch.randn(8, 1, 28, 28)).shape == (8,)
 
@@ -169,7 +169,7 @@ def test_minibatch_std_penalty_takes_the_groups_summed_score_gradient() -> None:
     # its group, so the penalised gradient w.r.t. sample i is d(sum_j C_j)/dx_i over its group,
     # not dC_i/dx_i alone.
     torch.manual_seed(0)
-    _, critic = mlp((2,), hidden=8, depth=2, minibatch_std=2)
+    _, critic = build_model("mlp", (2,), hidden=8, depth=2, minibatch_std=2)
     x = torch.randn(4, 2, requires_grad=True)
     jacobian = torch.autograd.functional.jacobian(critic, x)  # (4 scores, 4 samples, 2)
     summed = jacobian.sum(dim=0).norm(dim=1)

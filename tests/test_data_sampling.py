@@ -10,19 +10,15 @@ import math
 from pathlib import Path
 from typing import Callable
 
-import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_DCGAN, run_cli
+from conftest import TINY, TINY_DCGAN, build_model, requires_cuda, run_cli
 from gan_lab.data import ImageData, ToyMixture
 from gan_lab.losses import Wasserstein
-from gan_lab.models import mlp
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.safety import NonFiniteGuard
 from gan_lab.training.train import critic_step, generator_step
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def source_indices(data: ImageData, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +82,7 @@ def hot_loop(device: torch.device) -> Callable[[int], dict[str, torch.Tensor]]:
     """WGAN-GP iterations of gan-lab's loop body on ring8 held on `device`; building happens here, not per step."""
     torch.manual_seed(0)
     data = ToyMixture("ring8", sigma=0.01, device=device)
-    G, critic = (net.to(device) for net in mlp((2,), z_dim=2, hidden=32, depth=2))
+    G, critic = (net.to(device) for net in build_model("mlp", (2,), z_dim=2, hidden=32, depth=2))
     loss, n_critic = Wasserstein(lambda_gp=0.1), 2
     opt_g, opt_d = (torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.0, 0.9)) for net in (G, critic))
     guard = NonFiniteGuard("stop", device)
@@ -110,7 +106,7 @@ def test_hot_loop_scalars_stay_tensors_on_the_device() -> None:
     assert all(torch.isfinite(v) for v in stats.values())
 
 
-@cuda
+@requires_cuda
 def test_cuda_hot_loop_has_no_host_round_trip() -> None:
     device = torch.device("cuda")
     run = hot_loop(device)  # the models and data move to the GPU here, before the checked steps
@@ -124,7 +120,7 @@ def test_cuda_hot_loop_has_no_host_round_trip() -> None:
     assert all(torch.isfinite(v) for v in stats.values())
 
 
-@cuda
+@requires_cuda
 def test_cuda_training_run_keeps_images_on_the_gpu(tmp_path: Path, tiny_mnist_root: Path) -> None:
     data = ImageData("mnist", root=str(tiny_mnist_root), download=False, device="cuda")
     assert data.images.is_cuda and data.images.dtype == torch.uint8 and data.labels.is_cuda

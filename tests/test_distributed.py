@@ -14,9 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.testing import assert_close
 
-from conftest import TINY_MLP, run_cli
+from conftest import TINY_MLP, build_model, run_cli
 from gan_lab.losses import RpGAN, Wasserstein
-from gan_lab.models import mlp
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.training import distributed
 from gan_lab.training.train import critic_step, generator_step
@@ -41,7 +40,7 @@ def train_steps(x: torch.Tensor, z: torch.Tensor, z_g: torch.Tensor, eps: torch.
                 loss_name: str = "wgan_gp") -> list[dict]:
     """STEPS critic + generator steps of the loss on fixed batches; the weights and losses after each."""
     torch.manual_seed(0)
-    G, critic = mlp((2,), z_dim=2, hidden=16, depth=2)
+    G, critic = build_model("mlp", (2,), z_dim=2, hidden=16, depth=2)
     # SGD: Adam divides by sqrt(v), which turns float rounding in near-zero gradients into
     # visible steps; plain gradient steps keep the comparison with the full batch tight
     opt_g = torch.optim.SGD(G.parameters(), lr=0.05)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
+from conftest import TINY, TINY_DCGAN, TINY_MLP, build_model, run_cli, user_error
 from gan_lab.data import ToyMixture
 from gan_lab.evaluation.evaluate import make_evaluator
 from test_train import read_events
@@ -184,11 +184,9 @@ def test_eval_reads_the_data_where_it_lives_on_this_machine(tmp_path: Path, tiny
 
 @pytest.mark.parametrize("model", ["mlp", "dcgan"])
 def test_conditional_models_take_labels(model: str) -> None:
-    from gan_lab.models import dcgan, mlp
-
     shape = (2,) if model == "mlp" else (1, 28, 28)
-    build = mlp if model == "mlp" else dcgan
-    G, critic = build(shape, z_dim=8, conditional=True, n_classes=10, **({"hidden": 16} if model == "mlp" else {"width": 8}))
+    G, critic = build_model(model, shape, z_dim=8, conditional=True, n_classes=10,
+                            **({"hidden": 16} if model == "mlp" else {"width": 8}))
     z, y = torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 4, 9])
     x = G(z, y)
     assert x.shape == (6, *shape) and critic(x, y).shape == (6,)
@@ -248,8 +246,6 @@ def rgb_data(n: int = 40):
 def test_inception_metrics_without_weights_say_so_once_and_go_on(monkeypatch, tmp_path, capsys) -> None:
     from urllib.error import URLError
 
-    from gan_lab.models import dcgan
-
     calls = []
 
     def no_internet(url, dst, *args, **kwargs):
@@ -258,7 +254,7 @@ def test_inception_metrics_without_weights_say_so_once_and_go_on(monkeypatch, tm
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached copy of torch-fidelity's weights
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_internet)
-    G, _ = dcgan((3, 32, 32), z_dim=8, width=4)
+    G, _ = build_model("dcgan", (3, 32, 32), z_dim=8, width=4)
     evaluator = make_evaluator(rgb_data())
     assert evaluator(G) == {} and evaluator(G) == {}
     assert len(calls) == 1 and calls[0].endswith("weights-inception-2015-12-05-6726825d.pth")  # not retried

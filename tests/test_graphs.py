@@ -7,25 +7,29 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, TINY_MLP, critic_schedule, run_cli, user_error
+from conftest import CONF, TINY, TINY_MLP, build_model, critic_schedule, requires_cuda, run_cli, user_error
 from gan_lab.data import ToyMixture
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Hinge, RaGAN, RpGAN, Wasserstein
-from gan_lab.models import dcgan, mlp
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.safety import NonFiniteGuard
 from gan_lab.training import graphs
 from gan_lab.training.ema import GeneratorEMA
 from gan_lab.training.schedules import LRSchedule, linear
 from gan_lab.training.train import Iteration
+from test_capture import TINY_SIZES
 from test_train import read_events
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# every conf/model option, tiny, and the cures that change what the critic runs (tests/test_capture.py checks each
+# on the CPU; these compare its graph with eager on CUDA)
+MODEL_OPTIONS = [*((p.stem, {}) for p in sorted((CONF / "model").glob("*.yaml"))),
+                 ("mlp", {"pack": 2, "minibatch_std": 2}),
+                 ("dcgan", {"minibatch_std": 2, "augment": ["translation", "color", "cutout"]}), ("r3gan", {"pack": 2})]
 
 
 def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", fused: bool = False,
-          schedule_steps: int = 0, ema_kimg: float = 0.0, **knobs: float):
-    """A seeded WGAN-GP iteration on ring8 (or DCGAN on random 'images'), as gan_lab.training.train builds it.
+          schedule_steps: int = 0, ema_kimg: float = 0.0, cures: dict | None = None, **knobs: float):
+    """A seeded WGAN-GP iteration on ring8 (or a conv model on random 'images'), as gan_lab.training.train builds it.
 
     schedule_steps > 0: both learning rates fall linearly to 0 at that step (train.lr_schedule=linear);
     ema_kimg > 0: a generator EMA of that half-life with the default ramp-up (train.ema_kimg);
@@ -33,10 +37,13 @@ def build(device: str, loss=None, seed: int = 0, amp=None, model: str = "mlp", f
     """
     torch.manual_seed(seed)
     if model == "mlp":
-        G, critic = mlp((2,), z_dim=2, hidden=64, depth=3)
+        G, critic = build_model("mlp", (2,), z_dim=2, hidden=64, depth=3, **(cures or {}))
         data = ToyMixture("ring8", sigma=0.02, device=device)
+    elif model == "dcgan":
+        G, critic = build_model("dcgan", (1, 28, 28), z_dim=16, width=16, critic_norm="layer", **(cures or {}))
+        data = ImagesOnDevice(device)
     else:
-        G, critic = dcgan((1, 28, 28), z_dim=16, width=16, critic_norm="layer")
+        G, critic = build_model(model, (1, 28, 28), z_dim=16, **TINY_SIZES.get(model, {}), **(cures or {}))
         data = ImagesOnDevice(device)
     G, critic = G.to(device), critic.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9), fused=fused or None)
@@ -82,17 +89,17 @@ def deterministic():
     torch.use_deterministic_algorithms(False)
 
 
-@cuda
-@pytest.mark.parametrize("model", ["mlp", "dcgan"])
-def test_graph_and_eager_give_the_same_losses(model: str, deterministic) -> None:
-    eager = build("cuda", model=model)
+@requires_cuda
+@pytest.mark.parametrize("model, cures", MODEL_OPTIONS, ids=[f"{m}{'-cured' if c else ''}" for m, c in MODEL_OPTIONS])
+def test_graph_and_eager_give_the_same_losses(model: str, cures: dict, deterministic) -> None:
+    eager = build("cuda", model=model, cures=cures)
     graphs.runner(eager, False, torch.device("cuda"), 0, skip=False)
     for opt in (eager.opt_g, eager.opt_d):
         # Adam's math as the graph runs it: capturable computes its bias corrections on the
         # device in float32 rather than on the host in float64 (a 1e-7 difference per step,
         # which a GAN run amplifies to 1e-3 in 300 steps)
         graphs.set_capturable(opt, True)
-    graphed_iteration = build("cuda", model=model)
+    graphed_iteration = build("cuda", model=model, cures=cures)
     graphed = graphs.runner(graphed_iteration, True, torch.device("cuda"), 0, skip=False)
     assert isinstance(graphed, graphs.GraphedIteration)
     torch.manual_seed(1)
@@ -101,21 +108,21 @@ def test_graph_and_eager_give_the_same_losses(model: str, deterministic) -> None
     b = losses_over(graphed, 300)
     assert graphed.graph is not None and not graphed.eager  # really captured and replayed
     assert torch.isfinite(b).all()
-    if model == "mlp":
+    if model == "mlp":  # packing and minibatch std add no kernel that is not bitwise reproducible
         # The same kernels on the same random numbers: equal up to float rounding after 300 steps,
         # and the same weights at the end, not only the same losses.
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
         for p, q in zip(eager.critic.parameters(), graphed_iteration.critic.parameters()):
             torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
     else:
-        # The DCGAN's cuDNN kernels are not bitwise reproducible even eagerly: on an H100 the two
+        # The conv models' cuDNN kernels are not bitwise reproducible even eagerly: on an H100 the two
         # runs differ by 1e-5 at step 1, an eager warm-up step of the graphed run, and a GAN run
         # amplifies that to ~6e-2 by step 300 (losses of size 1 to 3). Different random numbers
         # or a wrong captured step would differ by O(1) at once.
         torch.testing.assert_close(b[:10], a[:10], rtol=1e-3, atol=5e-3)
 
 
-@cuda
+@requires_cuda
 @pytest.mark.parametrize("fused", [False, True])
 def test_graph_with_linear_schedule_matches_eager(fused: bool, deterministic) -> None:
     # The schedule is captured: every replay sets its own step's learning rates from the graph's
@@ -146,7 +153,7 @@ def test_graph_with_linear_schedule_matches_eager(fused: bool, deterministic) ->
     assert not torch.allclose(c[-20:], b[-20:], rtol=1e-3, atol=1e-3)
 
 
-@cuda
+@requires_cuda
 def test_graph_linear_schedule_cli_runs_graphed_and_resumes_on_the_cpu(tmp_path: Path, capsys) -> None:
     scheduled = [*TINY, *TINY_MLP, "train.lr_schedule=linear", "optimizer.lr=1e-3", "train.steps=8",
                  "train.checkpoint_every=4", "train.log_every=1"]
@@ -162,7 +169,7 @@ def test_graph_linear_schedule_cli_runs_graphed_and_resumes_on_the_cpu(tmp_path:
     assert load_checkpoint(tmp_path / "cpu")["step"] == 8
 
 
-@cuda
+@requires_cuda
 def test_graph_linear_schedule_with_unfused_sgd_trains_eagerly_with_a_warning(tmp_path: Path, capsys) -> None:
     run_cli("train", *TINY, *TINY_MLP, "device=cuda", "optimizer=sgd", "train.lr_schedule=linear",
             f"hydra.run.dir={tmp_path}")
@@ -173,7 +180,7 @@ def test_graph_linear_schedule_with_unfused_sgd_trains_eagerly_with_a_warning(tm
     assert "no CUDA graph" not in " ".join(capsys.readouterr().err.split())
 
 
-@cuda
+@requires_cuda
 def test_graph_guard_records_the_step_a_nan_appeared() -> None:
     iteration = build("cuda")
     run = graphs.runner(iteration, True, torch.device("cuda"), 0, skip=False)
@@ -188,7 +195,7 @@ def test_graph_guard_records_the_step_a_nan_appeared() -> None:
         iteration.guard.check("the last good checkpoint")
 
 
-@cuda
+@requires_cuda
 def test_graph_cli_run_resumes_eagerly(tmp_path: Path) -> None:
     run_cli("train", *TINY, *TINY_MLP, "device=cuda", "train.steps=8", "train.checkpoint_every=4",
             f"hydra.run.dir={tmp_path}")
@@ -202,7 +209,7 @@ def test_graph_cli_run_resumes_eagerly(tmp_path: Path) -> None:
     assert len(values) == 8 and all(torch.isfinite(torch.tensor(values)))
 
 
-@cuda
+@requires_cuda
 def test_graph_with_skip_falls_back_with_a_warning(tmp_path: Path, capsys) -> None:
     run_cli("train", *TINY, *TINY_MLP, "device=cuda", "train.nonfinite=skip", "train.cuda_graph=true",
             f"hydra.run.dir={tmp_path}")
@@ -211,7 +218,7 @@ def test_graph_with_skip_falls_back_with_a_warning(tmp_path: Path, capsys) -> No
     assert load_checkpoint(tmp_path)["step"] == 4
 
 
-@cuda
+@requires_cuda
 def test_graph_bf16_and_compile_run(tmp_path: Path, capsys) -> None:
     run_cli("train", *TINY, *TINY_MLP, "device=cuda", "train.precision=bf16", "train.compile=aot_eager",
             "train.steps=6", f"hydra.run.dir={tmp_path}")
@@ -275,8 +282,7 @@ def test_graph_blockers_name_the_setting() -> None:
     assert "train.nonfinite=skip" in graphs.graph_blocker(skip=True)
 
 
-
-@cuda
+@requires_cuda
 @pytest.mark.parametrize("loss", [RaGAN(), RpGAN(lambda_r1=0.1, lambda_r2=0.1)])
 def test_graph_replays_a_relativistic_generator_step(loss, deterministic) -> None:
     # the generator step's fresh real batch is drawn inside the graph, like the critic's: the same
@@ -334,7 +340,7 @@ def test_gpu_checks_script_is_valid_bash() -> None:
         assert test_file in text and (script.parent.parent / test_file).is_file()
 
 
-@cuda
+@requires_cuda
 def test_graph_per_phase_of_lazy_regularisation_matches_eager(deterministic) -> None:
     loss = lambda: RpGAN(lambda_r1=0.1, lambda_r2=0.1)
     eager = build("cuda", loss=loss(), reg_every=4)
@@ -350,7 +356,7 @@ def test_graph_per_phase_of_lazy_regularisation_matches_eager(deterministic) -> 
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
-@cuda
+@requires_cuda
 def test_graph_with_ema_matches_eager(deterministic) -> None:
     # the EMA's update is captured: every replay applies its own step's beta (ramp-up included)
     eager = build("cuda", ema_kimg=0.5)

@@ -7,8 +7,10 @@ The layer rule (top first): a module imports only modules of its own layer or of
     evaluation   gan_lab.evaluation.*    }
     runs         gan_lab.runs.*
     bottom       what conf/ names and what it needs: losses, models, resnets, data, folder,
-                 image_cache, augment, optimizers, errors, measures (what data sets declare; the
-                 evaluation layer hands its tools down in the EvalContext), torchvision_sets
+                 image_cache, augment, optimizers, errors, capture (the CUDA-graph contract they
+                 declare), table, table_columns, table_transform, table_condition, measures (what
+                 data sets declare; the evaluation layer hands its tools down in the EvalContext),
+                 torchvision_sets
 
 sweeps.py sits with app/: it is the sweep's side of `gan-lab train` (the SweepSummary callback
 conf/train.yaml names, threads per job, the objective), imports runs/ and is imported by app/
@@ -95,8 +97,10 @@ def test_lower_layers_never_import_the_app() -> None:
 LAYERS = {  # the rank of each layer: higher imports lower, never the reverse
     "app": 3, "training": 2, "evaluation": 2, "runs": 1, "bottom": 0,
 }
-BOTTOM = {"gan_lab", "gan_lab.measures", "gan_lab.torchvision_sets", "gan_lab.losses", "gan_lab.models", "gan_lab.resnets", "gan_lab.data", "gan_lab.folder",
-          "gan_lab.image_cache", "gan_lab.augment", "gan_lab.optimizers", "gan_lab.errors"}
+BOTTOM = {"gan_lab", "gan_lab.losses", "gan_lab.models", "gan_lab.resnets", "gan_lab.data", "gan_lab.folder",
+          "gan_lab.image_cache", "gan_lab.augment", "gan_lab.optimizers", "gan_lab.errors", "gan_lab.capture",
+          "gan_lab.table", "gan_lab.table_columns", "gan_lab.table_transform", "gan_lab.table_condition",
+          "gan_lab.measures", "gan_lab.torchvision_sets"}
 
 
 def layer(name: str) -> str:
@@ -165,17 +169,18 @@ def test_the_rule_reads_what_it_should(tmp_path: Path) -> None:
 def test_the_validity_rules_sit_beside_what_they_check() -> None:
     # the critic's rules with the models, the batch size against the data set's size with the data
     import pytest
+    from conftest import build_model
 
     from gan_lab.data import ToyMixture, check_batch_size
     from gan_lab.errors import GanLabError
     from gan_lab.losses import Wasserstein
-    from gan_lab.models import check_critic, mlp
+    from gan_lab.models import check_critic
 
-    _, critic = mlp((2,), critic_norm="batch")
+    _, critic = build_model("mlp", (2,), critic_norm="batch")
     with pytest.raises(GanLabError, match="batch norm is refused"):
         check_critic(critic, Wasserstein(lambda_gp=10.0), batch_size=64)
     assert check_critic(critic, Wasserstein(lambda_gp=0.0), batch_size=64) == []
-    _, packed = mlp((2,), pack=2, minibatch_std=2)
+    _, packed = build_model("mlp", (2,), pack=2, minibatch_std=2)
     with pytest.raises(GanLabError, match="multiple of 4"):
         check_critic(packed, Wasserstein(lambda_gp=0.0), batch_size=66)
     [note] = check_critic(packed, Wasserstein(lambda_gp=10.0), batch_size=64)

@@ -9,11 +9,10 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from conftest import critic_schedule
+from conftest import build_model, critic_schedule
 from gan_lab.errors import GanLabError
 from gan_lab.losses import (Hinge, LeastSquares, Minimax, NonSaturating, RaGAN, RaLSGAN, RpGAN, RSGAN, Wasserstein,
                             clip_weights, gradient_penalty, interpolates, perturbed, squared_gradient)
-from gan_lab.models import mlp
 from gan_lab.training.train import critic_step, generator_step
 
 REAL = torch.tensor([2.0, -1.0])  # critic outputs (logits / scores) on two real samples
@@ -164,7 +163,7 @@ def test_dragan_points_lie_between_x_and_its_noisy_copy() -> None:
 
 def test_weight_clipping_after_a_critic_step() -> None:
     torch.manual_seed(0)
-    G, critic = mlp((2,), z_dim=2, hidden=16, depth=1)
+    G, critic = build_model("mlp", (2,), z_dim=2, hidden=16, depth=1)
     opt = torch.optim.RMSprop(critic.parameters(), lr=0.5)  # a large step pushes weights out of the box
     critic_step(G, critic, Wasserstein(), opt, torch.randn(32, 2), torch.randn(32, 2), clip=0.01)
     weights = torch.cat([p.detach().flatten() for p in critic.parameters()])
@@ -196,7 +195,7 @@ def test_loss_settings_out_of_range(kwargs: dict, key: str) -> None:
 def test_critic_step_penalty_equals_the_pure_function() -> None:
     # the critic step adds the penalty gradient_penalty() computes on the same interpolates
     torch.manual_seed(0)
-    G, critic = mlp((2,), z_dim=2, hidden=16, depth=2)
+    G, critic = build_model("mlp", (2,), z_dim=2, hidden=16, depth=2)
     x, z = torch.randn(32, 2), torch.randn(32, 2)
     opt = torch.optim.SGD(critic.parameters(), lr=0.0)  # lr 0: the step leaves the critic as it was
     state = torch.get_rng_state()
@@ -211,7 +210,7 @@ def test_critic_step_penalty_equals_the_pure_function() -> None:
 def test_critic_step_logs_every_penalty_in_closed_form() -> None:
     # a linear critic has ||grad C|| = ||w|| = 5 at every point: each penalty is known exactly
     torch.manual_seed(0)
-    G, _ = mlp((2,), z_dim=2, hidden=16, depth=2)
+    G, _ = build_model("mlp", (2,), z_dim=2, hidden=16, depth=2)
     critic = Linear(torch.tensor([3.0, 4.0]))
     loss = Wasserstein(lambda_gp=2.0, lambda_r1=4.0, lambda_r2=6.0, lambda_dragan=8.0)
     stats = critic_step(G, critic, loss, torch.optim.SGD(critic.parameters(), lr=0.0), torch.randn(8, 2),
@@ -226,7 +225,7 @@ def test_critic_step_logs_every_penalty_in_closed_form() -> None:
 def test_lazy_regularisation_scales_the_penalty_by_reg_every(regularise: bool) -> None:
     # linear critic, W-loss + R1 with gamma: grad_w = E G(z) - E x + reg_every * gamma * w on a regularised step
     torch.manual_seed(0)
-    G, _ = mlp((2,), z_dim=2, hidden=16, depth=2)
+    G, _ = build_model("mlp", (2,), z_dim=2, hidden=16, depth=2)
     w = torch.tensor([3.0, 4.0])
     critic = Linear(w.clone())
     x, z = torch.randn(8, 2), torch.randn(8, 2)
@@ -242,7 +241,7 @@ def test_lazy_regularisation_scales_the_penalty_by_reg_every(regularise: bool) -
 
 def test_generator_step_gives_a_relativistic_loss_the_real_scores() -> None:
     torch.manual_seed(0)
-    G, critic = mlp((2,), z_dim=2, hidden=16, depth=2)
+    G, critic = build_model("mlp", (2,), z_dim=2, hidden=16, depth=2)
     x, z = torch.randn(8, 2), torch.randn(8, 2)
     with torch.no_grad():
         expected = torch.nn.functional.softplus(-(critic(G(z)) - critic(x))).mean()

@@ -13,15 +13,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.testing import assert_close
 
-from conftest import TINY, run_cli, user_error
+from conftest import TINY, build_model, requires_cuda, run_cli, user_error
 from gan_lab.app.cli import build_loss
 from gan_lab.app.options import conf_options
 from gan_lab.errors import GanLabError
 from gan_lab.runs.checkpoint import load_checkpoint
-from gan_lab.resnets import Resample, ResNeXtBlock, r3gan, resnet
+from gan_lab.resnets import Resample, ResNeXtBlock
 from gan_lab.training.train import critic_step, generator_step
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 # tiny widths: every test below trains in a second or two on one CPU thread
 TINY_RESNET = ["model.g_channels=8", "model.g_max_channels=8", "model.d_channels=8", "model.d_max_channels=8",
@@ -37,14 +36,14 @@ def count(module: torch.nn.Module) -> int:
 
 # ../shared/docs/architectures.md's counts, computed from the reference code (Mimicry, BigGAN-PyTorch, R3GAN)
 @pytest.mark.parametrize("builder, settings, g_count, d_count", [
-    (resnet, {}, 4_276_739, 1_053_825),  # SNGAN ResNet 32 px (Mimicry sngan_32)
-    (resnet, {"d_channels": 256, "d_max_channels": 256, "d_wide": True, "generator_spectral": True,
+    ("resnet", {}, 4_276_739, 1_053_825),  # SNGAN ResNet 32 px (Mimicry sngan_32)
+    ("resnet", {"d_channels": 256, "d_max_channels": 256, "d_wide": True, "generator_spectral": True,
               "conditional": True}, 4.30e6, 4.21e6),  # BigGAN CIFAR, ch=64
-    (r3gan, {"conditional": True}, 20.8e6, 21.3e6),  # R3GAN's CIFAR10 preset, --cond=1
-    (r3gan, {}, 20_732_160, 20_683_776),  # the same, unconditional
+    ("r3gan", {"conditional": True}, 20.8e6, 21.3e6),  # R3GAN's CIFAR10 preset, --cond=1
+    ("r3gan", {}, 20_732_160, 20_683_776),  # the same, unconditional
 ])
 def test_published_settings_give_the_papers_parameter_counts(builder, settings, g_count, d_count) -> None:
-    G, critic = builder((3, 32, 32), n_classes=10, **settings)
+    G, critic = build_model(builder, (3, 32, 32), n_classes=10, **settings)
     assert count(G) == pytest.approx(g_count, rel=0.10) and count(critic) == pytest.approx(d_count, rel=0.10)
 
 
@@ -123,11 +122,11 @@ def test_the_dcgan_run_prints_its_parameter_counts_too(tmp_path: Path, tiny_mnis
 
 @pytest.mark.parametrize("side, bottom, doublings", [(28, 7, 2), (32, 4, 3), (48, 6, 3), (64, 4, 4), (256, 4, 6)])
 def test_g_starts_from_a_bottom_map_and_doubles_to_the_side(side: int, bottom: int, doublings: int) -> None:
-    G, critic = resnet((1, side, side), g_channels=4, g_max_channels=4, d_channels=4, d_max_channels=4, z_dim=4)
+    G, critic = build_model("resnet", (1, side, side), g_channels=4, g_max_channels=4, d_channels=4, d_max_channels=4, z_dim=4)
     assert (G.net.bottom, len(G.net.blocks)) == (bottom, doublings)
     x = G(torch.randn(2, 4))
     assert x.shape == (2, 1, side, side) and critic(x).shape == (2,)
-    G, critic = r3gan((1, side, side), channels=4, max_channels=4, group_channels=4, z_dim=4)
+    G, critic = build_model("r3gan", (1, side, side), channels=4, max_channels=4, group_channels=4, z_dim=4)
     assert tuple(G.net.basis.shape[1:]) == (bottom, bottom) and len(G.net.stages) == doublings + 1
     assert G(torch.randn(2, 4)).shape == (2, 1, side, side)
 
@@ -135,24 +134,24 @@ def test_g_starts_from_a_bottom_map_and_doubles_to_the_side(side: int, bottom: i
 @pytest.mark.parametrize("model", ["resnet", "r3gan"])
 def test_a_side_the_nets_cannot_reach_is_explained(model: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(GanLabError, match="28 to 256 px that is 4 to 7 times a power of two"):
-        (resnet if model == "resnet" else r3gan)((3, 36, 36))
+        build_model(model, (3, 36, 36))
     message = user_error(capsys, "train", f"model={model}", "data=ring8", *TINY)
     assert f"model={model} needs square images" in message
 
 
 def test_widths_double_as_the_resolution_halves_up_to_the_cap() -> None:
     # BigGAN at 64 px, ch=64: G in [16, 16, 8, 4] x ch -> out [16, 8, 4, 2] x ch at 8..64 px
-    G, _ = resnet((3, 64, 64), g_channels=128, g_max_channels=1024)
+    G, _ = build_model("resnet", (3, 64, 64), g_channels=128, g_max_channels=1024)
     assert [b.conv1.out_channels for b in G.net.blocks] == [1024, 512, 256, 128] and G.net.c0 == 1024
     # R3GAN FFHQ-256: 768 x 4, 384, 192, 96 per stage from 4 px
-    G, critic = r3gan((3, 256, 256), channels=96)
+    G, critic = build_model("r3gan", (3, 256, 256), channels=96)
     assert [stage[-1].conv3.out_channels for stage in G.net.stages] == [768, 768, 768, 768, 384, 192, 96]
     assert [stage[0].conv3.out_channels for stage in critic.net.stages] == [96, 192, 384, 768, 768, 768]
 
 
 def test_conditional_batch_norm_makes_the_label_change_the_image() -> None:
     torch.manual_seed(0)
-    G, _ = resnet((3, 32, 32), g_channels=8, g_max_channels=8, z_dim=8, conditional=True, n_classes=10)
+    G, _ = build_model("resnet", (3, 32, 32), g_channels=8, g_max_channels=8, z_dim=8, conditional=True, n_classes=10)
     for module in G.modules():  # move the per-class scales off their N(1, 0.02) start
         if isinstance(module, torch.nn.Embedding):
             torch.nn.init.normal_(module.weight)
@@ -162,7 +161,7 @@ def test_conditional_batch_norm_makes_the_label_change_the_image() -> None:
 
 def test_r3gan_blocks_start_as_the_identity_with_fixup_gains() -> None:
     torch.manual_seed(0)
-    G, _ = r3gan((3, 32, 32), conditional=True, n_classes=10)
+    G, _ = build_model("r3gan", (3, 32, 32), conditional=True, n_classes=10)
     blocks = [m for m in G.modules() if isinstance(m, ResNeXtBlock)]
     assert len(blocks) == 8
     h = torch.randn(2, 768, 4, 4)
@@ -174,7 +173,7 @@ def test_r3gan_blocks_start_as_the_identity_with_fixup_gains() -> None:
     assert blocks[0].conv2.weight.std().item() == pytest.approx(gain / math.sqrt(16 * 9), rel=0.02)
     assert blocks[0].conv2.groups == 96  # R3GAN CIFAR-10's cardinality
     # a conditional R3GAN critic is the projection alone: <embed(y), features>, no unconditional term
-    _, critic = r3gan((3, 32, 32), channels=8, max_channels=8, group_channels=4, label_features=8,
+    _, critic = build_model("r3gan", (3, 32, 32), channels=8, max_channels=8, group_channels=4, label_features=8,
                       conditional=True, n_classes=10)
     x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
     features = critic.net.last_block(critic.net.trunk(x))
@@ -204,7 +203,7 @@ def test_the_generator_and_an_unpenalised_critic_compile_whole(model: str, tmp_p
     assert "compiled generator" in out and "critic (" in out
 
 
-@cuda
+@requires_cuda
 @pytest.mark.parametrize("model, loss", [("resnet", "hinge"), ("r3gan", "r3gan")])
 def test_residual_models_train_graphed_on_cuda(model: str, loss: str, tmp_path: Path, tiny_mnist_root: Path,
                                                capsys) -> None:

@@ -11,10 +11,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_DCGAN, TINY_MLP, critic_schedule, run_cli, straight_and_resumed
+from conftest import TINY, TINY_DCGAN, TINY_MLP, build_model, critic_schedule, run_cli, straight_and_resumed
 from gan_lab.data import ToyMixture
 from gan_lab.losses import Loss, RaGAN, RpGAN, Wasserstein
-from gan_lab.models import mlp
 from gan_lab.app.options import conf_options
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.runs.rebuild import builders
@@ -280,7 +279,7 @@ def toy_iteration(loss, conditional: bool = False, **knobs: float) -> Iteration:
     """A seeded ring8 iteration with tiny MLPs and SGD, as gan_lab.training.train builds it; knobs: the critic's schedule."""
     torch.manual_seed(0)
     data = ToyMixture("ring8", sigma=0.02)
-    G, critic = mlp((2,), z_dim=2, hidden=16, depth=2, conditional=conditional, n_classes=data.n_classes)
+    G, critic = build_model("mlp", (2,), z_dim=2, hidden=16, depth=2, conditional=conditional, n_classes=data.n_classes)
     opt_g, opt_d = (torch.optim.SGD(net.parameters(), lr=0.01) for net in (G, critic))
     return Iteration(G, critic, G, critic, loss, critic_schedule(**knobs), data, opt_g, opt_d, 16,
                      NonFiniteGuard("stop", torch.device("cpu")))

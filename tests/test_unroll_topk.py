@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, straight_and_resumed, user_error
+from conftest import TINY, TINY_DCGAN, TINY_MLP, build_model, run_cli, straight_and_resumed, user_error
 from gan_lab.losses import NonSaturating, RSGAN, Wasserstein
-from gan_lab.models import mlp
 from gan_lab.runs.checkpoint import load_checkpoint
 from gan_lab.training.settings import TrainSettings
 from gan_lab.training.train import critic_objective, generator_step
@@ -28,7 +27,7 @@ OPTIMIZERS = {
 
 def nets(seed: int = 0, dtype: torch.dtype = torch.float32, **kw):
     torch.manual_seed(seed)
-    G, critic = mlp((2,), z_dim=2, hidden=8, depth=2, **kw)
+    G, critic = build_model("mlp", (2,), z_dim=2, hidden=8, depth=2, **kw)
     return G.to(dtype), critic.to(dtype)
 
 

@@ -27,9 +27,6 @@ from gan_lab.runs.rebuild import BUILD_TIME
 _PLUMBING = ("gan_lab.app.cli", "gan_lab.app.building", "hydra.", "omegaconf.", "importlib", "_frozen_importlib",
              "torch.optim.")
 
-# Arguments a builder gets from gan-lab at build time (BUILD_TIME), or that no config node names.
-_NOT_KEYS = BUILD_TIME | {"self", "args", "kwargs", "settings", "augment", "params"}
-
 _UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
 
 
@@ -48,7 +45,7 @@ def _takes(target: Any) -> list[str]:
     # the keyword arguments a builder (a _target_ string or a callable) declares; [] when it cannot be read
     try:
         builder = hydra.utils.get_object(target) if isinstance(target, str) else target
-        return [name for name in inspect.signature(builder).parameters if name not in _NOT_KEYS]
+        return [name for name in inspect.signature(builder).parameters if name not in BUILD_TIME]
     except (ImportError, AttributeError, TypeError, ValueError):
         return []
 

@@ -25,8 +25,23 @@ from torch import nn
 
 from gan_lab.errors import GanLabError
 
-# Arguments gan-lab itself passes at build time (from the data, the command line): never read from a file.
-BUILD_TIME = frozenset({"shape", "n_classes", "device", "rank", "world_size", "say"})
+# The one list of the arguments gan-lab itself passes when it builds what conf/ names, never read from a
+# config node or a file: app/building.py leaves them out of a builder's keys, a stored node holding one is
+# refused, and tests/test_model_rules.py holds that every other argument of a builder conf/ names is a YAML key.
+BUILD_TIME = frozenset({
+    "shape",       # a model's: one sample's shape, from the data set
+    "n_classes",   # a model's: the data's label count (0: unlabelled)
+    "augment",     # a model's: the data's DiffAugment policy, which the critic applies (a data set's is its config's)
+    "device",      # a data set's: where its tensors live, from the run's device
+    "rank",        # FolderData's: this process's rank under torchrun (its share of the rows)
+    "world_size",  # FolderData's: how many ranks share the rows
+    "say",         # FolderData's: where its progress lines and warnings go (the console)
+    "params",      # an optimizer's: the network's parameters (conf/optimizer is a _partial_)
+    "settings",    # a callback's: the run's TrainSettings
+    "self", "args", "kwargs",  # what a signature names that is no argument of the config: the instance, *args, **kwargs
+})
+# Build-time names a group's own config also sets: a data set's augment policy is a key of conf/data.
+CONFIG_TOO = {"data": frozenset({"augment"}), "model": frozenset()}
 # Keys a stored node may carry that are not arguments: the data set's defaults for other groups.
 NOT_BUILT = {"data": frozenset({"recommended"}), "model": frozenset()}
 
@@ -97,7 +112,7 @@ def checked_builder(group: str, node: Any, file: Path) -> tuple[Callable[..., An
             if not isinstance(value, dict) or not all(isinstance(k, str) and _scalar(v) for k, v in value.items()):
                 raise _refuse(file, where, "is not a mapping of plain values")
             continue
-        if key in BUILD_TIME or key not in params:
+        if (key in BUILD_TIME and key not in CONFIG_TOO[group]) or key not in params:
             raise _refuse(file, where, f"is not an argument {target} takes from a config")
         if not _fits(value, hints.get(key, Any)):
             raise _refuse(file, where, f"is {_show(value)}, but {target} expects {_hint_name(hints.get(key))}")

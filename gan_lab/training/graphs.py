@@ -6,7 +6,8 @@ and kernel-launch overhead (WGAN-GP with 5 critic steps is a few thousand operat
 critic steps with the penalty's double backward, weight clipping, the generator step and
 both optimizer steps) and from then on replays it: one launch per generator step.
 
-What makes an iteration capturable:
+What makes an iteration capturable (the contract the data set's sample() and the models keep is
+written once, in gan_lab.capture, where they declare it; runner() reads their declarations):
 - the data live on the device and batches are drawn with randint + index_select, and every
   random number comes from torch's CUDA generator, which hands each replay fresh offsets,
   so a replay draws new batches, noise and interpolation weights (the same numbers, in the
@@ -52,6 +53,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from gan_lab import capture
 from gan_lab.errors import GanLabError
 from gan_lab.runs.tracker import console
 from gan_lab.training import distributed
@@ -156,8 +158,16 @@ def reads_lr_on_device(opt: torch.optim.Optimizer) -> bool:
 
 
 def graph_blocker(skip: bool, lr_schedule: str = "constant",
-                  optimizers: tuple[torch.optim.Optimizer, ...] = (), topk: bool = False) -> str | None:
-    """Why this run cannot use a CUDA graph, or None when it can."""
+                  optimizers: tuple[torch.optim.Optimizer, ...] = (), topk: bool = False,
+                  parts: dict[str, Any] | None = None) -> str | None:
+    """Why this run cannot use a CUDA graph, or None when it can.
+
+    parts: what runs inside the iteration by role (data, generator, critic), each declaring whether it
+    keeps the graph's contract (gan_lab.capture).
+    """
+    declared = capture.not_capturable(**(parts or {}))
+    if declared:
+        return declared
     if topk:
         return ("train.topk keeps a number of fakes that changes with the step, a shape a captured graph "
                 "cannot vary")
@@ -178,13 +188,17 @@ def graph_blocker(skip: bool, lr_schedule: str = "constant",
 
 
 def runner(iteration: Any, mode: str | bool, device: torch.device, start: int,
-           skip: bool, lr_schedule: str = "constant", topk: bool = False) -> Callable[[int], Result]:
-    """The callable the loop runs once per generator step: `iteration` itself, or its CUDA graph."""
+           skip: bool, lr_schedule: str = "constant", topk: bool = False,
+           parts: dict[str, Any] | None = None) -> Callable[[int], Result]:
+    """The callable the loop runs once per generator step: `iteration` itself, or its CUDA graph.
+
+    parts: the data set and the models by role, whose `capturable` declarations graph_blocker reads.
+    """
     use = device.type == "cuda" and mode in ("auto", True)
     if mode is True and device.type != "cuda":
         raise GanLabError(f"train.cuda_graph=true needs the run on a CUDA device, and it is on {device}. "
                           f"Use train.cuda_graph=auto (on whenever the run is on CUDA) or false.")
-    blocker = graph_blocker(skip, lr_schedule, (iteration.opt_g, iteration.opt_d), topk) if use else None
+    blocker = graph_blocker(skip, lr_schedule, (iteration.opt_g, iteration.opt_d), topk, parts) if use else None
     if blocker:
         warn(f"no CUDA graph for this run: {blocker}. It trains eagerly (the same math, slower).")
         use = False

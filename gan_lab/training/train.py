@@ -267,7 +267,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
     if settings.compile:
         iteration = graphs.compiled(iteration, settings.compile, penalised=loss.penalised)
     run_iteration = graphs.runner(iteration, settings.cuda_graph, device, start, guard.skip, settings.lr_schedule,
-                                  topk=settings.topk < 1)
+                                  topk=settings.topk < 1, parts={"data": data, "generator": G, "critic": critic})
     # a fixed z from its own generator, so sample grids are comparable across steps and runs
     n_fixed = 64 if len(data.shape) > 1 else 1024
     fixed_z = torch.randn(n_fixed, G.z_dim, generator=torch.Generator().manual_seed(1234)).to(device)
