@@ -6,27 +6,25 @@ sees, passed to the model builder like the shape; gan_lab.augment) and
 `sample(batch_size) -> (x, y)`, with y the label (the mode index for mixtures). Batches are drawn with randint + index_select on the device:
 no DataLoader, no per-sample PIL transforms, no host round trip in the hot loop.
 
-A data set also declares what it measures: `measures()` returns plain descriptions (ModeCoverage,
-DigitClasses, StackedDigits, InceptionScores, NearestTraining) that gan_lab.evaluation turns into metrics;
-a data set that declares none has no metrics, and the run says so.
+A data set also declares what it measures: `measures()` returns gan_lab.measures objects (ModeCoverage,
+DigitClasses, StackedDigits, InceptionScores, NearestTraining), each carrying its own computation, which
+gan_lab.evaluation calls; a data set that declares none has no metrics, and the run says so.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import os
-import re
-import sys
-from dataclasses import dataclass
 from typing import Any
-from urllib.error import URLError
 
 import torch
 from torch import Tensor
 
 from gan_lab.augment import parse_policy
 from gan_lab.errors import GanLabError
+from gan_lab.measures import DigitClasses, InceptionScores, ModeCoverage, NearestTraining, StackedDigits
+# import_torchvision and _TORCHVISION stay importable from here, as every caller has them
+from gan_lab.torchvision_sets import _TORCHVISION, import_torchvision, load_arrays, open_torchvision  # noqa: F401
 
 
 def build_data(node: dict, device: str | torch.device = "cpu", **build_time: Any) -> Any:
@@ -59,53 +57,6 @@ def check_batch_size(data: Any, batch_size: int) -> None:
     if data.size is not None and batch_size > data.size:
         raise GanLabError(f"train.batch_size={batch_size} is larger than the data set ({data.size} "
                           f"samples). Use a batch size of at most {data.size}.")
-
-
-# ---- what a data set measures: plain descriptions the evaluator builds its metrics from --------
-
-@dataclass(frozen=True)
-class ModeCoverage:
-    """A Gaussian mixture's mode coverage (VEEGAN / PacGAN): a sample within 3 sigma of a centre covers its mode."""
-
-    centers: Tensor  # (K, D) mode centres
-    sigma: float     # the modes' standard deviation
-
-
-@dataclass(frozen=True)
-class DigitClasses:
-    """Class coverage, Fréchet distance and precision / recall in the features of gan-lab's digit classifier."""
-
-    classifier: str  # the data set the classifier is trained on: mnist or fashion_mnist
-    real: Tensor     # uint8 (N, 1, H, W): the real images the samples are compared with
-
-
-@dataclass(frozen=True)
-class StackedDigits:
-    """The histogram over 10^digits modes: the classifier's digit on each channel (VEEGAN / PacGAN's Stacked MNIST)."""
-
-    classifier: str              # the data set the per-channel classifier is trained on
-    digits: int                  # channels, each one digit: 10^digits modes
-    device: torch.device | str   # where the classifier runs: the data's device
-
-
-@dataclass(frozen=True)
-class InceptionScores:
-    """FID, Inception Score and KID through torch-fidelity's Inception network."""
-
-    name: str     # names the cache of the real images' Inception features
-    real: Tensor  # uint8 (N, 3, H, W): the real images
-    split: str = "train"  # which split `real` is, recorded with the metrics
-
-
-@dataclass(frozen=True)
-class NearestTraining:
-    """Memorisation (`gan-lab eval`): each sample's distance to its nearest training image, in pixels and features."""
-
-    name: str  # the data set: names the cache of its training images' Inception features
-    # uint8 (N, C, H, W): the training images a generator could copy. Samples with k times as many
-    # channels are k images each, one per group of C channels (Stacked MNIST: three digits).
-    real: Tensor
-    classifier: str | None = None  # the digit classifier whose features are the feature space; None: Inception's
 
 
 def ring8_centers(radius: float = 1.0) -> Tensor:
@@ -180,14 +131,6 @@ class SwissRoll:
         return ()
 
 
-# torchvision class and the folder it keeps under root, per data set name
-_TORCHVISION = {
-    "mnist": ("MNIST", "MNIST"),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST"),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
-    "cifar100": ("CIFAR100", "cifar-100-python"),
-    "celeba": ("CelebA", "celeba"),  # aligned faces, 64 px centre crop (CELEBA_RESOLUTION), unlabelled
-}
 CELEBA_RESOLUTION = 64  # the 178x178 centre of the 178x218 aligned faces, resized: the DCGAN/WGAN-GP protocol
 
 
@@ -255,71 +198,10 @@ class StackedMNIST:
                 NearestTraining("mnist", self.images, classifier="mnist"))
 
 
-def _version(text: str) -> tuple[int, int, str | None] | None:
-    # "2.14.1+cu130" -> (2, 14, "cu13"): major, minor and the build (cpu, cuda's major, rocm x.y); None if odd
-    found = re.match(r"(\d+)\.(\d+)[^+]*(?:\+(cpu|cu\d\d|rocm[\d.]+))?", text)
-    return (int(found[1]), int(found[2]), found[3]) if found else None
-
-
-def import_torchvision() -> Any:
-    """torchvision, once it is known to be the build that goes with this torch; else one paragraph with the fix.
-
-    torchvision X.Y is built for torch 2.(Y-15) and for one platform (+cpu, +cu130, ...). A pair
-    that does not match fails on import ("operator torchvision::nms does not exist") or later;
-    the versions are compared first, from the installed metadata, before anything is imported.
-    """
-    try:
-        theirs = importlib.metadata.version("torchvision")
-    except importlib.metadata.PackageNotFoundError:
-        theirs = None
-    ours, tv = _version(torch.__version__), _version(theirs or "")
-    if ours and tv and ours[0] == 2 and tv[0] == 0 and tv[1] != ours[1] + 15:
-        problem = f"torchvision 0.{tv[1]} is built for torch 2.{tv[1] - 15}"
-    elif ours and tv and ours[0] == 2 and tv[0] == 0 and ours[2] and tv[2] and ours[2] != tv[2]:
-        problem = (f"this torch is a {torch.__version__.partition('+')[2]} build and this torchvision a "
-                   f"{theirs.partition('+')[2]} build")
-    else:
-        try:
-            import torchvision  # noqa: F401  (its C extension is loaded here)
-
-            return torchvision
-        except (ImportError, RuntimeError, OSError) as err:
-            problem = f"importing torchvision failed ({type(err).__name__}: {' '.join(str(err).split())})"
-    local = torch.__version__.partition("+")[2]
-    index = f" --index-url https://download.pytorch.org/whl/{local}" if re.fullmatch(r"cpu|cu\d+|rocm[\d.]+", local) \
-        else ""
-    wanted = f"torchvision==0.{ours[1] + 15}.*" if ours else "torchvision"
-    raise GanLabError(
-        f"torch {torch.__version__} and torchvision {theirs or '(not installed)'} do not go together: {problem}. "
-        f"gan-lab needs torchvision for image data and image grids, and torchvision "
-        f"{'0.' + str(ours[1] + 15) if ours else 'of the matching version'} is the one built for this torch. "
-        f"Install it, leaving torch as it is, with: {sys.executable} -m pip install --force-reinstall --no-deps "
-        f"\"{wanted}\"{index}")  # no full stop after the command: it would be copied with the index's address
-
-
 def _load_torchvision(name: str, root: str, download: bool, train: bool) -> tuple[Tensor, Tensor]:
-    torchvision = import_torchvision()  # imported here: the toy data sets do not need it at start-up
-
-    cls_name, folder = _TORCHVISION[name]
-    where = os.path.abspath(os.path.expanduser(root))
-    split = {"split": "train" if train else "test", "target_type": []} if name == "celeba" else {"train": train}
-    try:
-        ds = getattr(torchvision.datasets, cls_name)(root=where, download=download, **split)
-    except (RuntimeError, OSError, URLError, ValueError) as err:
-        how = ("The download failed (no internet?): put the files there by hand, or point data.root at a "
-               "folder that has them" if download else
-               "Pass data.download=true to fetch it, or point data.root at a folder that has it")
-        reason = " ".join(str(err).split()) or type(err).__name__  # torchvision's lines, as one paragraph
-        raise GanLabError(
-            f"Could not load {name} from {where} (torchvision looks for {os.path.join(where, folder)}): "
-            f"{reason.rstrip('.')}. {how}, e.g. data.root=/path/to/data "
-            f"(or set GAN_LAB_DATA_ROOT)."
-        ) from None
     if name == "celeba":
-        return _celeba_images(ds)
-    images = torch.as_tensor(ds.data)
-    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # (N,H,W[,C]) -> (N,C,H,W)
-    return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
+        return _celeba_images(open_torchvision(name, root, download, train))
+    return load_arrays(name, root, download, train)
 
 
 def _celeba_images(ds: Any) -> tuple[Tensor, Tensor]:

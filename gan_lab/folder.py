@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from gan_lab.augment import parse_policy
-from gan_lab.data import InceptionScores, NearestTraining
+from gan_lab.measures import InceptionScores, NearestTraining
 from gan_lab.errors import GanLabError
 from gan_lab.image_cache import load_or_build, open_source, read_labels
 

@@ -8,8 +8,13 @@ relativistic ones), and passes None otherwise. Penalties are pure functions of t
 critic's scores at some points and those points; the loop scores the points and calls
 them. Losses return tensors; the training loop owns backward() and step().
 
-Adding a loss: its class here, its YAML in conf/loss/, its closed-form test. Tests and
-scripts read the list of losses from conf/loss/.
+Adding a loss: its class here (with its declarations, below), its YAML in conf/loss/, its
+closed-form test. Tests and scripts read the list of losses from conf/loss/.
+
+A loss declares what the rest of the lab needs to know about it, as class-level constants the
+base class documents (`wasserstein_critic`, `log_ratio`, `separated_below`); the diagnosis,
+rejection sampling and the logged scalars read those, never a loss's name or class path, and
+tests/test_losses.py checks each declaration of every conf/loss/*.yaml against the loss's math.
 
 Identities used below, with l a logit and sigmoid(l) = D's probability:
     -log(sigmoid(l))     = softplus(-l)
@@ -19,7 +24,7 @@ Identities used below, with l a logit and sigmoid(l) = D's probability:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +49,23 @@ class Loss:
     name = "loss"
     # whether g_loss needs the critic's scores for real data: the generator step then scores a fresh real batch
     needs_real_in_g: ClassVar[bool] = False
+
+    # ---- what the rest of the lab reads about a loss (a test checks each against d_loss) ----------
+    # Whether the critic is Wasserstein-like: unbounded scores whose mean difference E C(x) - E C(G(z))
+    # estimates the earth mover's distance (d_loss is that difference: shift-invariant, scaling with
+    # the scores). Such a critic must stay near 1-Lipschitz (the diagnosis's Lipschitz rule), and
+    # only its runs log critic/wasserstein_estimate (and the diagnosis's runaway rule watches it).
+    wasserstein_critic: ClassVar[bool] = False
+    # Whether the critic's score estimates log p_data(x) / p_G(x), which rejection sampling (DRS)
+    # assumes: "exact" at the critic's optimum, "approximate" (relativistic: score differences
+    # estimate log-ratio differences), or "no" (DRS is then a heuristic filter, with a warning).
+    log_ratio: ClassVar[Literal["exact", "approximate", "no"]] = "no"
+    # The critic loss below which the critic separates real from fake almost perfectly, on the loss's
+    # own scale (the diagnosis's vanishing-gradient rule). None where the loss cannot say: a
+    # Wasserstein-like critic's loss, or an f-divergence's, has no floor. The existing values keep
+    # docs/diagnosis.md's measured 0.05 of the BCE losses as the same fraction of the loss at chance
+    # (the critic's best when real and fake look alike): 0.05 / log 4 = 3.6% of it.
+    separated_below: ClassVar[float | None] = None
 
     def __post_init__(self) -> None:
         for key in ("lambda_gp", "lambda_r1", "lambda_r2", "lambda_dragan"):
@@ -83,6 +105,9 @@ class Minimax(Loss):
     """MM-GAN (Goodfellow et al. 2014) with the saturating generator loss."""
 
     name = "minimax"
+    log_ratio = "exact"  # the optimal logit is log p_data / p_G (Goodfellow et al. 2014, Prop. 1)
+    # docs/diagnosis.md's measured threshold: D gives real samples about 0.975 and fakes 0.025 (chance: log 4)
+    separated_below = 0.05
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # BCE, label 1 for real and 0 for fake: -E[log D(x)] - E[log(1 - D(G(z)))]
@@ -108,6 +133,7 @@ class Wasserstein(Loss):
     """W-loss (Arjovsky et al. 2017): the critic's outputs are unbounded scores."""
 
     name = "wasserstein"
+    wasserstein_critic = True  # d_loss is E C(G(z)) - E C(x): no floor, no log ratio
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # -(E[C(x)] - E[C(G(z))]): the critic maximises the Wasserstein estimate.
@@ -122,6 +148,8 @@ class LeastSquares(Loss):
     """LSGAN (Mao et al. 2017) with targets a=0 (fake), b=1 (real), c=1 (generator)."""
 
     name = "lsgan"
+    # 0 at perfect separation (scores on the targets 1 and 0), 0.25 at chance (every score 1/2): 3.6% of it
+    separated_below = 0.009
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2]
@@ -136,6 +164,8 @@ class Hinge(Loss):
     """Hinge loss (Lim & Ye 2017; SAGAN, BigGAN)."""
 
     name = "hinge"
+    # 0 at perfect separation (real scores >= 1, fakes <= -1), 2 at chance (any shared score in [-1, 1]): 3.6% of it
+    separated_below = 0.072
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]
@@ -155,6 +185,9 @@ class RSGAN(Loss):
 
     name = "rsgan"
     needs_real_in_g = True
+    log_ratio = "approximate"  # C(x) - C(G(z)) estimates the difference of log ratios at x and G(z)
+    # 0 at perfect separation (C(x) - C(G(z)) -> +inf), log 2 at chance (equal scores): 3.6% of it
+    separated_below = 0.025
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # -E log sigmoid(C(x_i) - C(G(z_i))) = E softplus(-(C(x_i) - C(G(z_i)))), x_i paired with G(z_i)
@@ -180,6 +213,9 @@ class RaGAN(Loss):
 
     name = "ragan"
     needs_real_in_g = True
+    log_ratio = "approximate"  # scores relative to the other side's mean: log ratios up to a shift, approximately
+    # 0 at perfect separation, log 4 at chance (equal scores), as BCE: the same 0.05
+    separated_below = 0.05
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # -E log sigmoid(C(x) - E C(G(z))) - E log(1 - sigmoid(C(G(z)) - E C(x)))
@@ -202,6 +238,9 @@ class RaLSGAN(Loss):
 
     name = "ralsgan"
     needs_real_in_g = True
+    # least squares on score differences: no log ratio. 0 at perfect separation (C(x) - E C(G(z)) = 1),
+    # 2 at chance (equal scores): 3.6% of it
+    separated_below = 0.072
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # E[(C(x) - E C(G(z)) - 1)^2] + E[(C(G(z)) - E C(x) + 1)^2]

@@ -48,11 +48,23 @@ def job_threads(setting: Any, launcher: DictConfig | None, cpus: int | None = No
     return None
 
 
+# objective=auto: the Wasserstein estimate where the run logs one (a Wasserstein-like critic), else the critic's loss
+AUTO_OBJECTIVE = ("critic/wasserstein_estimate", "loss/critic")
+
+
+def objective_name(result: dict[str, float], name: str) -> str:
+    """The final scalar `objective` names: itself, or for auto the first of AUTO_OBJECTIVE the run has."""
+    if name != "auto":
+        return name
+    return next((tag for tag in AUTO_OBJECTIVE if tag in result), AUTO_OBJECTIVE[-1])
+
+
 def objective_value(result: dict[str, float], name: str) -> float:
     """The named final scalar that the job returns to the sweeper (e.g. Optuna)."""
+    name = objective_name(result, name)
     if name not in result:
         raise GanLabError(f"objective={name!r} is not among this run's final scalars. Available: "
-                          f"{', '.join(sorted(result))}. Pick one of them, e.g. objective=critic/wasserstein_estimate.")
+                          f"{', '.join(sorted(result))}. Pick one of them, e.g. objective=loss/critic.")
     return float(result[name])
 
 

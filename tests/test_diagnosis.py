@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from gan_lab.data import ToyMixture
+from gan_lab.losses import Hinge, Minimax, NonSaturating, Wasserstein
 from gan_lab.training.diagnosis import PERSIST, WARMUP, Diagnosis, sample_diversity
 from conftest import TINY, TINY_DCGAN, TINY_MLP, run_cli, user_error
 
@@ -31,7 +32,7 @@ def evaluation(covered: int, n: int = 8) -> dict[str, float]:
 
 
 def test_mode_collapse_is_named_once_per_episode_with_its_step_and_a_measured_cure() -> None:
-    diagnosis = Diagnosis("nonsaturating")
+    diagnosis = Diagnosis(NonSaturating)
     stream = [(1000, 8), (2000, 2), (3000, 2), (4000, 3), (5000, 8), (6000, 1)]
     said = {step: diagnosis.observe(step, evaluation(covered)) for step, covered in stream}
     assert said[1000] == [] and said[3000] == [] and said[4000] == []  # healthy, then the same episode going on
@@ -46,7 +47,7 @@ def test_mode_collapse_is_named_once_per_episode_with_its_step_and_a_measured_cu
 
 
 def test_a_healthy_stream_is_silent() -> None:
-    for loss in ("nonsaturating", "wasserstein"):
+    for loss in (NonSaturating, Wasserstein):
         diagnosis = Diagnosis(loss)
         said = healthy_logs(diagnosis, range(50, 3050, 50))
         said += [line for step in (1000, 2000, 3000) for line in diagnosis.observe(step, evaluation(8))]
@@ -55,39 +56,39 @@ def test_a_healthy_stream_is_silent() -> None:
 
 
 def test_vanishing_generator_gradients_begin_where_the_streak_began() -> None:
-    diagnosis = Diagnosis("minimax")
+    diagnosis = Diagnosis(Minimax)
     assert healthy_logs(diagnosis, range(50, 550, 50)) == []
     said = healthy_logs(diagnosis, range(550, 550 + 50 * PERSIST, 50), **{"loss/critic": 0.001,
                                                                          "grad_norm/generator": 1e-4})
     assert len(said) == 1 and said[0].startswith("vanishing generator gradients from step 550: the critic separates")
     assert "loss=wgan_gp" in said[0] and "docs/results.md" in said[0]
     # a Wasserstein critic's loss is not a separation: the same numbers say nothing there
-    wasserstein = Diagnosis("wasserstein")
+    wasserstein = Diagnosis(Wasserstein)
     healthy_logs(wasserstein, range(50, 550, 50))
     assert healthy_logs(wasserstein, range(550, 1050, 50), **{"loss/critic": 0.001, "grad_norm/generator": 1e-4}) == []
 
 
 def test_a_non_lipschitz_critic_is_named_under_a_wasserstein_loss_only() -> None:
-    clipped = Diagnosis("wasserstein", clipped=True)
+    clipped = Diagnosis(Wasserstein, clipped=True)
     said = healthy_logs(clipped, range(50, 50 * (WARMUP + PERSIST + 1), 50), **{"grad_norm/critic_input": 40.0})
     assert len(said) == 1 and "far from 1-Lipschitz" in said[0] and "input-gradient norm is 40" in said[0]
     assert "a gradient penalty instead of weight clipping" in said[0]
-    assert healthy_logs(Diagnosis("hinge"), range(50, 1000, 50), **{"grad_norm/critic_input": 40.0}) == []
+    assert healthy_logs(Diagnosis(Hinge), range(50, 1000, 50), **{"grad_norm/critic_input": 40.0}) == []
 
 
 def test_divergence_a_runaway_loss_after_persisting_and_nan_at_once() -> None:
-    diagnosis = Diagnosis("wasserstein")
+    diagnosis = Diagnosis(Wasserstein)
     healthy_logs(diagnosis, range(50, 550, 50))
     said = healthy_logs(diagnosis, range(550, 550 + 50 * PERSIST, 50), **{"critic/wasserstein_estimate": 500.0})
     assert len(said) == 1 and said[0].startswith("divergence from step 550: critic/wasserstein_estimate ran away to 500")
     assert "train.lr_schedule=linear" in said[0] and "docs/results_long.md" in said[0]
-    at_once = Diagnosis("nonsaturating")
+    at_once = Diagnosis(NonSaturating)
     assert healthy_logs(at_once, range(50, 100, 50), **{"loss/critic": float("nan")})[0].startswith(
         "divergence from step 50: loss/critic is nan")
 
 
 def test_images_without_classes_fall_back_on_sample_diversity() -> None:
-    diagnosis = Diagnosis("nonsaturating", images=True)
+    diagnosis = Diagnosis(NonSaturating, images=True)
     assert diagnosis.observe(1000, {"diagnosis/sample_diversity": 0.9}) == []
     said = diagnosis.observe(2000, {"diagnosis/sample_diversity": 0.1})
     assert said[0].startswith("mode collapse from step 2,000: the samples' diversity is 0.10 of the real data's "
@@ -95,7 +96,7 @@ def test_images_without_classes_fall_back_on_sample_diversity() -> None:
     assert diagnosis.observe(3000, {"diagnosis/sample_diversity": 0.8}) == [
         "mode collapse that began at step 2,000 ended at step 3,000."]
     assert "docs/cures_mnist.md" in said[0]
-    classes = Diagnosis("nonsaturating", images=True)  # MNIST-like data: the classifier's classes
+    classes = Diagnosis(NonSaturating, images=True)  # MNIST-like data: the classifier's classes
     assert classes.observe(1000, {"metrics/classes_covered": 2.0}) == []  # a first evaluation says nothing yet
     assert classes.observe(2000, {"metrics/classes_covered": 2.0}) == [
         "mode collapse from step 2,000: 2 of 10 classes covered, no more than at step 1,000. Try optimizer=adam_ttur "
@@ -104,7 +105,7 @@ def test_images_without_classes_fall_back_on_sample_diversity() -> None:
 
 
 def test_a_run_still_spreading_out_is_not_a_collapse() -> None:
-    diagnosis = Diagnosis("hinge")
+    diagnosis = Diagnosis(Hinge)
     said = [diagnosis.observe(step, evaluation(covered)) for step, covered in ((1000, 3), (2000, 5), (3000, 8))]
     assert said == [[], [], []]
 
@@ -231,7 +232,7 @@ def test_a_replay_of_the_event_files_names_what_the_live_run_named(tmp_path: Pat
 
 
 def test_a_loss_that_keeps_running_away_stays_one_open_episode() -> None:
-    diagnosis = Diagnosis("wasserstein")
+    diagnosis = Diagnosis(Wasserstein)
     healthy_logs(diagnosis, range(50, 550, 50))
     said = [line for i, step in enumerate(range(550, 2550, 50))
             for line in diagnosis.observe(step, {"loss/critic": -1.0, "loss/generator": -20.0 * 1.3 ** i})]

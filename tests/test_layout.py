@@ -8,7 +8,9 @@ The layer rule (top first): a module imports only modules of its own layer or of
     runs         gan_lab.runs.*
     bottom       what conf/ names and what it needs: losses, models, resnets, data, folder,
                  image_cache, augment, optimizers, errors, capture (the CUDA-graph contract they
-                 declare), table, table_columns, table_transform, table_condition
+                 declare), table, table_columns, table_transform, table_condition, measures (what
+                 data sets declare; the evaluation layer hands its tools down in the EvalContext),
+                 torchvision_sets
 
 sweeps.py sits with app/: it is the sweep's side of `gan-lab train` (the SweepSummary callback
 conf/train.yaml names, threads per job, the objective), imports runs/ and is imported by app/
@@ -97,7 +99,8 @@ LAYERS = {  # the rank of each layer: higher imports lower, never the reverse
 }
 BOTTOM = {"gan_lab", "gan_lab.losses", "gan_lab.models", "gan_lab.resnets", "gan_lab.data", "gan_lab.folder",
           "gan_lab.image_cache", "gan_lab.augment", "gan_lab.optimizers", "gan_lab.errors", "gan_lab.capture",
-          "gan_lab.table", "gan_lab.table_columns", "gan_lab.table_transform", "gan_lab.table_condition"}
+          "gan_lab.table", "gan_lab.table_columns", "gan_lab.table_transform", "gan_lab.table_condition",
+          "gan_lab.measures", "gan_lab.torchvision_sets"}
 
 
 def layer(name: str) -> str:

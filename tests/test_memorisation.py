@@ -14,7 +14,7 @@ from torch.testing import assert_close
 from conftest import TINY, TINY_DCGAN, run_cli
 from gan_lab.data import ImageData, NearestTraining, StackedMNIST
 from gan_lab.evaluation import memorisation
-from gan_lab.evaluation.memorisation import find, memorisation_check, nearest
+from gan_lab.evaluation.memorisation import memorisation_check, nearest
 
 
 class Copier(nn.Module):
@@ -64,10 +64,15 @@ def test_nearest_in_chunks_matches_the_whole_distance_matrix_and_leaves_self_out
     assert not torch.equal(index, held)  # never itself, though it sits at distance 0
 
 
+def eval_only(data: object) -> list:
+    """The measures a data set declares for `gan-lab eval` alone: its NearestTraining."""
+    return [measure for measure in data.measures() if not measure.during_training]
+
+
 def test_a_generator_that_returns_training_images_is_flagged_and_fresh_draws_are_not(tiny_mnist_root: Path) -> None:
     data = ImageData("mnist", root=str(tiny_mnist_root), download=False)
-    measure = find(data)
-    assert measure is not None and measure.classifier == "mnist" and measure.real is data.images
+    [measure] = eval_only(data)
+    assert measure.classifier == "mnist" and measure.real is data.images
     check = memorisation_check(measure, 64, classifier_root=str(tiny_mnist_root))
     copied = check(Copier(data.images)).metrics
     assert copied["memorisation/pixels/fraction_closer"] == 1.0
@@ -84,7 +89,7 @@ def test_a_generator_that_returns_training_images_is_flagged_and_fresh_draws_are
 
 def test_stacked_mnist_sets_each_channel_against_the_digits(tiny_mnist_root: Path) -> None:
     data = StackedMNIST(root=str(tiny_mnist_root), download=False)
-    measure = find(data)
+    [measure] = eval_only(data)
     found = memorisation_check(measure, 30, classifier_root=str(tiny_mnist_root))(Copier(data.images, per_sample=3))
     assert found.metrics["memorisation/pixels/fraction_closer"] == 1.0
     assert found.metrics["memorisation/features/fraction_closer"] == 1.0

@@ -117,3 +117,17 @@ def test_bad_rejection_options_are_user_errors(args: list[str], fragment: str, b
     with pytest.raises(SystemExit) as exit_:
         run_cli("sample", f"checkpoint={bce_run}", *args, f"out={bce_run / 'bad'}")
     assert exit_.value.code == 2 and fragment in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_caveat_reads_the_loss_s_declaration_never_its_stored_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gan_lab import losses
+    from gan_lab.evaluation.rejection import loss_caveat
+
+    assert loss_caveat("gan_lab.losses.NonSaturating") is None  # declared exact
+    assert "relativistic loss RaGAN" in loss_caveat("gan_lab.losses.RaGAN")  # declared approximate
+    assert "LeastSquares, whose score is not" in loss_caveat("gan_lab.losses.LeastSquares")
+    # a path conf/loss/ does not name is looked up, never imported: no log ratio, and said so
+    assert "does not name" in loss_caveat("builtins.open") and "does not name" in loss_caveat(None)
+    # the declaration decides, not the class's name: a Minimax declaring no log ratio gets the caveat
+    monkeypatch.setattr(losses.Minimax, "log_ratio", "no")
+    assert "Minimax, whose score is not" in loss_caveat("gan_lab.losses.Minimax")

@@ -403,3 +403,14 @@ def test_report_at_80_columns_never_splits_a_number(tmp_path: Path, capsys: pyte
                     "critic/wasserstein_estimate", "time/seconds"):
             assert f"{float(row[key]):.4g}" in words, (key, row[key], printed)
     assert "Training diverged" in printed
+
+
+def test_the_default_objective_is_the_wasserstein_estimate_only_where_the_run_logs_one() -> None:
+    # only a Wasserstein-like critic logs critic/wasserstein_estimate (gan_lab.losses.Loss.wasserstein_critic)
+    from gan_lab.sweeps import objective_name, objective_value
+
+    wasserstein = {"critic/wasserstein_estimate": 0.25, "loss/critic": -0.3}
+    assert objective_name(wasserstein, "auto") == "critic/wasserstein_estimate"
+    assert objective_value(wasserstein, "auto") == 0.25
+    assert objective_value({"loss/critic": 1.2}, "auto") == 1.2  # a BCE run: its critic's loss
+    assert objective_name({"loss/critic": 1.2}, "metrics/modes_covered") == "metrics/modes_covered"  # as named

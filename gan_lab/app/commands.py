@@ -104,19 +104,13 @@ def eval_command(args: list[str]) -> None:
     if root is not None:  # read where the data lives here, not where it lived when the run trained
         config = {**config, "data": {**config["data"], "root": root}}
     data = rebuild_data(config, file, opts["device"], shape=state.get("data_shape"))
+    # every measure the data declares, those that run only here (memorisation) too, on the same samples
     evaluator = make_evaluator(data, root, inception_weights=opts["inception_weights"], seed=seed,
-                               fid_samples=fid_samples)
-    nearest_training = memorisation.find(data)
-    if evaluator is None and nearest_training is None:
+                               fid_samples=fid_samples, in_eval=True)
+    if evaluator is None:
         raise GanLabError(f"gan-lab eval has nothing to measure: {no_metrics_note(data)}")
     sampler = rejection_sampler(opts["rejection"], state, file, opts["device"], seed)
-    metrics = evaluator(sampler if sampler is not None else G) if evaluator is not None else {}
-    found = None
-    if nearest_training is not None:  # the same samples (same z) against their nearest training images
-        found = memorisation.memorisation_check(nearest_training, eval_samples(data), root,
-                                                inception_weights=opts["inception_weights"], seed=seed)(
-            sampler if sampler is not None else G)
-        metrics.update(found.metrics)
+    metrics = evaluator(sampler if sampler is not None else G)
     if sampler is not None:  # beside the metrics: how much of G's output the critic let through
         metrics["rejection/acceptance_rate"] = sampler.acceptance_rate
     # each evaluation keeps its own record: rejection=drs or seed=1 never overwrites the plain one
@@ -129,9 +123,6 @@ def eval_command(args: list[str]) -> None:
     atomic_write_text(out, json.dumps({"checkpoint": str(file), "seed": seed, "samples": n,
                                        "device": str(opts["device"]), "code": code, "rejection": opts["rejection"],
                                        **({"protocol": protocol} if protocol else {}), **finite}, indent=2))
-    if found is not None:  # beside its record, named as it is: later evaluations keep earlier pictures
-        with atomic_writer(memorisation.picture_file(out)) as tmp:
-            import_torchvision().utils.save_image(found.picture.float().div(255), tmp, format="png")
     console.print(f"[bold]gan-lab eval[/] {file}", soft_wrap=True, highlight=False)
     # the protocol, and whether it is the one behind the run's own final metrics/* (status.json, TensorBoard)
     same = (f"the run's own final metrics/* used the same, so they match on the device the run trained on"
@@ -152,8 +143,11 @@ def eval_command(args: list[str]) -> None:
     console.print(table)
     if sampler is not None:
         console.print(describe_rejection(sampler), soft_wrap=True, highlight=False)
-    console.print(memorisation.describe(found, memorisation.picture_file(out)) if found is not None
-                  else memorisation.not_applicable(data), soft_wrap=True, highlight=False)
+    reports = getattr(evaluator, "reports", [])  # each writes its figure beside the record (memorisation's pairs)
+    for report in reports:
+        console.print(report(out), soft_wrap=True, highlight=False)
+    if not reports:
+        console.print(memorisation.not_applicable(data), soft_wrap=True, highlight=False)
     console.print(f"written to {out}", soft_wrap=True, highlight=False)
 
 

@@ -28,7 +28,7 @@ from gan_lab.runs.runlog import RunLog
 from gan_lab.runs.safety import Interrupted, config_differences, hand_over
 from gan_lab.runs.tracker import console
 from gan_lab.runs.status import read_status, write_status
-from gan_lab.sweeps import job_threads, objective_value
+from gan_lab.sweeps import job_threads, objective_name, objective_value
 
 
 def report_error(err: Exception) -> None:
@@ -116,7 +116,8 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
             console.print(f"[bold green]gan-lab:[/] {run_dir} already holds {name}, completed at step "
                           f"{cfg.train.steps}: nothing to do (raise train.steps to train further).",
                           soft_wrap=True, highlight=False)
-            return (record.get("metrics") or {}).get(str(cfg.objective))
+            metrics = record.get("metrics") or {}
+            return metrics.get(objective_name(metrics, str(cfg.objective)))
         threads = job_threads(cfg.threads, job.launcher if sweep else None)
         if threads:
             torch.set_num_threads(threads)  # n parallel jobs x threads <= cores: no oversubscription
@@ -130,7 +131,8 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
         objective = objective_value(result, str(cfg.objective)) if main else float("nan")
         # train.on_failure=stop ended it early: a result, not an error (exit 0; a sweep counts it as done)
         stopped = (diagnosis or {}).get("stopped")
-        mark("stopped" if stopped else "completed", objective={str(cfg.objective): objective}, metrics=result,
+        named = objective_name(result, str(cfg.objective))  # objective=auto: the scalar it stood for
+        mark("stopped" if stopped else "completed", objective={named: objective}, metrics=result,
              threads=torch.get_num_threads(), diagnosis=diagnosis)
         if stopped:
             console.print(f"[bold yellow]gan-lab: stopped early at step {int(result['step']):,} of "

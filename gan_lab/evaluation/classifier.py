@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gan_lab.data import _load_torchvision
+from gan_lab.torchvision_sets import load_arrays as _load_torchvision
 from gan_lab.errors import GanLabError
 from gan_lab.evaluation.metrics import frechet_distance, histogram_kl, knn_metrics
 

@@ -5,7 +5,8 @@ copies themselves. Each sample's nearest training image is found in two spaces: 
 root-mean-square difference of two images, pixels in [0, 1]) and features (gan-lab's digit classifier
 for MNIST-like data, Inception's 2048-d pool features, through torch-fidelity, for anything else).
 Those distances are set against the training set's own: a held subset of training images, each to
-its nearest *other* training image. A data set declares it with NearestTraining (gan_lab.data).
+its nearest *other* training image. A data set declares it with gan_lab.measures.NearestTraining,
+whose evaluator runs this check.
 
 Distances are taken with torch.cdist in chunks of rows, so 10,000 samples against 60,000 training
 images hold CHUNK x 60,000 distances at a time, never 10,000 x 60,000.
@@ -21,7 +22,6 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from gan_lab.data import NearestTraining
 from gan_lab.errors import GanLabError
 
 HELD = 2000  # training images whose nearest other training image sets the reference distances
@@ -46,12 +46,6 @@ class Memorisation:
 
 
 Check = Callable[[nn.Module], Memorisation]
-
-
-def find(data: Any) -> NearestTraining | None:
-    """The NearestTraining a data set declares in its measures(), or None (2-D data has no training images)."""
-    declare = getattr(data, "measures", None)
-    return next((m for m in (declare() if declare else ()) if isinstance(m, NearestTraining)), None)
 
 
 def not_applicable(data: Any) -> str:
@@ -118,7 +112,7 @@ def digit_features(classifier: str, root: str, cache_dir: str | None,
     return lambda images: model.features(images.float().div(127.5).sub(1))
 
 
-def inception_features(measure: NearestTraining, weights: str | None, cache_dir: str | None,
+def inception_features(measure: Any, weights: str | None, cache_dir: str | None,
                        device: torch.device) -> tuple[Callable[[Tensor], Tensor], Callable[[], Tensor]]:
     """Inception's 2048-d pool features of uint8 images (grey repeated to RGB), and those of the training images.
 
@@ -148,7 +142,7 @@ def embed(features: Callable[[Tensor], Tensor], images: Tensor, batch_size: int 
 def picture(samples: Tensor, train: Tensor, distance: Tensor, by_pixels: Tensor, by_features: Tensor | None) -> Tensor:
     """uint8 (3, H, W): SHOWN rows of the samples nearest a training image, then SHOWN of the first samples;
     each row a sample, its nearest training image in pixels and (when measured) in features."""
-    from gan_lab.data import import_torchvision
+    from gan_lab.torchvision_sets import import_torchvision
 
     rows = torch.cat([distance.argsort()[:SHOWN], torch.arange(min(SHOWN, len(samples)), device=distance.device)])
     columns = [samples[rows], train[by_pixels[rows]]]
@@ -159,10 +153,10 @@ def picture(samples: Tensor, train: Tensor, distance: Tensor, by_pixels: Tensor,
     return import_torchvision().utils.make_grid(grid.cpu(), nrow=len(columns), padding=2, pad_value=255)
 
 
-def memorisation_check(measure: NearestTraining, n: int, classifier_root: str | None = None,
+def memorisation_check(measure: Any, n: int, classifier_root: str | None = None,
                        cache_dir: str | None = None, inception_weights: str | None = None, seed: int = 0) -> Check:
     """A function G -> Memorisation for n samples from `seed` (the evaluation's z) against the training images."""
-    from gan_lab.evaluation.evaluate import class_labels, generate
+    from gan_lab.evaluation.sampling import class_labels, generate
 
     train = measure.real
     if len(train) < 2:
@@ -206,6 +200,17 @@ def picture_file(record: Path) -> Path:
     if stem == "eval" or stem.startswith("eval_"):
         return record.with_name("nearest_neighbours" + stem.removeprefix("eval") + ".png")
     return record.with_name(f"{stem}_nearest_neighbours.png")
+
+
+def report(found: Memorisation, record: Path) -> str:
+    """Write the pairs' picture beside the evaluation's record (picture_file); describe()'s paragraph."""
+    from gan_lab.runs.files import atomic_writer
+    from gan_lab.torchvision_sets import import_torchvision
+
+    figure = picture_file(record)
+    with atomic_writer(figure) as tmp:  # beside its record, named as it is: later evaluations keep earlier pictures
+        import_torchvision().utils.save_image(found.picture.float().div(255), tmp, format="png")
+    return describe(found, figure)
 
 
 def describe(found: Memorisation, figure: Path) -> str:

@@ -15,10 +15,11 @@ quantile of F over the burn-in set, so the acceptance of a sample does not depen
 drawn with it. F is mostly far below 0, so this gamma is usually negative: DRS accepts more than
 exact rejection sampling would (which accepts 1 in exp(D*_max)) and corrects G part of the way.
 
-The logit is a log-density ratio only for the BCE-family losses (minimax, nonsaturating); a
-relativistic critic's score is one approximately (its loss compares real with fake scores), and a
-Wasserstein, hinge or least-squares critic's is not, so for those DRS is only a heuristic filter
-(allowed, with a warning: `loss_caveat`).
+Whether the logit is a log-density ratio is the loss's own declaration (gan_lab.losses.Loss.log_ratio):
+exact for the BCE-family losses (minimax, nonsaturating), approximate for a relativistic critic (its
+loss compares real with fake scores), and no for a Wasserstein, hinge or least-squares critic, for
+which DRS is only a heuristic filter (allowed, with a warning: `loss_caveat`). The stored config's
+`loss._target_` is resolved only among the classes conf/loss/*.yaml name, never imported as written.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ GAMMA_QUANTILE = 0.95  # gamma: this quantile of F over the burn-in set
 EPS = 1e-6  # keeps log(1 - exp(D - D*_max - eps)) finite at D = D*_max
 MAX_DRAWS = 1000  # give up after this many candidates per requested sample
 
-LOG_RATIO = {"gan_lab.losses.Minimax", "gan_lab.losses.NonSaturating"}  # the critic's logit is log p_data/p_G
-APPROXIMATE = {"gan_lab.losses.RSGAN", "gan_lab.losses.RpGAN", "gan_lab.losses.RaGAN"}  # relativistic BCE
 
 
 def drs_shifted_logit(logits: Tensor, d_max: Tensor | float, gamma: Tensor | float = 0.0,
@@ -47,20 +46,28 @@ def drs_shifted_logit(logits: Tensor, d_max: Tensor | float, gamma: Tensor | flo
 def loss_caveat(loss_target: str | None, copies: int = 1) -> str | None:
     """Why DRS is only approximate or heuristic for this critic (None: it is exact at the optimum).
 
-    `copies`: how many samples the critic scores jointly (model.pack times the minibatch-std group).
+    `loss_target` is the stored config's loss._target_; `copies`: how many samples the critic scores
+    jointly (model.pack times the minibatch-std group).
     """
+    from gan_lab.runs.rebuild import builders
+
     name = (loss_target or "?").rsplit(".", 1)[-1]
     if copies > 1:
         return (f"the critic scores {copies} samples jointly (model.pack / model.minibatch_std), so DRS uses its "
                 f"score of {copies} copies of each sample, which is no log-density ratio of one sample: it only "
                 f"keeps the samples the critic scores best")
-    if loss_target in LOG_RATIO:
+    # only a class conf/loss/ names: a stored string is looked up, never imported
+    loss = builders("loss").get(loss_target) if isinstance(loss_target, str) else None
+    log_ratio = getattr(loss, "log_ratio", None)
+    if log_ratio == "exact":
         return None
-    if loss_target in APPROXIMATE:
+    if log_ratio == "approximate":
         return (f"the critic was trained with the relativistic loss {name}, whose score is a log-density ratio "
                 f"only approximately, so DRS corrects G's samples approximately")
-    return (f"the critic was trained with {name}, whose score is not a log-density ratio (DRS assumes the BCE "
-            f"critic of loss=minimax or nonsaturating), so DRS here only keeps the samples the critic scores best")
+    known = "," if loss is not None else ", a loss gan-lab's conf/loss/ does not name,"
+    return (f"the critic was trained with {name}{known} whose score is not a log-density ratio (DRS assumes the "
+            f"BCE critic of loss=minimax or nonsaturating), so DRS here only keeps the samples the critic scores "
+            f"best")
 
 
 class RejectionSampler(nn.Module):

@@ -19,13 +19,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan_lab.losses import Loss
 from gan_lab.training import distributed
 from gan_lab.training.observers import observing
 
 # ---- thresholds (chosen and measured: docs/diagnosis.md) -------------------------------------
 COLLAPSE_FRACTION = 0.75   # fewer than this fraction of the modes (classes) covered at an evaluation
 DIVERSITY_FRACTION = 0.5   # no mode metric: samples' mean pairwise distance below this fraction of real data's
-SEPARATION_LOSS = 0.05     # a non-Wasserstein critic loss below this separates real from fake almost perfectly
+# the critic loss below which real and fake are separated almost perfectly is the loss's own declaration
+# (gan_lab.losses.Loss.separated_below: 0.05 for the BCE losses), so the rule follows each loss's scale
 GRAD_COLLAPSE = 0.01       # the generator's gradient norm below this fraction of its median so far
 LIPSCHITZ_FAR = 10.0       # a Wasserstein critic's input-gradient norm above this (1-Lipschitz: about 1)
 RUNAWAY = 10.0             # a loss or the Wasserstein estimate above this many times max(1, its median so far)
@@ -67,13 +69,15 @@ class Episode:
 class Diagnosis:
     """Watches a run's scalars step by step and names failures once per episode.
 
-    `loss_name` is the Loss's name (wasserstein: the Lipschitz and Wasserstein-estimate checks; any other:
-    the separation check), `clipped` whether the critic's weights are clipped, `images` whether the data are
+    `loss` is the run's Loss (or its class): what it declares decides the rules (a Wasserstein-like critic:
+    the Lipschitz and Wasserstein-estimate checks; a loss with a separation threshold: the vanishing-gradient
+    check against it), `clipped` whether the critic's weights are clipped, `images` whether the data are
     images (which advice fits a collapse), `stop` whether a failure ends the run (train.on_failure=stop).
     """
 
-    def __init__(self, loss_name: str, clipped: bool = False, images: bool = False, stop: bool = False):
-        self.wasserstein, self.clipped, self.images, self.stop = loss_name == "wasserstein", clipped, images, stop
+    def __init__(self, loss: Loss | type[Loss], clipped: bool = False, images: bool = False, stop: bool = False):
+        self.wasserstein, self.separated_below = loss.wasserstein_critic, loss.separated_below
+        self.clipped, self.images, self.stop = clipped, images, stop
         self.episodes: list[Episode] = []
         self.open: dict[str, Episode] = {}
         self.history: dict[str, list[float]] = {}  # per-step scalars seen so far (medians)
@@ -115,11 +119,12 @@ class Diagnosis:
         return f"{covered:.0f} of {n:.0f} {unit} covered, no more than at step {previous[1]:,}"
 
     def _vanishing(self, values: dict[str, float]) -> str | None:
-        if self.wasserstein or "loss/critic" not in values or "grad_norm/generator" not in values:
+        # a loss without a floor (Wasserstein-like, an f-divergence's) cannot say when its critic separates
+        if self.separated_below is None or "loss/critic" not in values or "grad_norm/generator" not in values:
             return None
         reference = _median(self.history.get("grad_norm/generator", []))
         grad, loss = values["grad_norm/generator"], values["loss/critic"]
-        if loss < SEPARATION_LOSS and reference > 0 and grad < GRAD_COLLAPSE * reference:
+        if loss < self.separated_below and reference > 0 and grad < GRAD_COLLAPSE * reference:
             return (f"the critic separates real from fake almost perfectly (critic loss {loss:.3g}) while the "
                     f"generator's gradient norm fell to {grad:.2g}, {grad / reference:.1%} of its median")
         return None

@@ -56,9 +56,9 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
         opt.step()
     if clip > 0:
         clip_weights(critic, clip)  # after the step, so the critic stays in the clipped box
-    real_mean, fake_mean = real_out.detach().mean(), fake_out.detach().mean()
-    stats.update({"critic/real": real_mean, "critic/fake": fake_mean,
-                  "critic/wasserstein_estimate": real_mean - fake_mean})
+    stats["critic/real"], stats["critic/fake"] = real_out.detach().mean(), fake_out.detach().mean()
+    if loss.wasserstein_critic:  # only such a critic's mean difference estimates the earth mover's distance
+        stats["critic/wasserstein_estimate"] = stats["critic/real"] - stats["critic/fake"]
     return stats
 
 
@@ -277,7 +277,7 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
                               ema and ema.G_ema)
 
     # names collapse, vanishing gradients, a non-Lipschitz critic and divergence as they happen
-    diagnosis = Diagnosis(loss.name, schedule.clip > 0, len(data.shape) == 3, settings.on_failure == "stop")
+    diagnosis = Diagnosis(loss, schedule.clip > 0, len(data.shape) == 3, settings.on_failure == "stop")
     if ema is not None:
         console.print(f"[bold]generator EMA[/] half-life {settings.ema_kimg:g}k images (ramp-up "
                       f"{settings.ema_rampup:g}): samples and metrics/* use the averaged generator, "
