@@ -8,7 +8,8 @@ sizes, mtimes) and the preprocessing (resolution, fit, channels, background): a 
 new cache. Transparent pixels are composited over data.background, 16-bit and float images rescaled
 by their mode's range. Hidden files (.DS_Store, Thumbs.db, a Mac's ._* and __MACOSX/) are ignored,
 symlinked folders followed, and a class tree wrapped in one top folder unwrapped. A cache that fails
-its check on opening (truncated, no or corrupt meta.json, pickled or misshapen arrays) is rebuilt. Rows are stored in a fixed random order, so any first n rows are a uniform subset (what the
+its check on opening (truncated, no or corrupt meta.json, pickled or misshapen arrays) is rebuilt.
+Rows are stored in a fixed random order, so any first n rows are a uniform subset (what the
 metrics read). Several jobs starting on one folder at once (a SLURM array, torchrun's ranks) take
 a file lock: one builds into a temporary folder and renames it into place, the others wait and read.
 Nothing read from the cache runs code (np.load with allow_pickle=False, json).
@@ -32,13 +33,13 @@ from PIL import Image, ImageColor, ImageOps
 
 from gan_lab.errors import GanLabError
 
-CACHE_FORMAT = 2  # part of the key: a new layout or decoding (2: alpha composited, 16 bits rescaled) never reads an old one
+CACHE_FORMAT = 2  # part of the key: a new layout or decoding never reads an old one (2: alpha, 16 bits rescaled)
 LABELS_FILE = "dataset.json"
 HIDDEN_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})  # what Windows and a Mac's zip leave beside images
 
 
 def hidden(name: str) -> bool:
-    """A path ('/'-separated) that is no one's image: a dot file or folder (.DS_Store, a Mac's ._*), Thumbs.db, __MACOSX/."""
+    """A path ('/'-separated) that is no one's image: dot files and folders (.DS_Store, ._*), Thumbs.db, __MACOSX/."""
     return any(part.startswith(".") or part.lower() in HIDDEN_NAMES for part in name.split("/"))
 
 
@@ -234,15 +235,18 @@ def _eight_bits(image: Image.Image, opened: Image.Image) -> Image.Image:
         # 32-bit integers have no range of their own: assume what the file declares, TIFF's BitsPerSample
         # (signed when SampleFormat says so: 0..2**31-1), else 16 bits (PNG and PGM carry at most 16 here);
         # negative values clip to 0
-        tags = getattr(opened, "tag_v2", {})
-        first = lambda tag, default: int(np.ravel(tags.get(tag, default))[0])  # noqa: E731  (one value or a tuple)
-        bits, signed = first(258, 16), first(339, 1) == 2  # BitsPerSample, SampleFormat (2: signed integers)
+        bits, signed = _tiff_tag(opened, 258, 16), _tiff_tag(opened, 339, 1) == 2  # BitsPerSample, SampleFormat
         values, top = np.asarray(image).astype(np.float64), float(2 ** (bits - signed) - 1)
     elif image.mode == "F":  # float: assume 0..1 (as most tools write them), clip outside; NaN -> 0
         values, top = np.nan_to_num(np.asarray(image, dtype=np.float64)), 1.0
     else:
         return image
     return Image.fromarray(np.rint(np.clip(values / top, 0.0, 1.0) * 255.0).astype(np.uint8), "L")
+
+
+def _tiff_tag(image: Image.Image, tag: int, default: int) -> int:
+    """A TIFF tag's first value (Pillow gives one value or a tuple per sample), or `default` for other formats."""
+    return int(np.ravel(getattr(image, "tag_v2", {}).get(tag, default))[0])
 
 
 # What Pillow raises for a file it cannot read: broken, truncated, not the image its name says, too large.

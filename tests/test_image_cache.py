@@ -179,7 +179,8 @@ def test_a_zip_made_on_a_mac_has_its_classes_and_no_phantom(wrapped: str, tmp_pa
     assert json.loads((data.cache_folder / "meta.json").read_text())["classes"] == ["blue", "red"]
     x, y = data.sample(64)
     assert torch.equal((x[:, 2].mean((1, 2)) > x[:, 0].mean((1, 2))).long(), 1 - y)  # blue -> 0, red -> 1
-    assert out.count("hidden file(s) ignored") == 1 and "10 hidden file(s) ignored" in out  # 6 + 2 ._, .DS_Store, Thumbs
+    # 6 ._ in __MACOSX/, 2 beside the images, .DS_Store and Thumbs.db
+    assert out.count("hidden file(s) ignored") == 1 and "10 hidden file(s) ignored" in out
     assert ("the class folders sit inside icons/" in out and "its 2 subfolders are the classes" in out) == bool(wrapped)
 
 
