@@ -221,6 +221,7 @@ def _celeba_images(ds: Any) -> tuple[Tensor, Tensor]:
                           f"images in {folder} are incomplete. Extract img_align_celeba.zip there again.") from None
     listing = [(name, stat.st_size, stat.st_mtime_ns) for name, stat in zip(names, stats)]  # the cache's key
     source = Source(folder, names, listing, lambda name: (folder / name).read_bytes(), None)
-    cached, _ = load_or_build(source, None, [], CELEBA_RESOLUTION, "crop", 3, None)
+    cached, _ = load_or_build(source, None, [], CELEBA_RESOLUTION, "crop", 3, None,
+                              background=(255, 255, 255))  # JPEGs: nothing is transparent
     images = torch.from_numpy(np.load(cached / "images.npy", allow_pickle=False))
     return images, torch.from_numpy(np.load(cached / "labels.npy", allow_pickle=False))  # labels: -1, none

@@ -26,7 +26,7 @@ from torch import Tensor
 from gan_lab.augment import parse_policy
 from gan_lab.measures import InceptionScores, NearestTraining
 from gan_lab.errors import GanLabError
-from gan_lab.image_cache import load_or_build, open_source, read_labels
+from gan_lab.image_cache import background_rgb, load_or_build, open_source, read_labels
 
 FITS = ("crop", "pad")
 
@@ -84,15 +84,22 @@ class FolderData:
     def __init__(self, path: str, resolution: int = 64, fit: str = "crop", channels: int = 3, xflip: bool = False,
                  cache: str | None = None, memory_budget: float = 4.0, workers: int = 2,
                  device: str | torch.device = "cpu", augment: str | list[str] | None = None, rank: int = 0,
-                 world_size: int = 1, say: Callable[[str], None] = lambda text: None):
+                 world_size: int = 1, say: Callable[[str], None] = lambda text: None,
+                 background: str | list[int] = "white"):
         _check(path, resolution, fit, channels, memory_budget, workers)
+        rgb = background_rgb(background)
         started = time.perf_counter()
         source = open_source(path)  # listing the files (their sizes and mtimes key the cache) is part of start-up
+        for line in source.notes + source.warnings:  # hidden files ignored, a wrapped tree unwrapped, stray images
+            say(line)
         labels, classes = read_labels(source)
         building = lambda n: say(  # noqa: E731
             f"[bold]data[/] reading {n:,} images from {source.path} into a {channels}x{resolution}x{resolution} "
-            f"cache (once; later runs read the cache)")
-        folder, meta = load_or_build(source, labels, classes, resolution, fit, channels, cache, building)
+            f"cache, transparent pixels over {background} {rgb} (once; later runs read the cache)")
+        broken = lambda folder, why: say(  # noqa: E731
+            f"[bold]data[/] the cache {folder} failed its check ({why}): building it again")
+        folder, meta = load_or_build(source, labels, classes, resolution, fit, channels, cache, background=rgb,
+                                     on_build=building, on_broken=broken)
         self.cache_folder, self.skipped = folder, list(meta["skipped"])
         if self.skipped:
             shown = ", ".join(self.skipped[:5]) + (", ..." if len(self.skipped) > 5 else "")

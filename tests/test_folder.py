@@ -19,7 +19,7 @@ from gan_lab import image_cache
 from gan_lab.folder import FolderData
 from gan_lab.image_cache import decode, load_or_build, open_source, read_labels
 
-RED, BLUE = (255, 0, 0), (0, 0, 255)
+RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
 
 def solid(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 36), mode: str = "RGB") -> Path:
@@ -80,8 +80,8 @@ def test_a_zip_with_dataset_json_labels(tmp_path: Path) -> None:
 def test_every_mode_becomes_rgb_or_one_channel(mode: str, tmp_path: Path) -> None:
     suffix = {"CMYK": "jpg", "I": "tif"}.get(mode, "png")  # 32-bit I: TIFF (PNG keeps 16 bits only)
     file = solid(tmp_path / f"x.{suffix}", (200, 200, 200), mode=mode)
-    assert decode(file.read_bytes(), 32, "crop", 3).shape == (3, 32, 32)
-    grey = decode(file.read_bytes(), 32, "crop", 1)
+    assert decode(file.read_bytes(), 32, "crop", 3, WHITE).shape == (3, 32, 32)
+    grey = decode(file.read_bytes(), 32, "crop", 1, WHITE)
     assert grey.shape == (1, 32, 32) and grey.dtype == np.uint8
 
 
@@ -92,8 +92,8 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     exif[0x0112] = 6
     Image.new("RGB", (64, 32), (255, 255, 255)).save(tmp_path / "turned.jpg", exif=exif)
     Image.new("RGB", (64, 32), (255, 255, 255)).save(tmp_path / "plain.jpg")
-    turned = decode((tmp_path / "turned.jpg").read_bytes(), 32, "pad", 1)[0]
-    plain = decode((tmp_path / "plain.jpg").read_bytes(), 32, "pad", 1)[0]
+    turned = decode((tmp_path / "turned.jpg").read_bytes(), 32, "pad", 1, WHITE)[0]
+    plain = decode((tmp_path / "plain.jpg").read_bytes(), 32, "pad", 1, WHITE)[0]
     assert turned[:, 0].max() < 20 and turned[16, 16] > 235 and turned[0, 16] > 235  # bars at the sides
     assert plain[0, :].max() < 20 and plain[16, 16] > 235 and plain[16, 0] > 235      # bars at top and bottom
 
@@ -102,8 +102,8 @@ def test_crop_keeps_the_centre_and_pad_keeps_everything(tmp_path: Path) -> None:
     image = Image.new("RGB", (64, 32), RED)
     image.paste((255, 255, 255), (16, 0, 48, 32))  # white centre square, red sides
     image.save(tmp_path / "wide.png")
-    crop = decode((tmp_path / "wide.png").read_bytes(), 32, "crop", 3)
-    pad = decode((tmp_path / "wide.png").read_bytes(), 32, "pad", 3)
+    crop = decode((tmp_path / "wide.png").read_bytes(), 32, "crop", 3, WHITE)
+    pad = decode((tmp_path / "wide.png").read_bytes(), 32, "pad", 3, WHITE)
     assert crop.min() > 240  # only the white centre
     assert pad[:, :7].max() == 0 and pad[:, 25:].max() == 0  # black bars above and below the 32x16 image
     assert tuple(pad[:, 16, 1]) == (255, 0, 0) and tuple(pad[:, 16, 16]) == (255, 255, 255)  # red side, white centre
@@ -195,7 +195,8 @@ def _build_in_a_process(images: str, cache: str) -> tuple[bool, int]:
     built = []
     source = open_source(images)
     labels, classes = read_labels(source)
-    final, meta = load_or_build(source, labels, classes, 32, "crop", 3, cache, on_build=built.append)
+    final, meta = load_or_build(source, labels, classes, 32, "crop", 3, cache, background=WHITE,
+                                on_build=built.append)
     return bool(built), int(np.load(final / "images.npy", allow_pickle=False).shape[0])
 
 
