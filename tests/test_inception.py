@@ -75,9 +75,8 @@ def cifar_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-# Not quick: ~10 s here (2 shared CPU cores at load 7) plus the weights fixture's 5 s. Half of it is FID's
-# 2048 x 2048 eigenvalues, once on each side (~2.7 s each); the rest building two Inceptions and hashing the file.
-@pytest.mark.slow
+# Quick, barely: 4.4 s on one thread (2 shared cores at load 5; 10 s at load 7) plus 1.9 s for the weights
+# fixture. Half is FID's 2048 x 2048 eigenvalues, once on each side; the rest building two Inceptions.
 def test_fid_kid_and_is_equal_torch_fidelitys_own_on_a_few_images(weights: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # gan-lab's metrics are torch-fidelity's own, on 24 tiny images (the test below: through eval, at 299 px)
