@@ -41,6 +41,7 @@ def conv(c_in: int, c_out: int, k: int, bias: bool = True, groups: int = 1) -> i
 
 
 def linear(n_in: int, n_out: int, bias: bool = True) -> int:
+    """A linear layer's parameters, counted by hand."""
     return n_in * n_out + (n_out if bias else 0)
 
 
