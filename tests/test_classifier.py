@@ -6,7 +6,9 @@ Here a 10-class set of bright squares trains in about a second.
 
 from __future__ import annotations
 
+import io
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -67,9 +69,30 @@ def test_same_seed_same_weights_and_global_rng_untouched() -> None:
     assert not torch.equal(same["head.1.weight"], runs[2].state_dict()["head.1.weight"])
 
 
-def test_progress_bar_runs() -> None:
+def test_progress_lines_count_every_twentieth_step_to_the_last(capsys: pytest.CaptureFixture[str]) -> None:
+    # piped (pytest's capture is no terminal): a plain line every 5% of the 2 x 20 one-image steps
     images, labels = squares(2, seed=0)
-    train_classifier(images, labels, epochs=1, batch_size=8, seed=0, progress=True)
+    train_classifier(images, labels, epochs=2, batch_size=1, seed=0, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "training the classifier: 40 steps"
+    steps = [re.fullmatch(r"classifier step (\d+)/40  .*it/s  ETA .*  loss (\d+\.\d{4})", line) for line in lines[1:]]
+    assert all(steps), lines
+    assert [int(m[1]) for m in steps] == list(range(2, 41, 2))  # every 2nd step, the final count last
+    assert all(math.isfinite(float(m[2])) for m in steps)
+
+
+def test_progress_bar_on_a_terminal_counts_to_the_last_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from gan_lab.runs import tracker
+
+    screen = io.StringIO()
+    monkeypatch.setattr(tracker, "console", Console(file=screen, force_terminal=True, width=120))
+    images, labels = squares(2, seed=0)
+    train_classifier(images, labels, epochs=1, batch_size=4, seed=0, progress=True)  # 5 steps
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # the bar's frames, cursor codes removed
+    assert "training classifier" in shown and "5/5" in shown  # rich's M/N column at the last step
+    assert "6/5" not in shown and "classifier step" not in shown  # the plain lines go to the log file only
 
 
 # ---- caching ---------------------------------------------------------------------------------

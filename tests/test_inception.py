@@ -75,6 +75,42 @@ def cifar_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+# Quick, barely: 4.4 s on one thread (2 shared cores at load 5; 10 s at load 7) plus 1.9 s for the weights
+# fixture. Half is FID's 2048 x 2048 eigenvalues, once on each side; the rest building two Inceptions.
+def test_fid_kid_and_is_equal_torch_fidelitys_own_on_a_few_images(weights: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # gan-lab's metrics are torch-fidelity's own, on 24 tiny images (the test below: through eval, at 299 px)
+    import torch_fidelity
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from gan_lab.evaluation.inception import check_weights
+
+    # Inception resizes every image to 299 px: ~0.4 s an image on a loaded CPU thread. At 75 px (the least its
+    # layers take; the pool is adaptive) a pass costs 1/16 of that, in gan-lab's extractor and in
+    # calculate_metrics' alike: what is compared is which features, splits and subsets each side uses.
+    monkeypatch.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)
+    # random Inception's features barely differ between images: logits 3,000 x the shared file's make their
+    # softmax differ, so IS sits well above 1 (at 1.0000, any IS would match)
+    state = torch.load(weights, weights_only=True)
+    state["fc.weight"] = state["fc.weight"] * 3000
+    torch.save(state, peaked := tmp_path / "pt_inception-peaked.pth")
+    # IS splits the fakes 10 ways: 20 make 2 per split (10 would give exactly 1 whatever the features);
+    # 4 reals are the fewest precision/recall's k = 3 allows, and KID's subset
+    g = torch.Generator().manual_seed(3)
+    real = torch.randint(0, 256, (4, 3, 16, 16), generator=g, dtype=torch.uint8)
+    fake = torch.randint(0, 256, (20, 3, 1, 1), generator=g, dtype=torch.uint8).expand(-1, -1, 16, 16)  # flat colours
+    found = InceptionMetrics(check_weights(str(peaked)), real, "tiny", "train", len(fake), tmp_path, cuda=False)(fake)
+    reference = torch_fidelity.calculate_metrics(
+        input1=TensorImages(fake), input2=TensorImages(real), isc=True, fid=True, kid=True,
+        kid_subset_size=len(real), feature_extractor="inception-v3-compat",
+        feature_extractor_weights_path=str(peaked), cuda=False, verbose=False, save_cpu_ram=True)
+    assert found["metrics/fid"] == pytest.approx(reference["frechet_inception_distance"], rel=1e-6)
+    assert found["metrics/inception_score"] == pytest.approx(reference["inception_score_mean"], rel=1e-6)
+    assert found["metrics/kid"] == pytest.approx(reference["kernel_inception_distance_mean"], rel=1e-6)
+    # not degenerate: numbers a wrong layer, split or subset would change
+    assert found["metrics/fid"] > 1 and found["metrics/inception_score"] > 1.05 and found["metrics/kid"] > 1e-3, found
+
+
 @pytest.mark.slow  # four Inception passes of 10-12 images at 299 px: ~30 s on one loaded CPU thread
 def test_eval_measures_with_torch_fidelity_records_the_protocol_and_caches_the_reals(
         cifar_run: Path, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture,

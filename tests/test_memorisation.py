@@ -146,15 +146,36 @@ def test_without_inception_weights_the_pixels_are_still_measured(tmp_path: Path)
     assert "could not be loaded" in found.feature_space
 
 
+def brute_force(samples: Tensor, train: Tensor, held: Tensor) -> dict[str, float]:
+    """memorisation.compare's numbers from the whole distance matrix in float64: no chunks, self left out by hand."""
+    to_sample = torch.cdist(samples.double(), train.double()).min(dim=1).values
+    own = torch.cdist(train[held].double(), train.double())
+    own[torch.arange(len(held)), held] = float("inf")
+    to_train = own.min(dim=1).values
+    threshold = torch.quantile(to_train, 0.01).item()
+    return {"sample_nn_median": to_sample.median().item(), "train_nn_median": to_train.median().item(),
+            "threshold": threshold, "fraction_closer": (to_sample < threshold).double().mean().item()}
+
+
 def test_eval_reports_memorisation_and_keeps_each_picture(tmp_path: Path, tiny_mnist_root: Path,
-                                                          capsys: pytest.CaptureFixture) -> None:
+                                                          capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     run_cli("train", "data=mnist", f"data.root={tiny_mnist_root}", *TINY, *TINY_DCGAN, "threads=1",
             f"hydra.run.dir={tmp_path}")
+    seen, compare = [], memorisation.compare  # what eval compared, in pixels then in features
+    monkeypatch.setattr(memorisation, "compare", lambda *args: seen.append(args) or compare(*args))
     run_cli("eval", f"checkpoint={tmp_path}")
     record = json.loads((tmp_path / "eval.json").read_text())
     assert record["memorisation/quantile"] == 0.01
-    assert 0 <= record["memorisation/pixels/fraction_closer"] <= 1
-    assert record["memorisation/features/train_nn_median"] > 0
+    # eval.json holds the numbers of an independent nearest-neighbour search on what eval compared
+    assert len(seen) == 2 and seen[0][1].shape == (64, 28 * 28)  # the tiny MNIST's 64 training images
+    for space, (samples, train, held) in zip(("pixels", "features"), seen):
+        expected = brute_force(samples, train, held)
+        # the tiny MNIST is 64 distinct noise images: no training image has a twin, nor sits its own neighbour
+        assert expected["threshold"] > 0.1 * expected["train_nn_median"] > 0
+        found = {k: record[f"memorisation/{space}/{k}"] for k in expected}
+        assert found["fraction_closer"] == expected["fraction_closer"], space
+        assert_close(found, expected, rtol=1e-4, atol=1e-6, msg=space)
     first = (tmp_path / "nearest_neighbours.png").read_bytes()
     with Image.open(tmp_path / "nearest_neighbours.png") as picture:  # 16 rows of 3 MNIST images
         assert picture.size == (3 * 30 + 2, 16 * 30 + 2)

@@ -34,17 +34,87 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-# ../shared/docs/architectures.md's counts, computed from the reference code (Mimicry, BigGAN-PyTorch, R3GAN)
-@pytest.mark.parametrize("builder, settings, g_count, d_count", [
-    ("resnet", {}, 4_276_739, 1_053_825),  # SNGAN ResNet 32 px (Mimicry sngan_32)
+def conv(c_in: int, c_out: int, k: int, bias: bool = True, groups: int = 1) -> int:
+    """A k x k convolution's parameters, counted by hand (not by torch)."""
+    return c_out * (c_in // groups) * k * k + (c_out if bias else 0)
+
+
+def linear(n_in: int, n_out: int, bias: bool = True) -> int:
+    """A linear layer's parameters, counted by hand."""
+    return n_in * n_out + (n_out if bias else 0)
+
+
+def published_resnet_32(d_hidden: int, n_classes: int) -> tuple[int, int]:
+    """SNGAN / BigGAN CIFAR's G and D parameters from ../shared/docs/architectures.md's layer lists (sections 1, 2).
+
+    z 128 -> linear to 4 x 4 x 256 -> three up-blocks 256 -> 256 (BN or class-conditional BN, conv3x3, BN,
+    conv3x3, 1x1 shortcut) -> BN -> conv3x3 to RGB. D: the first block (conv3x3 3->C, conv3x3 C->C, 1x1 shortcut
+    3->C), a down block C->C (1x1 shortcut), two blocks C->C (identity shortcut), a linear to 1 with bias and, with
+    labels, a projection embedding (n_classes x C). d_hidden: C (SNGAN's thin D 128; BigGAN's wide D 4 ch = 256).
+    """
+    c = 256
+    # unconditional BN: an affine gamma and beta (2C); conditional BN (Mimicry cgan_pd, BigGAN ccbn with
+    # G_shared off): a per-class gain and bias embedding (2 x n_classes x C) and no affine of its own
+    norm = 2 * n_classes * c if n_classes else 2 * c
+    g_block = norm + conv(c, c, 3) + norm + conv(c, c, 3) + conv(c, c, 1)
+    g = linear(128, 4 * 4 * c) + 3 * g_block + 2 * c + conv(c, 3, 3)  # the head's BN is a plain affine one
+    d_c = d_hidden
+    d = (conv(3, d_c, 3) + conv(d_c, d_c, 3) + conv(3, d_c, 1)  # the first block
+         + conv(d_c, d_c, 3) + conv(d_c, d_c, 3) + conv(d_c, d_c, 1)  # down: a learned shortcut
+         + 2 * (conv(d_c, d_c, 3) + conv(d_c, d_c, 3))  # no down, same width: identity shortcut
+         + linear(d_c, 1) + n_classes * d_c)  # the head and the projection embedding
+    return g, d
+
+
+def published_r3gan_cifar(n_classes: int) -> tuple[int, int]:
+    """R3GAN's CIFAR10 preset from ../shared/docs/architectures.md section 3 (brownvc/R3GAN train.py, Networks.py).
+
+    Widths 768 at 4, 8, 16 and 32 px, 2 blocks per stage (8 in G, 8 in D), expansion 2, cardinality 96, z 64;
+    every conv and linear bias-free; a block: conv1x1 C->2C, bias, grouped conv3x3 2C->2C, bias, conv1x1 2C->C.
+    Same widths everywhere, so no 1x1 transition convs. G: label Linear(c->64), basis Linear(z(+64)->C) times a
+    learned [C, 4, 4], a conv1x1 to RGB. D: conv1x1 RGB->C, depthwise 4x4, Linear(C->1) or, with labels,
+    Linear(C->768) and the label's Linear(c->768).
+    """
+    c, z = 768, 64
+    block = conv(c, 2 * c, 1, bias=False) + 2 * c + conv(2 * c, 2 * c, 3, bias=False, groups=96) + 2 * c \
+        + conv(2 * c, c, 1, bias=False)
+    label = linear(n_classes, 64, bias=False) if n_classes else 0
+    g = label + linear(z + (64 if n_classes else 0), c, bias=False) + c * 4 * 4 + 8 * block + conv(c, 3, 1, bias=False)
+    head = (linear(c, 768, bias=False) + linear(n_classes, 768, bias=False)) if n_classes else linear(c, 1, bias=False)
+    d = conv(3, c, 1, bias=False) + 8 * block + conv(c, c, 4, bias=False, groups=c) + head
+    return g, d
+
+
+def test_the_hand_counts_are_the_docs_computed_counts() -> None:
+    # ../shared/docs/architectures.md's [computed] counts, which its counter checked against R3GAN's paper Table 1
+    assert published_resnet_32(d_hidden=128, n_classes=0) == (4_276_739, 1_053_825)  # Mimicry sngan_32
+    assert published_resnet_32(d_hidden=256, n_classes=10) == (4_304_387, 4_207_361)  # BigGAN CIFAR, ch=64
+    assert published_r3gan_cifar(n_classes=10) == (20_781_952, 21_280_512)  # R3GAN CIFAR10 --cond=1
+    assert published_r3gan_cifar(n_classes=0) == (20_732_160, 20_683_776)
+    # the doc's rounded figures (its comparison table: 4.30M / 4.21M, 20.78M / 21.28M) at their rounding
+    assert [round(n / 1e4) for n in (*published_resnet_32(256, 10), *published_r3gan_cifar(10))] == [430, 421, 2078,
+                                                                                                        2128]
+
+
+# exact: the same layers as the reference code, counted by hand above from the published layer lists
+@pytest.mark.parametrize("builder, settings, published", [
+    ("resnet", {}, published_resnet_32(d_hidden=128, n_classes=0)),  # SNGAN ResNet 32 px (Mimicry sngan_32)
     ("resnet", {"d_channels": 256, "d_max_channels": 256, "d_wide": True, "generator_spectral": True,
-              "conditional": True}, 4.30e6, 4.21e6),  # BigGAN CIFAR, ch=64
-    ("r3gan", {"conditional": True}, 20.8e6, 21.3e6),  # R3GAN's CIFAR10 preset, --cond=1
-    ("r3gan", {}, 20_732_160, 20_683_776),  # the same, unconditional
+              "conditional": True}, published_resnet_32(d_hidden=256, n_classes=10)),  # BigGAN CIFAR, ch=64
+    ("r3gan", {"conditional": True}, published_r3gan_cifar(n_classes=10)),  # R3GAN's CIFAR10 preset, --cond=1
+    ("r3gan", {}, published_r3gan_cifar(n_classes=0)),  # the same, unconditional
 ])
-def test_published_settings_give_the_papers_parameter_counts(builder, settings, g_count, d_count) -> None:
+def test_published_settings_give_the_papers_parameter_counts(builder, settings, published) -> None:
     G, critic = build_model(builder, (3, 32, 32), n_classes=10, **settings)
-    assert count(G) == pytest.approx(g_count, rel=0.10) and count(critic) == pytest.approx(d_count, rel=0.10)
+    assert (count(G), count(critic)) == published
+
+
+def test_r3gan_at_256px_has_the_papers_own_published_count() -> None:
+    # the one count a paper prints: R3GAN's Table 1, Config E (FFHQ-256), G 23.058M and D 23.010M, rounded there
+    # to thousands; ../shared/docs/architectures.md's [computed] count from the code gives the exact figure
+    G, critic = build_model("r3gan", (3, 256, 256), channels=96)  # widths 768 x 4, 384, 192, 96 from 4 px
+    assert (round(count(G) / 1e3), round(count(critic) / 1e3)) == (23_058, 23_010)
+    assert (count(G), count(critic)) == (23_057_952, 23_009_568)
 
 
 def test_the_yaml_defaults_are_the_published_settings() -> None:
@@ -80,6 +150,33 @@ def test_every_loss_trains_the_residual_models_at_32px(model: str, loss: str) ->
         G.eval()
         after = G(z_fixed, y), critic(x, y)
     assert not torch.allclose(before[0], after[0]) and not torch.allclose(before[1], after[1])  # both nets trained
+
+
+@pytest.mark.parametrize("model, loss", [("resnet", "hinge"), ("r3gan", "r3gan")])
+def test_the_critic_learns_to_score_real_above_fake_and_g_to_raise_its_score(model: str, loss: str) -> None:
+    # a loss with its sign flipped still trains without error and without NaN: only the direction shows it.
+    # Real images are all white, the fakes whatever G draws at init (grey noise): a critic separates them in a
+    # few steps, and the critic must then score the real batch above the fake one; G, against that critic
+    # held fixed, must raise its own score.
+    torch.manual_seed(0)
+    cfg = compose_train(f"model={model}", f"loss={loss}", "data=cifar10", *TINY_MODEL[model])
+    built, schedule = build_loss(OmegaConf.to_container(cfg.loss, resolve=True))
+    G, critic = instantiate(cfg.model, shape=(3, 32, 32))
+    opt_g, opt_d = (torch.optim.Adam(net.parameters(), 1e-3, betas=(0.0, 0.9)) for net in (G, critic))
+    x, z = torch.ones(8, 3, 32, 32), torch.randn(8, G.z_dim)
+
+    def scores() -> tuple[float, float]:
+        with torch.no_grad():
+            return critic(x).mean().item(), critic(G(z)).mean().item()
+    real_before, fake_before = scores()
+    for _ in range(20):
+        critic_step(G, critic, built, opt_d, x, torch.randn(8, G.z_dim), clip=schedule.clip)
+    real, fake = scores()
+    assert real - fake > 1.0 + abs(real_before - fake_before), (real_before, fake_before, real, fake)
+    for _ in range(10):
+        generator_step(G, critic, built, opt_g, torch.randn(8, G.z_dim), x=x)
+    _, fake_after = scores()
+    assert fake_after - fake > 0.1 * (real - fake), (real, fake, fake_after)
 
 
 @pytest.mark.parametrize("model", ["resnet", "r3gan"])
