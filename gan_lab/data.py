@@ -139,7 +139,7 @@ class ImageData:
 
     capturable = True  # sample(): randint + index_select on images held on the device (gan_lab.capture)
 
-    def __init__(self, name: str, root: str = "data", download: bool = True, train: bool = True,
+    def __init__(self, name: str, root: str, download: bool, train: bool = True,
                  device: str | torch.device = "cpu", augment: str | list[str] | None = None):
         if name not in _TORCHVISION:
             raise GanLabError(f"data.name={name!r} is not an image data set gan-lab knows: "
@@ -177,7 +177,7 @@ class StackedMNIST:
 
     capturable = True  # sample(): randint + index_select on images held on the device (gan_lab.capture)
 
-    def __init__(self, root: str = "data", download: bool = True, train: bool = True,
+    def __init__(self, root: str, download: bool, train: bool = True,
                  device: str | torch.device = "cpu", augment: str | list[str] | None = None):
         images, labels = _load_torchvision("mnist", root, download, train)
         self.images, self.labels = images.to(device), labels.to(device)  # uint8 (N, 1, 28, 28)
