@@ -133,3 +133,13 @@ def test_cuda_training_run_keeps_images_on_the_gpu(tmp_path: Path, tiny_mnist_ro
     state = load_checkpoint(tmp_path)
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+
+
+def test_the_moons_lie_on_their_two_arcs() -> None:
+    from gan_lab.data import TwoMoons
+
+    x, y = TwoMoons(noise=0.0).sample(2000)
+    centre = torch.where((y == 0).unsqueeze(1), torch.tensor([-0.5, -0.25]), torch.tensor([0.5, 0.25]))
+    radius = (x - centre).norm(dim=1)
+    torch.testing.assert_close(radius, torch.ones(2000), rtol=0, atol=1e-5)  # each on its unit half circle
+    assert ((x[:, 1] + 0.25 > -1e-6) == (y == 0)).float().mean() > 0.99  # the upper moon above its centre
