@@ -142,6 +142,7 @@ class TwoMoons:
         self.name, self.noise, self.device = "moons", float(noise), torch.device(device)
         self.shape, self.n_classes, self.size = (2,), 2, None
         self.augment = parse_policy(augment, self.shape)  # refused: DiffAugment is for images
+        self.centre = torch.tensor([0.5, 0.25], device=self.device)  # built once: sample() may not copy from the host
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """Fresh points and their moon (0: upper, 1: lower)."""
@@ -149,7 +150,7 @@ class TwoMoons:
         t = math.pi * torch.rand(batch_size, device=self.device)
         # upper: (cos t, sin t); lower: (1 - cos t, 0.5 - sin t); centred on (0.5, 0.25)
         x = torch.stack([torch.where(y == 0, t.cos(), 1 - t.cos()), torch.where(y == 0, t.sin(), 0.5 - t.sin())], 1)
-        return x - torch.tensor([0.5, 0.25], device=self.device) + self.noise * torch.randn_like(x), y
+        return x - self.centre + self.noise * torch.randn_like(x), y
 
     def measures(self) -> tuple[()]:
         """None: the moons are curves, not modes with centres."""
