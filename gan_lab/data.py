@@ -131,32 +131,6 @@ class SwissRoll:
         return ()
 
 
-class TwoMoons:
-    """Two interleaving half circles (sklearn's make_moons), noisy, centred: a 2-D set with two curved modes."""
-
-    capturable = True  # sample() draws on the device from torch's generator (gan_lab.capture)
-
-    def __init__(self, noise: float, device: str | torch.device = "cpu", augment: str | list[str] | None = None):
-        if not noise >= 0:
-            raise GanLabError(f"data.noise={noise} is out of range: it must be >= 0.")
-        self.name, self.noise, self.device = "moons", float(noise), torch.device(device)
-        self.shape, self.n_classes, self.size = (2,), 2, None
-        self.augment = parse_policy(augment, self.shape)  # refused: DiffAugment is for images
-        self.centre = torch.tensor([0.5, 0.25], device=self.device)  # built once: sample() may not copy from the host
-
-    def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
-        """Fresh points and their moon (0: upper, 1: lower)."""
-        y = torch.randint(2, (batch_size,), device=self.device)
-        t = math.pi * torch.rand(batch_size, device=self.device)
-        # upper: (cos t, sin t); lower: (1 - cos t, 0.5 - sin t); centred on (0.5, 0.25)
-        x = torch.stack([torch.where(y == 0, t.cos(), 1 - t.cos()), torch.where(y == 0, t.sin(), 0.5 - t.sin())], 1)
-        return x - self.centre + self.noise * torch.randn_like(x), y
-
-    def measures(self) -> tuple[()]:
-        """None: the moons are curves, not modes with centres."""
-        return ()
-
-
 CELEBA_RESOLUTION = 64  # the 178x178 centre of the 178x218 aligned faces, resized: the DCGAN/WGAN-GP protocol
 
 

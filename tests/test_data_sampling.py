@@ -134,13 +134,3 @@ def test_cuda_training_run_keeps_images_on_the_gpu(tmp_path: Path, tiny_mnist_ro
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
 
-
-def test_the_moons_lie_on_their_two_arcs() -> None:
-    from gan_lab.data import TwoMoons
-
-    x, y = TwoMoons(noise=0.0).sample(2000)
-    centre = torch.where((y == 0).unsqueeze(1), torch.tensor([-0.5, -0.25]), torch.tensor([0.5, 0.25]))
-    radius = (x - centre).norm(dim=1)
-    torch.testing.assert_close(radius, torch.ones(2000), rtol=0, atol=1e-5)  # each on its unit half circle
-    above = torch.where(y == 0, x[:, 1] + 0.25, 0.25 - x[:, 1])  # upper moon above its centre, lower below its own
-    assert bool((above > -1e-6).all())
