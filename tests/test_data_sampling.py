@@ -133,4 +133,3 @@ def test_cuda_training_run_keeps_images_on_the_gpu(tmp_path: Path, tiny_mnist_ro
     state = load_checkpoint(tmp_path)
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
-
