@@ -29,7 +29,7 @@ torch.set_num_threads(1)
 os.environ["GAN_LAB_CACHE"] = tempfile.mkdtemp(prefix="gan-lab-test-cache-")
 
 # Overrides that make any run take a second or two on a CPU.
-TINY = ["train.steps=4", "train.batch_size=16", "train.log_every=2", "train.sample_every=2",
+TINY = ["train.steps=4", "train.batch_size=16", "train.log_every=2", "train.sample_every=4",
         "train.checkpoint_every=2", "device=cpu"]
 TINY_MLP = ["model.hidden=32", "model.depth=2"]
 TINY_DCGAN = ["model.width=8", "model.z_dim=16", "metrics=false"]

@@ -214,10 +214,21 @@ class Tracker:
 
     def figure(self, tag: str, step: int, fig: Any, path: Path | None = None) -> None:
         """Log a matplotlib figure and optionally save it as a PNG; closes the figure."""
+        import matplotlib.pyplot as plt
+        import numpy as np
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from PIL import Image
+
+        # drawn once, for the PNG and TensorBoard alike (savefig and add_figure would each draw it again:
+        # the figures of a 2-D run's sample steps were most of a short run's time)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+        plt.close(fig)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=100)
-        self.writer.add_figure(tag, fig, step, close=True)
+            Image.fromarray(rgb).save(path)
+        self.writer.add_image(tag, rgb, step, dataformats="HWC")
 
     def hparams(self, params: dict[str, Any]) -> None:
         """Log the run's hyper-parameters for the HParams dashboard, in this run's own event file."""
