@@ -157,6 +157,7 @@ def test_cli_help_lists_groups_and_cfg_job_prints_the_config() -> None:
     assert job.returncode == 0 and "_target_: gan_lab.losses.Hinge" in job.stdout
 
 
+@pytest.mark.slow  # pip installs the package and a Python subprocess reads it
 def test_non_editable_install_finds_its_configs(tmp_path: Path) -> None:
     # A plain (non-editable) install copies the package elsewhere: the YAML must ship inside it.
     repo = Path(__file__).resolve().parents[1]

@@ -305,6 +305,7 @@ def test_cifar100_missing_names_its_folder(tmp_path: Path, capsys: pytest.Captur
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
+@pytest.mark.slow  # starts scripts/write_image_folder.py as a subprocess
 def test_write_image_folder_writes_class_folders_that_data_folder_reads(tmp_path: Path, tiny_mnist_root: Path) -> None:
     import subprocess
     import sys

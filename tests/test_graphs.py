@@ -255,6 +255,7 @@ def test_compile_penalised_compiles_the_generator_only(tmp_path: Path, capsys) -
     assert not any(k.startswith("_orig_mod") for k in load_checkpoint(tmp_path)["G"])
 
 
+@pytest.mark.slow  # torch.compile's first compilation takes seconds on a CPU
 def test_compile_without_penalty_compiles_both_and_matches_eager() -> None:
     eager = build("cpu", loss=Hinge())
     torch.manual_seed(3)

@@ -116,6 +116,7 @@ def test_hparams_are_written(tmp_path: Path) -> None:
     assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("hparams/")]
 
 
+@pytest.mark.slow  # three runs of 6 steps each
 def test_resume_gives_the_weights_of_a_straight_run(tmp_path: Path) -> None:
     common = ["loss=wgan_gp", "train.batch_size=16", "train.log_every=3", "train.sample_every=3",
               "train.checkpoint_every=3", "device=cpu", *TINY_MLP]
