@@ -203,14 +203,20 @@ def table_section(info: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -
              f"TSTR target `{info['target']}` ({info['task']}, {metric}).", "",
              "| system | seed | quality | shapes | pair trends | TSTR | TSTR of real | fit CPU s | transforms CPU s |",
              "|---|---|---|---|---|---|---|---|---|"]
-    means = []
+    means, notes = [], []
     for system, results in rows.items():
         label = SYSTEMS[system][1]
         scored = [r for r in results if r["scores"]]
+        refusals: dict[str, list[str]] = {}  # one row per distinct refusal, naming its seeds
         for r in results:
             if not r["scores"]:
-                lines.append(f"| {label} | {r['seed']} | refused: {r['fit']['refused']} | | | | | | |")
-                continue
+                refusals.setdefault(r["fit"]["refused"], []).append(str(r["seed"]))
+        lines += [f"| {label} | {', '.join(seeds)} | refused: {why} | | | | | | |" for why, seeds in refusals.items()]
+        fit_rows = sorted({r["fit"]["fit_rows"] for r in scored if "fit_rows" in r["fit"]})
+        if fit_rows and fit_rows != [info["train_rows"]]:
+            notes.append(f"{label}: fitted on {', '.join(f'{n:,}' for n in fit_rows)} of the {info['train_rows']:,} "
+                         f"training rows, scored against the whole held-out split (its missing values included).")
+        for r in scored:
             s, fit = r["scores"], r["fit"]
             transforms = "" if fit.get("transform_cpu_s") is None else f"{fit['transform_cpu_s']:.1f}"
             lines.append(f"| {label} | {r['seed']} | {s['quality']:.3f} | {s['shapes']:.3f} | {s['pair_trends']:.3f} "
@@ -223,8 +229,11 @@ def table_section(info: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -
                           mean([r["fit"]["fit_cpu_s"] for r in scored])))
             lines.append(f"| **{label}** | **mean of {len(scored)}** | {m('quality'):.3f} | {m('shapes'):.3f} "
                          f"| {m('pair_trends'):.3f} | {m('tstr'):.3f} | {m('tstr_real'):.3f} "
-                         f"| {means[-1][2]:.1f} | {mean(transform) if transform else 0:.1f} |")
-    return lines + [""] + goal_lines(dict((s, (v, cpu)) for s, v, cpu in means)) + [""]
+                         f"| {means[-1][2]:.1f} | {f'{mean(transform):.1f}' if transform else ''} |")
+    if info["missing"].get(info["target"]):
+        notes.append(f"TSTR leaves out the rows whose target `{info['target']}` is missing, on both sides.")
+    notes += goal_lines(dict((s, (v, cpu)) for s, v, cpu in means))
+    return lines + [line for note in notes for line in ("", note)] + [""]
 
 
 def goal_lines(means: dict[str, tuple[dict[str, float], float]]) -> list[str]:

@@ -27,7 +27,7 @@ VERSIONS = {"ctgan": "9.9", "torch": "2.0", "sdmetrics": "1.0", "scikit-learn": 
 
 def scored(seed: int, quality: float, tstr: float, cpu: float) -> dict[str, Any]:
     """A cached result as result_for writes it, with the given figures."""
-    return {"seed": seed, "fit": {"fit_cpu_s": cpu, "transform_cpu_s": cpu / 4},
+    return {"seed": seed, "fit": {"fit_cpu_s": cpu, "transform_cpu_s": cpu / 4, "fit_rows": 7},
             "scores": {"quality": quality, "shapes": quality + 0.1, "pair_trends": quality - 0.1, "tstr": tstr,
                        "tstr_real": 0.9}}
 
@@ -88,14 +88,16 @@ def test_the_ganlab_runner_says_not_yet_until_data_table_exists(tmp_path: Path, 
 
 
 def test_a_table_section_lists_refusals_rows_and_means() -> None:
-    refused = {"seed": 0, "fit": {"refused": "InvalidDataError: no nulls"}, "scores": {}}
-    lines = table_bench.table_section(INFO, {"ctgan": [refused],
+    refused = [{"seed": seed, "fit": {"refused": "InvalidDataError: no nulls"}, "scores": {}} for seed in (0, 1)]
+    lines = table_bench.table_section(INFO, {"ctgan": refused,
                                              "ctgan-dropna": [scored(0, 0.70, 0.50, 10.0), scored(1, 0.80, 0.70, 20.0)]})
-    assert "| CTGAN | 0 | refused: InvalidDataError: no nulls |" in "\n".join(lines)
+    assert "| CTGAN | 0, 1 | refused: InvalidDataError: no nulls |" in "\n".join(lines)
+    assert "dropped: fitted on 7 of the 8 training rows" in "\n".join(lines)
     mean_row = next(line for line in lines if "mean of 2" in line).split("|")[3:-1]
     assert [cell.strip() for cell in mean_row] == ["0.750", "0.850", "0.650", "0.600", "0.900", "15.0", "3.8"]
     assert "missing values: a 1" in lines[2] and "R^2" in lines[2]
     assert lines[-2].endswith("not measured yet (gan-lab's side has not run).")
+    assert "TSTR leaves out" not in "\n".join(lines)  # y has no missing values here
 
 
 @pytest.mark.parametrize(("quality", "tstr", "cpu", "verdict"),
