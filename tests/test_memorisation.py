@@ -230,15 +230,17 @@ def test_eval_reports_memorisation_and_keeps_each_picture(tmp_path: Path, tiny_m
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     run_cli("train", "data=mnist", f"data.root={tiny_mnist_root}", *TINY, *TINY_DCGAN, "threads=1",
             f"hydra.run.dir={tmp_path}")
-    seen, measure_space = [], memorisation.measure_space  # what eval measured, in pixels then in features
+    seen, reals = [], []  # what eval measured, in pixels then in features: samples, then the held real images
+    measure_space, reference = memorisation.measure_space, memorisation.reference
     monkeypatch.setattr(memorisation, "measure_space", lambda *args: seen.append(args) or measure_space(*args))
+    monkeypatch.setattr(memorisation, "reference", lambda *args: reals.append(args) or reference(*args))
     run_cli("eval", f"checkpoint={tmp_path}")
     record = json.loads((tmp_path / "eval.json").read_text())
     assert record["memorisation/copy_ratio"] == COPY_RATIO and record["memorisation/duplicates"] == 0.0
     # eval.json holds the numbers of an independent nearest-neighbour search on what eval measured
-    assert len(seen) == 2 and len(seen[0][2]) == 64  # the tiny MNIST's 64 training images
-    for space, args in zip(("pixels", "features"), seen):
-        expected = brute_force(*args)
+    assert len(seen) == len(reals) == 2 and len(seen[0][2]) == 64  # the tiny MNIST's 64 training images
+    for space, (searched, samples, keep, _), (_, _, held, held_images) in zip(("pixels", "features"), seen, reals):
+        expected = brute_force(searched, samples, keep, held, held_images)
         # the tiny MNIST is 64 distinct noise images: no real image passes as a copy of another
         assert expected["copies_of_real"] == 0.0 and expected["real_nn_ratio_median"] > 0.8
         found = {k: record[f"memorisation/{space}/{k}"] for k in expected}

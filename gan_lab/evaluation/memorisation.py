@@ -105,29 +105,47 @@ class Space:
     rows: Callable[[Tensor], Tensor]  # a chunk of `train` -> float rows
 
 
-def measure_space(space: Space, samples: Tensor, keep: Tensor, held: Tensor,
-                  held_images: Tensor) -> tuple[dict[str, float], Tensor, Tensor]:
-    """The numbers of one space; each sample's nearest / second-nearest ratio and its nearest training image."""
-    def search(images: Tensor, self_index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        found = two_nearest(space.embed(images), space.train, space.rows, keep, self_index)
-        flipped = two_nearest(space.embed(mirror(images)), space.train, space.rows, keep, self_index)
-        return either_orientation(found, flipped)
+@dataclass
+class Reference:
+    """The real images' side of one space, found once per check: their nearest distances, ratios and C_T's cells."""
 
-    d1, nearest, d2 = search(samples)
-    real_d1, _, real_d2 = search(held_images, self_index=held)
-    ratio, real_ratio = d1 / d2, real_d1 / real_d2
-    reference = space.embed(held_images).double()
-    centres = kmeans_cells(reference, min(CELLS, max(1, len(held) // (2 * MIN_IN_CELL))))
-    cell_of = lambda images: torch.cdist(space.embed(images).double(), centres).argmin(1)  # noqa: E731
+    distance: Tensor  # each held real image's distance to its nearest other training image
+    ratio: Tensor  # nearest / second-nearest
+    centres: Tensor  # C_T's k-means centres (float64)
+    cell: Tensor  # each held real image's cell
+
+
+def search(space: Space, images: Tensor, keep: Tensor, self_index: Tensor | None = None) -> tuple[Tensor, ...]:
+    """Nearest distance, nearest training image (index into the data) and second-nearest distance, flips included."""
+    found = two_nearest(space.embed(images), space.train, space.rows, keep, self_index)
+    flipped = two_nearest(space.embed(mirror(images)), space.train, space.rows, keep, self_index)
+    d1, nearest, d2 = either_orientation(found, flipped)
+    return d1, keep[nearest], d2
+
+
+def reference(space: Space, keep: Tensor, held: Tensor, held_images: Tensor) -> Reference:
+    """The held real images, each against the other training images, and C_T's partition of them."""
+    d1, _, d2 = search(space, held_images, keep, self_index=held)
+    points = space.embed(held_images).double()
+    centres = kmeans_cells(points, min(CELLS, max(1, len(held) // (2 * MIN_IN_CELL))))
+    return Reference(d1, d1 / d2, centres, torch.cdist(points, centres).argmin(1))
+
+
+def measure_space(space: Space, samples: Tensor, keep: Tensor, real: Reference) -> tuple[dict[str, float], Tensor,
+                                                                                         Tensor]:
+    """The numbers of one space; each sample's nearest / second-nearest ratio and its nearest training image."""
+    d1, nearest, d2 = search(space, samples, keep)
+    ratio = d1 / d2
+    cell = torch.cdist(space.embed(samples).double(), real.centres).argmin(1)
     return {
         "copies": (ratio < COPY_RATIO).double().mean().item(),
-        "copies_of_real": (real_ratio < COPY_RATIO).double().mean().item(),
+        "copies_of_real": (real.ratio < COPY_RATIO).double().mean().item(),
         "nn_ratio_median": ratio.median().item(),
-        "real_nn_ratio_median": real_ratio.median().item(),
+        "real_nn_ratio_median": real.ratio.median().item(),
         "sample_nn_median": d1.median().item(),
-        "real_nn_median": real_d1.median().item(),
-        "data_copying_z": data_copying(d1, real_d1, cell_of(samples), torch.cdist(reference, centres).argmin(1)),
-    }, ratio, keep[nearest]
+        "real_nn_median": real.distance.median().item(),
+        "data_copying_z": data_copying(d1, real.distance, cell, real.cell),
+    }, ratio, nearest
 
 
 def digit_features(classifier: str, root: str, cache_dir: str | None,
@@ -214,6 +232,7 @@ def memorisation_check(measure: Any, n: int, classifier_root: str | None = None,
         return lambda G: Memorisation({}, None, "none", missing)
     held = torch.randperm(len(keep), generator=torch.Generator().manual_seed(HELD_SEED))[:HELD].to(device)
     spaces: dict[str, Space] = {"pixels": Space(pixels, train, pixels)}
+    references: dict[str, Reference] = {}
     features: Callable[[Tensor], Tensor] | None = None
     if measure.classifier is not None:
         digits = digit_features(measure.classifier, classifier_root or "data", cache_dir, device)
@@ -235,7 +254,9 @@ def memorisation_check(measure: Any, n: int, classifier_root: str | None = None,
         found = {"memorisation/duplicates": duplicates, "memorisation/copy_ratio": COPY_RATIO}
         pairs = []
         for name, searched in spaces.items():
-            metrics, ratio, nearest = measure_space(searched, samples, keep, held, train[keep[held]])
+            if name not in references:  # the real images' side does not change between checks: once
+                references[name] = reference(searched, keep, held, train[keep[held]])
+            metrics, ratio, nearest = measure_space(searched, samples, keep, references[name])
             found.update({f"memorisation/{name}/{k}": v for k, v in metrics.items()})
             pairs.append((name, ratio, nearest))
         return Memorisation(found, picture(samples, train, pairs), space)
