@@ -193,6 +193,11 @@ def load_or_train_classifier(data_name: str, root: str, cache_dir: str | Path | 
     return model
 
 
+def held_out_images(data_name: str, root: str) -> Tensor:
+    """The test split's images, uint8 (N, 1, 28, 28): real images no generator trained on (gan-lab trains on train)."""
+    return _load_torchvision(data_name, root, False, train=False)[0]
+
+
 def _save(path: Path, payload: dict) -> None:
     # temp file in the same folder + os.replace: a crash mid-write never leaves a half file at path,
     # and two processes training at once each replace it with a whole one
