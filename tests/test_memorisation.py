@@ -237,6 +237,10 @@ def test_eval_reports_memorisation_and_keeps_each_picture(tmp_path: Path, tiny_m
     run_cli("eval", f"checkpoint={tmp_path}")
     record = json.loads((tmp_path / "eval.json").read_text())
     assert record["memorisation/copy_ratio"] == COPY_RATIO and record["memorisation/duplicates"] == 0.0
+    # every digit metric beside its value for the test split under the same protocol (the tiny test split is
+    # 64 other noise images: all 10 classes' labels, a Fréchet distance above 0)
+    real = record["real_held_out"]
+    assert set(real) == {k for k in record if k.startswith("metrics/")} and real["metrics/frechet_distance"] > 0
     # eval.json holds the numbers of an independent nearest-neighbour search on what eval measured
     assert len(seen) == len(reals) == 2 and len(seen[0][2]) == 64  # the tiny MNIST's 64 training images
     for space, (searched, samples, keep, _), (_, _, held, held_images) in zip(("pixels", "features"), seen, reals):

@@ -187,6 +187,7 @@ def embed(features: Callable[[Tensor], Tensor], images: Tensor, batch_size: int 
 def picture(samples: Tensor, train: Tensor, found: list[tuple[str, Tensor, Tensor]]) -> Tensor:
     """uint8 (3, H, W): a header, then SHOWN rows of the samples likeliest copies and SHOWN of the first samples;
     each row a sample and, per space, its nearest training image and the nearest / second-nearest ratio."""
+    import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
     scale = max(1, math.ceil(TILE / samples.shape[-1]))
@@ -213,7 +214,7 @@ def picture(samples: Tensor, train: Tensor, found: list[tuple[str, Tensor, Tenso
             paste(train[nearest[i]], x, y)
             verdict = "copy" if space_ratio[i] < COPY_RATIO else ""
             draw.text((x + tile + 6, y + tile // 2 - 6), f"{space_ratio[i]:.2f} {verdict}", fill="black", font=font)
-    return torch.from_numpy(__import__("numpy").asarray(canvas).copy()).permute(2, 0, 1)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)
 
 
 def memorisation_check(measure: Any, n: int, classifier_root: str | None = None,
