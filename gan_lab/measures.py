@@ -233,7 +233,8 @@ class InceptionScores(Measure):
 
 @dataclass(frozen=True)
 class NearestTraining(Measure):
-    """Memorisation (`gan-lab eval`): each sample's distance to its nearest training image, in pixels and features."""
+    """Memorisation (`gan-lab eval`): the samples that copy a training image, beside real images' count, in pixels
+    and features (gan_lab.evaluation.memorisation)."""
 
     name: str  # the data set: names the cache of its training images' Inception features
     # uint8 (N, C, H, W): the training images a generator could copy. Samples with k times as many
