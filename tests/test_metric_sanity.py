@@ -97,3 +97,37 @@ def test_on_real_mnist_every_class_metric_puts_noise_constant_and_one_step_below
             assert worse, (metric, name, found[name][metric], real_value)
     for metric in ("precision", "density"):
         assert found["real"][metric] > 0.5 > max(found[name][metric] for name in ("noise", "constant", "one-step"))
+
+
+def shapes(n: int, seed: int) -> torch.Tensor:
+    """uint8 (n, 3, 16, 16) 'real' RGB images: a bright 6 x 6 square of a random colour at a random place, on dark."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.full((n, 3, 16, 16), 20, dtype=torch.uint8)
+    for i in range(n):
+        colour = torch.randint(100, 256, (3, 1, 1), generator=g, dtype=torch.uint8)
+        top, left = torch.randint(0, 10, (2,), generator=g).tolist()
+        images[i, :, top:top + 6, left:left + 6] = colour
+    return images
+
+
+def test_inception_metrics_put_noise_and_a_constant_below_held_out_images(tmp_path, monkeypatch) -> None:
+    # folders and RGB sets: torch-fidelity's Inception with random weights (tests/test_inception.py's file) at
+    # 75 px. IS is left out: random weights' logits give every image the same near-uniform softmax (IS 1.0)
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from gan_lab.evaluation.inception import InceptionMetrics, check_weights
+    from test_inception import random_inception_weights
+
+    monkeypatch.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)
+    weights = random_inception_weights(tmp_path / "pt_inception-random.pth")
+    n, g = 40, torch.Generator().manual_seed(2)
+    metrics = InceptionMetrics(check_weights(str(weights)), shapes(n, seed=0), "shapes", "train", n, tmp_path,
+                               cuda=False)
+    found = {"noise": metrics(torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)),
+             "constant": metrics(torch.full((n, 3, 16, 16), 128, dtype=torch.uint8)),
+             "real": metrics(shapes(n, seed=1))}
+    for name in ("noise", "constant"):
+        assert found[name]["metrics/fid"] > 3 * found["real"]["metrics/fid"], name
+        assert found[name]["metrics/kid"] > found["real"]["metrics/kid"] + 1e-4, name
+        assert found[name]["metrics/precision"] < 0.5 < found["real"]["metrics/precision"], name
+        assert found[name]["metrics/recall"] < 0.5 < found["real"]["metrics/recall"], name
