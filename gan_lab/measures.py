@@ -67,6 +67,17 @@ class Measure:
         raise NotImplementedError
 
 
+def once(compute: Callable[[], dict[str, float]]) -> Callable[[], dict[str, float]]:
+    """compute(), run on the first call only and kept: a reference is the same at every evaluation."""
+    kept: list[dict[str, float]] = []
+
+    def cached() -> dict[str, float]:
+        if not kept:
+            kept.append(compute())
+        return kept[0]
+    return cached
+
+
 def image_samples(size: int | None) -> int:
     """How many samples image metrics draw: IMAGE_SAMPLES, or the whole data set when it is smaller."""
     return min(IMAGE_SAMPLES, size or IMAGE_SAMPLES)
@@ -97,6 +108,13 @@ class ModeCoverage(Measure):
                 nearest = torch.cdist(fake.double(), centers.double()).argmin(1)
                 metrics.update(tools.label_accuracy(nearest, y, G.n_classes))
             return metrics
+
+        def reference() -> dict[str, float]:  # n draws of the mixture itself, seeded apart from the evaluation's
+            g = torch.Generator().manual_seed(context.seed + 1)
+            draws = centers.double()[torch.randint(len(centers), (n,), generator=g)]
+            draws = draws + self.sigma * torch.randn(draws.shape, generator=g, dtype=torch.float64)
+            return {f"metrics/{k}": float(v) for k, v in tools.mixture_metrics(draws, centers, self.sigma).items()}
+        mixture.reference = once(reference)  # type: ignore[attr-defined]
         return mixture
 
 
@@ -131,6 +149,13 @@ class DigitClasses(Measure):
                     predicted = torch.cat([model(fake[i:i + 1000]).argmax(1) for i in range(0, n, 1000)])
                 metrics.update(tools.label_accuracy(predicted, y, G.n_classes))
             return metrics
+
+        def reference() -> dict[str, float]:  # the test split's first n images in place of the samples
+            held_out = tools.held_out_images(self.classifier, context.classifier_root or "data")[:n]
+            return {f"metrics/{k}": float(v) for k, v in tools.class_metrics(
+                model, held_out.to(self.real.device).float().div(127.5).sub(1), real,
+                knn_samples=KNN_SAMPLES).items()}
+        classes.reference = once(reference)  # type: ignore[attr-defined]
         return classes
 
 
@@ -208,7 +233,8 @@ class InceptionScores(Measure):
 
 @dataclass(frozen=True)
 class NearestTraining(Measure):
-    """Memorisation (`gan-lab eval`): each sample's distance to its nearest training image, in pixels and features."""
+    """Memorisation (`gan-lab eval`): the samples that copy a training image, beside real images' count, in pixels
+    and features (gan_lab.evaluation.memorisation)."""
 
     name: str  # the data set: names the cache of its training images' Inception features
     # uint8 (N, C, H, W): the training images a generator could copy. Samples with k times as many

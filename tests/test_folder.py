@@ -126,8 +126,8 @@ def test_cli_trains_on_a_folder_and_counts_unreadable_files(tmp_path: Path, caps
     assert "gan_lab.resnets.resnet" in (run / ".hydra" / "config.yaml").read_text()  # a folder brings model=resnet
 
 
-def test_eval_finds_each_samples_nearest_image_in_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    # greyscale: no Inception metrics, but memorisation in pixels (nearest training images) offline
+def test_eval_of_a_folder_of_two_distinct_images_says_what_it_cannot_compute(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # greyscale: no Inception metrics; memorisation in pixels needs three distinct images
     images = two_classes(tmp_path / "images")
     run = tmp_path / "run"
     run_cli("train", "data=folder", f"data.path={images}", "data.resolution=32", "data.channels=1",
@@ -135,10 +135,12 @@ def test_eval_finds_each_samples_nearest_image_in_the_folder(tmp_path: Path, cap
             "train.batch_size=8", "threads=1", f"hydra.run.dir={run}")
     run_cli("eval", f"checkpoint={run}")
     found = json.loads((run / "eval.json").read_text())
-    assert 0 <= found["memorisation/pixels/fraction_closer"] <= 1
-    assert found["memorisation/pixels/train_nn_median"] == 0.0  # six identical images per class: each has a twin
-    assert found["memorisation/quantile"] == 0.01 and not any(k.startswith("metrics/") for k in found)
-    assert (run / "nearest_neighbours.png").exists()
+    # six identical images per class: two distinct images, too few to show how near a new image sits.
+    # eval says what it cannot compute and writes the rest (here: the record, with no metric to hold)
+    assert not any(k.startswith(("metrics/", "memorisation/")) for k in found) and found["samples"] > 0
+    assert "memorisation: not computed: the training set holds 2 distinct image(s) (12 in all)" in " ".join(
+        capsys.readouterr().err.split())
+    assert not (run / "nearest_neighbours.png").exists()
 
 
 @pytest.mark.parametrize("case, fragment", [

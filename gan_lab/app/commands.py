@@ -26,7 +26,7 @@ from gan_lab.evaluation.classifier import (DATA_SETS, DEFAULT_EPOCHS, classifier
                                            load_classifier, load_or_train_classifier)
 from gan_lab.evaluation.evaluate import (EVAL_SEED, class_labels, data_root_here, describe_generator,
                                          describe_rejection, eval_file, eval_samples, evaluation_label,
-                                         evaluation_protocol,
+                                         evaluation_protocol, held_out_reference,
                                          interpolation_z, load_generator, make_evaluator, no_metrics_note, rejection_sampler,
                                          run_dir_of)
 from gan_lab.evaluation.inception import MIN_FID_SAMPLES, describe_protocol
@@ -119,10 +119,13 @@ def eval_command(args: list[str]) -> None:
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
     finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
     protocol = evaluation_protocol(evaluator)  # Inception's: counts, real split, extractor, weights' sha256
+    # each metric's value for real images the generator never saw, under the same protocol: a reader's yardstick
+    real = {k: v if math.isfinite(v) else None for k, v in held_out_reference(evaluator).items()}
     n = protocol.get("generated_images", eval_samples(data))
     atomic_write_text(out, json.dumps({"checkpoint": str(file), "seed": seed, "samples": n,
                                        "device": str(opts["device"]), "code": code, "rejection": opts["rejection"],
-                                       **({"protocol": protocol} if protocol else {}), **finite}, indent=2))
+                                       **({"protocol": protocol} if protocol else {}),
+                                       **({"real_held_out": real} if real else {}), **finite}, indent=2))
     console.print(f"[bold]gan-lab eval[/] {file}", soft_wrap=True, highlight=False)
     # the protocol, and whether it is the one behind the run's own final metrics/* (status.json, TensorBoard)
     same = (f"the run's own final metrics/* used the same, so they match on the device the run trained on"
@@ -138,8 +141,11 @@ def eval_command(args: list[str]) -> None:
     table = Table()
     table.add_column("metric", style="cyan")
     table.add_column("value", justify="right")
+    if real:
+        table.add_column("real held-out", justify="right")  # the same protocol on real images: what good looks like
     for key, value in metrics.items():
-        table.add_row(key.removeprefix("metrics/"), f"{value:.4g}")
+        yardstick = [] if not real else ["—" if real.get(key) is None else f"{real[key]:.4g}"]
+        table.add_row(key.removeprefix("metrics/"), f"{value:.4g}", *yardstick)
     console.print(table)
     if sampler is not None:
         console.print(describe_rejection(sampler), soft_wrap=True, highlight=False)

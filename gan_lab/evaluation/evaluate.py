@@ -66,7 +66,14 @@ def make_evaluator(data: Any, classifier_root: str | None = None, cache_dir: str
         return {k: v for evaluate in evaluators for k, v in evaluate(G).items()}
     every.protocol = {k: v for evaluate in evaluators for k, v in evaluation_protocol(evaluate).items()}
     every.reports = [report for evaluate in evaluators for report in getattr(evaluate, "reports", [])]
+    every.reference = lambda: {k: v for evaluate in evaluators for k, v in held_out_reference(evaluate).items()}
     return every
+
+
+def held_out_reference(evaluator: Evaluator | None) -> dict[str, float]:
+    """The evaluator's metrics for real data the generator never saw, same protocol (its `reference`); {} if none."""
+    reference = getattr(evaluator, "reference", None)
+    return dict(reference()) if reference is not None else {}
 
 
 def evaluation_protocol(evaluator: Evaluator | None) -> dict[str, Any]:

@@ -1,15 +1,24 @@
-"""Memorisation: how close a generator's samples sit to their nearest training images (`gan-lab eval`).
+"""Memorisation: does a generator copy its training images? (`gan-lab eval`; method and measured table: docs/memorisation.md)
 
-A generator that copies its training set scores well on FID and precision; this check looks for the
-copies themselves. Each sample's nearest training image is found in two spaces: pixels (the
-root-mean-square difference of two images, pixels in [0, 1]) and features (gan-lab's digit classifier
-for MNIST-like data, Inception's 2048-d pool features, through torch-fidelity, for anything else).
-Those distances are set against the training set's own: a held subset of training images, each to
-its nearest *other* training image. A data set declares it with gan_lab.measures.NearestTraining,
-whose evaluator runs this check.
+A copy sits much nearer one training image than any other: the ratio of a sample's distance to its
+nearest training image to its distance to the second-nearest (the nearest / second-nearest ratio of
+Lowe's matching, used for data copying by Alaa et al. 2022's authenticity in spirit) is near 0 for an
+exact or lightly noised copy, and near 1 for a new image, a blurred one or the mean image, which sit
+among many training images at once. A sample is counted a copy when that ratio is below COPY_RATIO,
+and the count is printed beside the same count for real images that no generator made: each of HELD
+training images against the other training images (leave-one-out: a training image against the rest
+is a held-out draw against a training set one smaller). When those real images pass as copies too
+(near-duplicates in the data) the check cannot set a threshold, and says so instead of a verdict.
 
-Distances are taken with torch.cdist in chunks of rows, so 10,000 samples against 60,000 training
-images hold CHUNK x 60,000 distances at a time, never 10,000 x 60,000.
+Beside it, Meehan, Chaudhuri & Dasgupta (2020)'s data-copying statistic C_T: per cell of a k-means
+partition, the Mann-Whitney z-score of the samples' nearest-training distances against the real
+images' (negative: samples sit nearer the training set than new real images do), averaged over the
+cells by the real images' share. A flipped copy is a copy: every distance is the smaller of a sample's
+and its mirror image's. Exact duplicates in the training set are counted and searched once.
+
+Both are taken in pixels (root-mean-square difference, pixels in [0, 1]) and in features (gan-lab's
+digit classifier for MNIST-like data, Inception's 2048-d pool features, through torch-fidelity, for
+anything else). A data set declares the check with gan_lab.measures.NearestTraining.
 """
 
 from __future__ import annotations
@@ -22,27 +31,30 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from gan_lab.errors import GanLabError
+from gan_lab.evaluation.nearest import distinct, either_orientation, kmeans_cells, mann_whitney_z, two_nearest
 
-HELD = 2000  # training images whose nearest other training image sets the reference distances
-# A sample is "closer than the training images sit to each other" when its nearest-neighbour distance
-# is below the 1st percentile of the held training images' own: a generator that draws new images
-# from the data distribution puts about 1% of its samples there, one that copies puts nearly all.
-# The median would not do: smooth, averaged samples (a blurry generator) sit nearer the training
-# images than a typical training image does to its neighbour, in pixels, without copying any.
-QUANTILE = 0.01
-CHUNK = 256  # sample rows of distances at a time: 256 x 60,000 float32 = 61 MB
-SHOWN = 8  # rows of nearest_neighbours.png in each half: the nearest samples, then the first ones
+HELD = 2000  # training images that stand in for held-out real images (each against the others)
+# A copy: nearer its nearest training image than COPY_RATIO x its second-nearest. An image with small
+# noise (sigma 0.05 in [0, 1] pixels on MNIST) scores ~0.3; new digits ~0.9 (docs/memorisation.md).
+COPY_RATIO = 0.5
+# Above this share of the real images passing as copies, the data holds near-duplicates and a copy
+# cannot be told from a real image: no verdict is printed.
+TRUSTED_BASE = 0.05
+CELLS = 10  # k-means cells of C_T (Meehan et al. use 5-50 by data set)
+MIN_IN_CELL = 5  # samples and real images a cell needs to enter C_T (their tau)
+SHOWN = 8  # rows of nearest_neighbours.png in each half: the samples likeliest copies, then the first ones
+TILE = 84  # pixels of each image in the picture at least: a 28-pixel digit is shown 3x
 HELD_SEED = 0  # which training images are held: the same ones in every evaluation
 
 
 @dataclass
 class Memorisation:
-    """What a memorisation check found: its numbers (memorisation/*) and the uint8 picture of the pairs."""
+    """What a memorisation check found: its numbers (memorisation/*), the picture of the pairs, what it could not do."""
 
     metrics: dict[str, float]
-    picture: Tensor  # uint8 (3, H, W): rows of sample | nearest in pixels | nearest in features
+    picture: Tensor | None  # uint8 (3, H, W): rows of sample | nearest | ratio, in pixels then features
     feature_space: str  # what the feature distances are in, for the console
+    missing: str = ""  # what could not be computed and why ("" when everything was)
 
 
 Check = Callable[[nn.Module], Memorisation]
@@ -56,51 +68,84 @@ def not_applicable(data: Any) -> str:
             f"NearestTraining ({why}).")
 
 
-@torch.no_grad()
-def nearest(queries: Tensor, keys: Tensor, self_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Each query's Euclidean distance to its nearest key and that key's index, CHUNK queries at a time.
-
-    self_index[i]: the key that is query i itself, left out (a training image is not its own neighbour).
-    """
-    distances, indices = [], []
-    for start in range(0, len(queries), CHUNK):
-        # float32 matrix-product distances: an exact copy comes out within ~1e-3 of 0 (cancellation
-        # in |a|^2 + |b|^2 - 2ab), far below any distance between two different images
-        block = torch.cdist(queries[start:start + CHUNK], keys)
-        if self_index is not None:
-            rows = torch.arange(len(block), device=block.device)
-            block[rows, self_index[start:start + CHUNK]] = math.inf
-        distance, index = block.min(dim=1)
-        distances.append(distance)
-        indices.append(index)
-    return torch.cat(distances), torch.cat(indices)
-
-
-def compare(samples: Tensor, train: Tensor, held: Tensor) -> tuple[dict[str, float], Tensor, Tensor]:
-    """Samples' nearest-training distances against the held training images' own; each sample's distance and nearest.
-
-    samples (M, D), train (N, D) and the indices `held` of the training rows that set the reference.
-    """
-    sample_distance, sample_nearest = nearest(samples, train)
-    train_distance, _ = nearest(train[held], train, self_index=held)
-    threshold = torch.quantile(train_distance.double(), QUANTILE).item()
-    return {
-        "sample_nn_median": sample_distance.median().item(),
-        "train_nn_median": train_distance.median().item(),
-        "threshold": threshold,  # the train-train distances' QUANTILE
-        "fraction_closer": (sample_distance < threshold).double().mean().item(),
-    }, sample_distance, sample_nearest
-
-
 def pixels(images: Tensor) -> Tensor:
     """uint8 images as flat float rows scaled so that distances are RMS pixel differences (pixels in [0, 1])."""
     flat = images.flatten(1).float()
     return flat / (255 * math.sqrt(flat.shape[1]))
 
 
+def mirror(images: Tensor) -> Tensor:
+    """Images flipped left to right."""
+    return images.flip(-1)
+
+
 def to_uint8(x: Tensor) -> Tensor:
     """Generator output in [-1, 1] as uint8, quantised as the training images are (a copy is then exact)."""
     return x.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def data_copying(sample_distance: Tensor, real_distance: Tensor, sample_cell: Tensor, real_cell: Tensor) -> float:
+    """Meehan et al.'s C_T: per cell, the Mann-Whitney z of samples' vs real images' distances, by real share; NaN
+    when no cell holds MIN_IN_CELL of each."""
+    total, weight = 0.0, 0.0
+    for cell in range(int(max(sample_cell.max(), real_cell.max())) + 1):
+        samples, reals = sample_distance[sample_cell == cell], real_distance[real_cell == cell]
+        if len(samples) >= MIN_IN_CELL and len(reals) >= MIN_IN_CELL:
+            share = len(reals) / len(real_distance)
+            total, weight = total + share * mann_whitney_z(samples, reals), weight + share
+    return total / weight if weight else math.nan
+
+
+@dataclass
+class Space:
+    """One space the check searches: how its rows are made from uint8 images, and the training set's rows."""
+
+    embed: Callable[[Tensor], Tensor]  # uint8 images -> float rows
+    train: Tensor  # the training set as stored (uint8 images for pixels, float features)
+    rows: Callable[[Tensor], Tensor]  # a chunk of `train` -> float rows
+
+
+@dataclass
+class Reference:
+    """The real images' side of one space, found once per check: their nearest distances, ratios and C_T's cells."""
+
+    distance: Tensor  # each held real image's distance to its nearest other training image
+    ratio: Tensor  # nearest / second-nearest
+    centres: Tensor  # C_T's k-means centres (float64)
+    cell: Tensor  # each held real image's cell
+
+
+def search(space: Space, images: Tensor, keep: Tensor, self_index: Tensor | None = None) -> tuple[Tensor, ...]:
+    """Nearest distance, nearest training image (index into the data) and second-nearest distance, flips included."""
+    found = two_nearest(space.embed(images), space.train, space.rows, keep, self_index)
+    flipped = two_nearest(space.embed(mirror(images)), space.train, space.rows, keep, self_index)
+    d1, nearest, d2 = either_orientation(found, flipped)
+    return d1, keep[nearest], d2
+
+
+def reference(space: Space, keep: Tensor, held: Tensor, held_images: Tensor) -> Reference:
+    """The held real images, each against the other training images, and C_T's partition of them."""
+    d1, _, d2 = search(space, held_images, keep, self_index=held)
+    points = space.embed(held_images).double()
+    centres = kmeans_cells(points, min(CELLS, max(1, len(held) // (2 * MIN_IN_CELL))))
+    return Reference(d1, d1 / d2, centres, torch.cdist(points, centres).argmin(1))
+
+
+def measure_space(space: Space, samples: Tensor, keep: Tensor, real: Reference) -> tuple[dict[str, float], Tensor,
+                                                                                         Tensor]:
+    """The numbers of one space; each sample's nearest / second-nearest ratio and its nearest training image."""
+    d1, nearest, d2 = search(space, samples, keep)
+    ratio = d1 / d2
+    cell = torch.cdist(space.embed(samples).double(), real.centres).argmin(1)
+    return {
+        "copies": (ratio < COPY_RATIO).double().mean().item(),
+        "copies_of_real": (real.ratio < COPY_RATIO).double().mean().item(),
+        "nn_ratio_median": ratio.median().item(),
+        "real_nn_ratio_median": real.ratio.median().item(),
+        "sample_nn_median": d1.median().item(),
+        "real_nn_median": real.distance.median().item(),
+        "data_copying_z": data_copying(d1, real.distance, cell, real.cell),
+    }, ratio, nearest
 
 
 def digit_features(classifier: str, root: str, cache_dir: str | None,
@@ -139,18 +184,37 @@ def embed(features: Callable[[Tensor], Tensor], images: Tensor, batch_size: int 
     return torch.cat([features(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
 
 
-def picture(samples: Tensor, train: Tensor, distance: Tensor, by_pixels: Tensor, by_features: Tensor | None) -> Tensor:
-    """uint8 (3, H, W): SHOWN rows of the samples nearest a training image, then SHOWN of the first samples;
-    each row a sample, its nearest training image in pixels and (when measured) in features."""
-    from gan_lab.torchvision_sets import import_torchvision
+def picture(samples: Tensor, train: Tensor, found: list[tuple[str, Tensor, Tensor]]) -> Tensor:
+    """uint8 (3, H, W): a header, then SHOWN rows of the samples likeliest copies and SHOWN of the first samples;
+    each row a sample and, per space, its nearest training image and the nearest / second-nearest ratio."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
 
-    rows = torch.cat([distance.argsort()[:SHOWN], torch.arange(min(SHOWN, len(samples)), device=distance.device)])
-    columns = [samples[rows], train[by_pixels[rows]]]
-    if by_features is not None:
-        columns.append(train[by_features[rows]])
-    grid = torch.stack(columns, dim=1).flatten(0, 1)  # row by row: sample, nearest, nearest
-    grid = grid.expand(-1, 3, -1, -1) if grid.shape[1] == 1 else grid[:, :3]
-    return import_torchvision().utils.make_grid(grid.cpu(), nrow=len(columns), padding=2, pad_value=255)
+    scale = max(1, math.ceil(TILE / samples.shape[-1]))
+    tile, text_width, header = samples.shape[-1] * scale, 110, 24
+    ratio = found[0][1]
+    order = torch.cat([ratio.argsort()[:SHOWN], torch.arange(min(SHOWN, len(samples)), device=ratio.device)])
+    width = tile + len(found) * (tile + text_width)
+    canvas = Image.new("RGB", (width + 4, header + len(order) * (tile + 4)), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+
+    def paste(image: Tensor, x: int, y: int) -> None:
+        rgb = (image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]).cpu()
+        big = rgb.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+        canvas.paste(Image.fromarray(big.permute(1, 2, 0).numpy()), (x, y))
+
+    draw.text((2, 4), "sample", fill="black", font=font)
+    for column, (space, _, _) in enumerate(found):
+        draw.text((tile + 4 + column * (tile + text_width), 4), f"nearest ({space})  d1/d2", fill="black", font=font)
+    for row, i in enumerate(order.tolist()):
+        y = header + row * (tile + 4)
+        paste(samples[i], 0, y)
+        for column, (_, space_ratio, nearest) in enumerate(found):
+            x = tile + 4 + column * (tile + text_width)
+            paste(train[nearest[i]], x, y)
+            verdict = "copy" if space_ratio[i] < COPY_RATIO else ""
+            draw.text((x + tile + 6, y + tile // 2 - 6), f"{space_ratio[i]:.2f} {verdict}", fill="black", font=font)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)
 
 
 def memorisation_check(measure: Any, n: int, classifier_root: str | None = None,
@@ -159,11 +223,17 @@ def memorisation_check(measure: Any, n: int, classifier_root: str | None = None,
     from gan_lab.evaluation.sampling import class_labels, generate
 
     train = measure.real
-    if len(train) < 2:
-        raise GanLabError(f"Memorisation needs at least 2 training images (one to compare with the other), and the "
-                          f"data set holds {len(train)}. Add images to it.")
     device = train.device
-    held = torch.randperm(len(train), generator=torch.Generator().manual_seed(HELD_SEED))[:HELD].to(device)
+    keep = distinct(train)  # each distinct training image once: a duplicate is not a second neighbour
+    duplicates = 1 - len(keep) / max(len(train), 1)
+    if len(keep) < 3:  # a held image needs two others to be compared with
+        missing = (f"memorisation: not computed: the training set holds {len(keep)} distinct image(s) "
+                   f"({len(train)} in all), and a real image needs two others beside it to show how near new "
+                   f"images sit; add images to the data set. The other metrics are written.")
+        return lambda G: Memorisation({}, None, "none", missing)
+    held = torch.randperm(len(keep), generator=torch.Generator().manual_seed(HELD_SEED))[:HELD].to(device)
+    spaces: dict[str, Space] = {"pixels": Space(pixels, train, pixels)}
+    references: dict[str, Reference] = {}
     features: Callable[[Tensor], Tensor] | None = None
     if measure.classifier is not None:
         digits = digit_features(measure.classifier, classifier_root or "data", cache_dir, device)
@@ -175,22 +245,22 @@ def memorisation_check(measure: Any, n: int, classifier_root: str | None = None,
             space = "Inception pool features (2048-d)"
         except OSError as err:
             space = f"none: the Inception weights could not be loaded ({err})"
-    train_features: list[Tensor] = []  # computed on the first call, kept for the next
 
     def check(G: nn.Module) -> Memorisation:
         samples = to_uint8(generate(G, n, class_labels(G, n), seed=seed)).to(device)
         if samples.shape[1] != train.shape[1]:  # k images per sample, one per group of channels (Stacked MNIST)
             samples = samples.reshape(-1, *train.shape[1:])[:n]
-        metrics, distance, by_pixels = compare(pixels(samples), pixels(train), held)
-        found = {f"memorisation/pixels/{k}": v for k, v in metrics.items()}
-        by_features = None
-        if features is not None:
-            if not train_features:
-                train_features.append(of_training())
-            metrics, _, by_features = compare(features(samples), train_features[0], held)
-            found.update({f"memorisation/features/{k}": v for k, v in metrics.items()})
-        found["memorisation/quantile"] = QUANTILE
-        return Memorisation(found, picture(samples, train, distance, by_pixels, by_features), space)
+        if features is not None and "features" not in spaces:  # the training set's features: once, kept
+            spaces["features"] = Space(features, of_training(), lambda rows: rows)
+        found = {"memorisation/duplicates": duplicates, "memorisation/copy_ratio": COPY_RATIO}
+        pairs = []
+        for name, searched in spaces.items():
+            if name not in references:  # the real images' side does not change between checks: once
+                references[name] = reference(searched, keep, held, train[keep[held]])
+            metrics, ratio, nearest = measure_space(searched, samples, keep, references[name])
+            found.update({f"memorisation/{name}/{k}": v for k, v in metrics.items()})
+            pairs.append((name, ratio, nearest))
+        return Memorisation(found, picture(samples, train, pairs), space)
     return check
 
 
@@ -207,20 +277,34 @@ def report(found: Memorisation, record: Path) -> str:
     from gan_lab.runs.files import atomic_writer
     from gan_lab.torchvision_sets import import_torchvision
 
+    if found.picture is None:
+        return found.missing
     figure = picture_file(record)
     with atomic_writer(figure) as tmp:  # beside its record, named as it is: later evaluations keep earlier pictures
         import_torchvision().utils.save_image(found.picture.float().div(255), tmp, format="png")
     return describe(found, figure)
 
 
+def verdict(metrics: dict[str, float], space: str) -> str:
+    """One space's sentence: the copies beside the real images' count, or why no threshold can be set."""
+    copies, real = metrics[f"memorisation/{space}/copies"], metrics[f"memorisation/{space}/copies_of_real"]
+    z = metrics[f"memorisation/{space}/data_copying_z"]
+    if real > TRUSTED_BASE:
+        return (f"in {space}: no verdict: {real:.1%} of real training images already sit nearer one other training "
+                f"image than {COPY_RATIO} x the next (near-duplicates), so copies cannot be told apart here "
+                f"(samples: {copies:.1%}; C_T {z:+.1f})")
+    return (f"in {space}: {copies:.1%} of samples are copies (nearest / second-nearest training image < {COPY_RATIO}; "
+            f"real images not trained on: {real:.1%}); C_T {z:+.1f} (below -3: samples sit nearer the training "
+            f"images than new real images do)")
+
+
 def describe(found: Memorisation, figure: Path) -> str:
-    """The console's paragraph: how many samples sit closer to a training image than training images do."""
+    """The console's paragraph: each space's verdict, the duplicates found, the picture."""
     m = found.metrics
-    text = (f"memorisation: {m['memorisation/pixels/fraction_closer']:.1%} of samples sit closer (in pixels) to a "
-            f"training image than {1 - QUANTILE:.0%} of training images sit to their nearest other one "
-            f"(a generator of new images: about {QUANTILE:.0%})")
-    if "memorisation/features/fraction_closer" in m:
-        text += f"; in {found.feature_space}: {m['memorisation/features/fraction_closer']:.1%}"
-    else:
+    spaces = [space for space in ("pixels", "features") if f"memorisation/{space}/copies" in m]
+    text = "memorisation: " + "; ".join(verdict(m, space) for space in spaces)
+    if "features" not in spaces:
         text += f"; feature space: {found.feature_space}"
+    if m["memorisation/duplicates"] > 0:
+        text += f". The training set repeats {m['memorisation/duplicates']:.1%} of its images (searched once)"
     return text + f". Samples beside their nearest training images: {figure}"

@@ -116,11 +116,11 @@ def load_evaluations(runs: list[Run]) -> list[Run]:
 
 
 def evaluation_columns(evaluations: list[Run]) -> list[str]:
-    """metrics/* of the evaluations, then how many samples sit closer to a training image than the training images
-    to each other (memorisation, in pixels and features), then the rejection sampler's acceptance rate."""
+    """metrics/* of the evaluations, then the share of samples that are copies of a training image
+    (memorisation, in pixels and features), then the rejection sampler's acceptance rate."""
     present = {k for run in evaluations for k in run.metrics}
     return (sorted(k for k in present if k.startswith("metrics/"))
-            + sorted(k for k in present if k.startswith("memorisation/") and k.endswith("/fraction_closer"))
+            + sorted(k for k in present if k.startswith("memorisation/") and k.endswith("/copies"))
             + sorted(k for k in present if k.startswith("rejection/")))
 
 
