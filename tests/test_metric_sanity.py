@@ -28,8 +28,10 @@ def test_ring8_metrics_put_noise_and_collapse_below_the_mixture() -> None:
     found = {name: mixture_metrics(x, data.centers, data.sigma) for name, x in ring8_cases().items()}
     real, noise, collapsed = found["real"], found["noise"], found["collapsed"]
     assert real["modes_covered"] == 8 and real["reverse_kl"] < 0.01 and real["high_quality"] > 0.98
-    # noise has ~1% of its samples near some centre, a few on each mode: main counted all 8 modes covered
-    assert noise["modes_covered"] == 0 < collapsed["modes_covered"] == 1 < real["modes_covered"]
+    assert collapsed["modes_covered"] == 1 < real["modes_covered"]
+    # the published one-sample count cannot see noise (~1% of its samples land near some centre, a few on
+    # each mode): high quality and the reverse KL put it far below the mixture
+    assert noise["modes_covered"] > 1
     assert noise["high_quality"] < 0.05 < real["high_quality"]
     assert noise["reverse_kl"] > 10 * real["reverse_kl"] and collapsed["reverse_kl"] == pytest.approx(math.log(8))
     # quality alone cannot see collapse (each sample sits on a mode): read it beside modes_covered
