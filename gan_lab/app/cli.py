@@ -127,6 +127,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
         result = train(G, critic, loss, schedule, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume,
                        evaluator)
         tracker.hparams(flat_hparams(plain, HydraConfig.get().runtime.choices))
+        result["threads"] = tracker.threads_used()  # type: ignore[assignment]  # job.py takes it into status.json
     return result
 
 

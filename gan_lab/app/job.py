@@ -125,6 +125,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
             # threads: auto on a single run (no launcher sharing the cores out): follow the free cores
             result = run_training(cfg, run_dir, start, follow_free_cores=threads is None and cfg.threads == "auto")
             diagnosis = result.pop("diagnosis", None)  # what gan_lab.training.diagnosis named
+            used = result.pop("threads", None) or [torch.get_num_threads()]  # what the log said, not the count after
             console.print(summary_table(result))
             print_outputs(run_dir)
         # rank 0 alone computes metrics/*: the other ranks of a torchrun job have no objective to return
@@ -133,7 +134,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
         stopped = (diagnosis or {}).get("stopped")
         named = objective_name(result, str(cfg.objective))  # objective=auto: the scalar it stood for
         mark("stopped" if stopped else "completed", objective={named: objective}, metrics=result,
-             threads=torch.get_num_threads(), diagnosis=diagnosis)
+             threads=used[-1], **({"threads_used": used} if len(set(used)) > 1 else {}), diagnosis=diagnosis)
         if stopped:
             console.print(f"[bold yellow]gan-lab: stopped early at step {int(result['step']):,} of "
                           f"{cfg.train.steps:,} (train.on_failure=stop):[/] {stopped} Its checkpoint is in "

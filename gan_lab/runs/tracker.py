@@ -171,6 +171,11 @@ class Tracker:
         """End the live progress bar (before a summary is printed)."""
         self.progress.stop()
 
+    def threads_used(self) -> list[int]:
+        """The CPU thread counts training ran on, in order (several when threads: auto followed the free cores)."""
+        # read before __exit__ gives the process its starting count back, which training may not have used
+        return list(self.cpu_watch.used) if self.cpu_watch is not None else [torch.get_num_threads()]
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """Log named scalars at a step and show the losses on the progress bar."""
         for tag, value in values.items():
@@ -294,3 +299,6 @@ class NullTracker(Tracker):
 
     def stop_progress(self) -> None:
         pass
+
+    def threads_used(self) -> list[int]:
+        return [torch.get_num_threads()]
