@@ -216,12 +216,14 @@ def load_resume(resume: str | None, run_dir: Path, plain: dict[str, Any], force:
 
 
 def summary_table(result: dict[str, float]) -> Table:
-    """The end-of-run table: final losses, metrics, steps and time."""
+    """The end-of-run table: final losses, metrics, steps and time (a resumed run's: all its parts, and the last)."""
     table = Table(title="gan-lab train: done", show_header=False, title_justify="left")
     table.add_column(style="cyan")
     table.add_column(justify="right")
     table.add_row("generator steps", f"{int(result['step'])}")
-    table.add_row("time", f"{result['time/seconds']:.1f} s")
+    since_resume = result.get("time/seconds_since_resume")
+    table.add_row("time", f"{result['time/seconds']:.1f} s" + (
+        "" if since_resume is None else f" ({since_resume:.1f} s since the resume)"))
     for tag, value in result.items():
         if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/", "metrics/", "metrics_raw/")):
             table.add_row(tag, f"{value:.4f}")
