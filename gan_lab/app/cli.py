@@ -30,7 +30,7 @@ from gan_lab import optimizers, sweeps
 from gan_lab.app import job
 from gan_lab.app.building import build
 from gan_lab.app.job import print_config, report_error, report_interrupt
-from gan_lab.app.options import USAGE
+from gan_lab.app.options import USAGE, did_you_mean
 from gan_lab.app.overrides import check_overrides, refuse_rerun
 from gan_lab.data import build_data, check_batch_size
 from gan_lab.errors import GanLabError
@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command = COMMANDS.get(argv[0])
         if command is None:
-            raise GanLabError(f"Unknown command {argv[0]!r}. gan-lab knows: {', '.join(COMMANDS)}. "
+            meant = did_you_mean(argv[0], COMMANDS)  # '; did you mean train?', or ''
+            raise GanLabError(f"Unknown command {argv[0]!r}{meant or '.'} gan-lab knows: {', '.join(COMMANDS)}. "
                               f"Run gan-lab --help for usage.")
         command(argv[1:])
     except GanLabError as err:
