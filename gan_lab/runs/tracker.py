@@ -199,6 +199,10 @@ class Tracker:
             console.print(f"[bold yellow]diagnosis:[/] {line}", soft_wrap=True, highlight=False)
             self.writer.add_text("diagnosis", line, step)
 
+    def text(self, tag: str, text: str, step: int) -> None:
+        """A TensorBoard text entry (what a curve means: the protocol of metrics/fid)."""
+        self.writer.add_text(tag, text, step)
+
     def _say(self, note: str | None) -> None:
         if note:
             console.print(f"[yellow]{note}[/]", soft_wrap=True, highlight=False)
@@ -284,6 +288,9 @@ class NullTracker(Tracker):
         pass
 
     def diagnosis(self, step: int, values: dict[str, float], lines: list[str]) -> None:
+        pass
+
+    def text(self, tag: str, text: str, step: int) -> None:
         pass
 
     def images(self, step: int, grid: Tensor, path: Path | None = None) -> None:
