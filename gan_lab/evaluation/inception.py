@@ -235,7 +235,8 @@ def too_few_images(n_fake: int, n_real: int) -> str | None:
 def short_protocol(protocol: dict[str, Any]) -> str:
     """One line for training's console and TensorBoard: which FID metrics/fid is, and what it compares with."""
     n = protocol["generated_images"]
-    comparable = "the papers' protocol" if n == PAPER_SAMPLES else f"not comparable with papers' {fid_name(PAPER_SAMPLES)}"
+    comparable = ("the papers' protocol" if n == PAPER_SAMPLES else
+                  f"not comparable with papers' {fid_name(PAPER_SAMPLES)}")
     weights = "reference weights" if protocol["reference_weights"] else "NOT the reference Inception weights"
     return (f"metrics/fid is {protocol['fid']} ({protocol['real_split'].split()[-1]} split, {n} generated vs "
             f"{protocol['real_images']} real, {weights}; {comparable})"

@@ -17,6 +17,7 @@ import torch
 from rich.console import Console, ConsoleDimensions
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+from rich.markup import escape
 from rich.text import Text
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch import Tensor
@@ -196,7 +197,8 @@ class Tracker:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
         for line in lines:
-            console.print(f"[bold yellow]diagnosis:[/] {line}", soft_wrap=True, highlight=False)
+            # escaped: a line quotes overrides (data.augment=[translation,...]) that rich would read as markup
+            console.print(f"[bold yellow]diagnosis:[/] {escape(line)}", soft_wrap=True, highlight=False)
             self.writer.add_text("diagnosis", line, step)
 
     def text(self, tag: str, text: str, step: int) -> None:

@@ -59,6 +59,8 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
     stats["critic/real"], stats["critic/fake"] = real_out.detach().mean(), fake_out.detach().mean()
     if loss.wasserstein_critic:  # only such a critic's mean difference estimates the earth mover's distance
         stats["critic/wasserstein_estimate"] = stats["critic/real"] - stats["critic/fake"]
+    if loss.undecided_at is not None:  # r_t: the fraction of reals called real, minus those called fake (ADA)
+        stats["critic/r_t"] = torch.sign(real_out.detach() - loss.undecided_at).mean()
     return stats
 
 
@@ -274,14 +276,12 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
     saved = f"the checkpoint of step {start} was not touched" if start else "no checkpoint had been written yet"
     checkpoint = Checkpointer(run_dir, settings.keep_checkpoints, G, critic, opt_g, opt_d, config, data,
                               ema and ema.G_ema)
-
-    # names collapse, vanishing gradients, a non-Lipschitz critic and divergence as they happen
+    # names collapse, vanishing gradients, a critic that wins, a non-Lipschitz critic and divergence as they happen
     diagnosis = Diagnosis(loss, schedule.clip > 0, len(data.shape) == 3, settings.on_failure == "stop")
     if ema is not None:
         console.print(f"[bold]generator EMA[/] half-life {settings.ema_kimg:g}k images (ramp-up "
                       f"{settings.ema_rampup:g}): samples and metrics/* use the averaged generator, "
-                      f"metrics_raw/* the trained one",
-                      soft_wrap=True, highlight=False)
+                      f"metrics_raw/* the trained one", soft_wrap=True, highlight=False)
     last: dict[str, float] = {}
     earlier, started, halted = float((resume or {}).get("seconds", 0.0)), time.perf_counter(), False  # earlier parts
     with StopSignal() as stop:
