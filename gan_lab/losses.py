@@ -12,7 +12,7 @@ Adding a loss: its class here (with its declarations, below), its YAML in conf/l
 closed-form test. Tests and scripts read the list of losses from conf/loss/.
 
 A loss declares what the rest of the lab needs to know about it, as class-level constants the
-base class documents (`wasserstein_critic`, `log_ratio`, `separated_below`); the diagnosis,
+base class documents (`wasserstein_critic`, `log_ratio`, `separated_below`, `undecided_at`); the diagnosis,
 rejection sampling and the logged scalars read those, never a loss's name or class path, and
 tests/test_losses.py checks each declaration of every conf/loss/*.yaml against the loss's math.
 
@@ -66,6 +66,12 @@ class Loss:
     # docs/diagnosis.md's measured 0.05 of the BCE losses as the same fraction of the loss at chance
     # (the critic's best when real and fake look alike): 0.05 / log 4 = 3.6% of it.
     separated_below: ClassVar[float | None] = None
+    # The score at which a pointwise critic is undecided: its best score where real and fake are equally
+    # likely, so a score above it calls a sample real. Then r_t = E[sign(D(x) - undecided_at)] over real
+    # samples (StyleGAN2-ADA's overfitting signal, in [-1, 1]) is logged as critic/r_t, and the diagnosis
+    # names a critic that wins outright. None where one score alone says nothing (Wasserstein-like and
+    # relativistic critics: only differences of scores mean something).
+    undecided_at: ClassVar[float | None] = None
 
     def __post_init__(self) -> None:
         for key in ("lambda_gp", "lambda_r1", "lambda_r2", "lambda_dragan"):
@@ -108,6 +114,7 @@ class Minimax(Loss):
     log_ratio = "exact"  # the optimal logit is log p_data / p_G (Goodfellow et al. 2014, Prop. 1)
     # docs/diagnosis.md's measured threshold: D gives real samples about 0.975 and fakes 0.025 (chance: log 4)
     separated_below = 0.05
+    undecided_at = 0.0  # the logit of D = 1/2
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # BCE, label 1 for real and 0 for fake: -E[log D(x)] - E[log(1 - D(G(z)))]
@@ -150,6 +157,7 @@ class LeastSquares(Loss):
     name = "lsgan"
     # 0 at perfect separation (scores on the targets 1 and 0), 0.25 at chance (every score 1/2): 3.6% of it
     separated_below = 0.009
+    undecided_at = 0.5  # halfway between the targets 0 (fake) and 1 (real): the optimum p / (p + q) at p = q
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2]
@@ -166,6 +174,7 @@ class Hinge(Loss):
     name = "hinge"
     # 0 at perfect separation (real scores >= 1, fakes <= -1), 2 at chance (any shared score in [-1, 1]): 3.6% of it
     separated_below = 0.072
+    undecided_at = 0.0  # between the margins -1 (fake) and +1 (real)
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         # E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]

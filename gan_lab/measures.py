@@ -210,6 +210,10 @@ class InceptionScores(Measure):
         to that. The evaluator's `protocol` says what eval.json records.
         """
         tools, n, weights = context.tools, context.fid_samples or self.samples(), context.inception_weights
+        too_few = tools.too_few_images(n, min(n, len(self.real)))
+        if too_few:  # a tiny folder: said once, and the other metrics go on
+            tools.console.print(f"[yellow]gan-lab: {too_few}.[/]", soft_wrap=True, highlight=False)
+            return lambda G: {}
         try:
             checked = tools.check_weights(weights)  # a crafted file: GanLabError here, before anything is generated
         except OSError as err:

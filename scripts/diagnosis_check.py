@@ -41,8 +41,10 @@ ROWS = {
     "minimax_lr1e-3": ["loss=minimax", "optimizer.lr=1e-3"],
     # a Wasserstein critic with nothing keeping it Lipschitz: what the per-step rules are for
     "wgan_gp_lambda0": ["loss=wgan_gp", "loss.lambda_gp=0"],
+    # a generator that barely learns against a fast critic: a critic that wins outright (issue #32's icon folder)
+    "nonsaturating_g_frozen": ["loss=nonsaturating", "optimizer_generator.lr=1e-12", "optimizer_critic.lr=1e-2"],
 }
-BUILT_TO_FAIL = {"wgan_gp_lambda0"}  # failing by construction: counted apart from the healthy and collapsed runs
+BUILT_TO_FAIL = {"wgan_gp_lambda0", "nonsaturating_g_frozen"}  # failing by construction: counted apart from the healthy and collapsed runs
 DEFAULT_ROWS = ["minimax", "nonsaturating", "hinge", "wgan_gp", "wgan_clip", "minimax_lr1e-3"]
 
 
@@ -110,6 +112,8 @@ def margins(run_dir: Path) -> dict[str, float]:
         found["input_grad_norm"] = held(norms, lambda ws: max(min(w) for w in ws))
     else:
         found["critic_loss"] = held([v["loss/critic"] for v in logs], lambda ws: min(max(w) for w in ws))
+    if all("critic/r_t" in v for v in logs):  # the losses that declare undecided_at (runs from before #32: none)
+        found["r_t"] = held([v["critic/r_t"] for v in logs], lambda ws: max(min(w) for w in ws))
     return found
 
 
@@ -269,7 +273,9 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
             ("input_grad_norm", "non-Lipschitz: Wasserstein critic's input-gradient norm", max,
              f"> {dx.LIPSCHITZ_FAR:g}"),
             ("critic_loss", "vanishing gradients: a non-Wasserstein critic's loss", min,
-             f"< {_separation()} (the loss's separated_below)")):
+             f"< {_separation()} (the loss's separated_below)"),
+            ("r_t", "a critic that wins: r_t = E[sign D(x_real)]", max,
+             f"> {dx.R_T_WINS:g} (with the critic loss below its separated_below)")):
         seen = [r["margins"][key] for r in healthy if key in r["margins"] and r["margins"][key] == r["margins"][key]]
         if seen:
             lines.append(f"| {rule} | {len(seen)} | {pick(seen):.3g} | {threshold} |")
@@ -285,6 +291,9 @@ def write_doc(args: argparse.Namespace, results: list[dict], commit: str, dirty:
               f"| vanishing generator gradients | critic loss below the loss's own separated_below ({_separation()}) and the "
               f"generator's gradient norm below {dx.GRAD_COLLAPSE:g} of its median so far, {dx.PERSIST} log steps "
               "in a row | loss/critic, grad_norm/generator |",
+              f"| a critic that wins outright | critic loss below the loss's separated_below and r_t = "
+              f"E[sign(D(x_real) - undecided_at)] above {dx.R_T_WINS:g} (StyleGAN2-ADA's overfitting signal), "
+              f"{dx.PERSIST} log steps in a row, unless G's gradient vanished too | loss/critic, critic/r_t |",
               f"| a critic far from 1-Lipschitz | Wasserstein loss, input-gradient norm above {dx.LIPSCHITZ_FAR:g}, "
               f"{dx.PERSIST} log steps in a row | grad_norm/critic_input |",
               f"| divergence | a loss (or the Wasserstein estimate) above {dx.RUNAWAY:g} x max(1, its median so "

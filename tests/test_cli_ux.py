@@ -14,6 +14,7 @@ import torch
 
 from conftest import TINY, TINY_DCGAN, TINY_MLP, make_tiny_mnist, run_cli, user_error
 from gan_lab.runs.busy import CpuSample, CpuWatch
+from gan_lab.runs.status import read_status
 from gan_lab.runs.tracker import Pace
 from test_train import read_events
 
@@ -300,6 +301,9 @@ def test_threads_auto_trains_on_the_free_cores_and_gives_them_back(tmp_path: Pat
     assert "training on 1 thread (of 2)" in err
     assert counts == [1, 2]  # one thread while the other process held a core, torch's count again after the run
     assert "training on 1 thread (of 2)" in (tmp_path / "train.log").read_text().replace("\n", " ")
+    # the record says what the log said: the count training ran on, not the one given back after it
+    status = read_status(tmp_path)
+    assert status["threads"] == 1 and status["threads_used"] == [2, 1], status
 
 
 def test_the_eta_follows_the_recent_rate() -> None:

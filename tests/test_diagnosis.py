@@ -68,6 +68,46 @@ def test_vanishing_generator_gradients_begin_where_the_streak_began() -> None:
     assert healthy_logs(wasserstein, range(550, 1050, 50), **{"loss/critic": 0.001, "grad_norm/generator": 1e-4}) == []
 
 
+def winning_stream(diagnosis: Diagnosis, grad_g: float = 1.0) -> dict[int, list[str]]:
+    """Issue #32's icon folder: a BCE run, then from step 100 critic loss +0.0000, G's loss 11.6, every real called real."""
+    said = {}
+    for i, step in enumerate(range(10, 210, 10)):
+        values = {"loss/critic": 1.1 + 0.05 * math.sin(i), "loss/generator": 2.0 + 0.1 * math.cos(i),
+                  "grad_norm/generator": 1.0, "critic/r_t": 0.3 + 0.1 * math.sin(i)}
+        if step >= 100:
+            values = {"loss/critic": 0.0, "loss/generator": 11.6, "grad_norm/generator": grad_g, "critic/r_t": 1.0}
+        said[step] = diagnosis.observe(step, values)
+    return said
+
+
+def test_a_critic_that_wins_outright_is_named_with_r_t_its_step_and_a_cure() -> None:
+    diagnosis = Diagnosis(NonSaturating())
+    said = winning_stream(diagnosis)
+    lines = [line for lines in said.values() for line in lines]
+    assert len(lines) == 1 and said[120] == lines, said  # named once the streak held 3 log steps
+    assert lines[0].startswith("a critic that wins outright from step 100: critic loss 0 and r_t = "
+                               "E[sign D(x_real)] = 1.00: the critic calls 100% of the real samples real")
+    assert "Try data.augment=[translation,color,cutout]" in lines[0] and "loss.lambda_r1" in lines[0]
+    assert diagnosis.scalars()["diagnosis/critic_wins"] == 1.0
+    assert diagnosis.record()["summary"] == "a critic that wins outright from 100"
+    # where the generator's gradient is gone too, that is the vanishing-gradient rule's, named once
+    vanishing = Diagnosis(NonSaturating())
+    assert vanishing.record()["summary"] == "none"
+    winning_stream(vanishing, grad_g=1e-6)
+    assert vanishing.record()["summary"] == "vanishing generator gradients from 100"
+
+
+def test_r_t_is_read_only_where_the_loss_says_one_score_means_something() -> None:
+    # a relativistic critic's scores mean something only against each other: no undecided score, no rule
+    from gan_lab.losses import RSGAN
+
+    assert RSGAN.undecided_at is None
+    for loss in (RSGAN(), Wasserstein()):
+        diagnosis = Diagnosis(loss)
+        winning_stream(diagnosis)
+        assert diagnosis.scalars()["diagnosis/critic_wins"] == 0.0
+
+
 def test_a_non_lipschitz_critic_is_named_under_a_wasserstein_loss_only() -> None:
     clipped = Diagnosis(Wasserstein, clipped=True)
     said = healthy_logs(clipped, range(50, 50 * (WARMUP + PERSIST + 1), 50), **{"grad_norm/critic_input": 40.0})
@@ -173,6 +213,21 @@ def test_on_failure_takes_warn_or_stop_only(capsys: pytest.CaptureFixture) -> No
 
 
 @pytest.mark.slow
+def test_a_live_run_whose_critic_wins_says_so_with_r_t(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # a generator that barely learns (lr 1e-12) against a fast critic: the critic wins outright within 30 steps
+    run_cli("train", "loss=nonsaturating", "optimizer_generator.lr=1e-12", "optimizer_critic.lr=1e-2", *TINY,
+            *TINY_MLP, "train.steps=60", "train.log_every=5", "train.batch_size=64", "metrics=false", "threads=1",
+            f"hydra.run.dir={tmp_path}")
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["metrics"]["critic/r_t"] == 1.0 and status["metrics"]["loss/critic"] < 0.05
+    assert status["diagnosis"]["summary"].startswith("a critic that wins outright from")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "r_t = E[sign D(x_real)] = 1.00" in said and "Try data.augment=[translation,color,cutout]" in said
+    from test_train import read_events
+
+    assert read_events(tmp_path).Scalars("diagnosis/critic_wins")[-1].value == 1.0
+
+
 def test_issue_25_example_is_named(tmp_path: Path) -> None:
     # issue #25: minimax on ring8 at lr 1e-3 (seed 0) ends with 3 of 8 modes, and nothing said so
     run_cli("train", "loss=minimax", "data=ring8", "optimizer.lr=1e-3", "threads=1", "train.sample_every=100000",

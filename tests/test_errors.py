@@ -238,6 +238,11 @@ def test_a_typo_in_a_subcommand_names_the_key_that_was_meant(args: list[str], hi
     assert hint in user_error(capsys, *args)
 
 
+def test_a_misspelt_command_gets_the_one_that_was_meant(capsys: pytest.CaptureFixture) -> None:
+    assert "Unknown command 'trian'; did you mean train? gan-lab knows: train, sample" in user_error(capsys, "trian")
+    assert "did you mean" not in user_error(capsys, "fly")  # nothing close: the list alone
+
+
 @pytest.mark.slow
 def test_user_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     out = cli("train", "loss.n_critic=0", f"hydra.run.dir={tmp_path}")

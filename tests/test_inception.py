@@ -121,7 +121,9 @@ def test_eval_measures_with_torch_fidelity_records_the_protocol_and_caches_the_r
 
     monkeypatch.setenv("GAN_LAB_CACHE", str(tmp_path / "cache"))
     run_cli("eval", f"checkpoint={cifar_run}", f"inception_weights={weights}", "fid_samples=12")
-    result = json.loads((cifar_run / "eval.json").read_text())
+    # another protocol than the plain one (12 images, not the reference weights): a record of its own
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    result = json.loads((cifar_run / f"eval_fid_samples12_weights{sha[:8]}.json").read_text())
     printed = " ".join(capsys.readouterr().err.split())
 
     protocol = result["protocol"]
@@ -131,6 +133,7 @@ def test_eval_measures_with_torch_fidelity_records_the_protocol_and_caches_the_r
     assert protocol["feature_layer"].startswith("2048")
     assert protocol["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert protocol["torch_fidelity"] == torch_fidelity.__version__ and protocol["reference_weights"] is False
+    assert protocol["torch"] == torch.__version__ and "rank-deficient" in protocol["caveat"]
     assert "FID-12, not comparable with papers' FID-50k (gan-lab eval fid_samples=50000 gives that)" in printed
     assert "NOT torch-fidelity's reference weights" in printed
     assert "precision" in printed and "recall" in printed  # the table
@@ -239,3 +242,66 @@ def test_the_protocol_line_says_which_fid_it_is() -> None:
     assert "FID-50k, the papers' protocol" in paper and "NOT" not in paper
     small = describe_protocol({**protocol, "fid": "FID-10k", "generated_images": 10000, "real_images": 10000})
     assert "FID-10k, not comparable with papers' FID-50k" in small
+
+
+def test_the_bytes_checked_are_the_bytes_loaded(weights: Path, tmp_path: Path) -> None:
+    from gan_lab.evaluation.inception import check_weights
+
+    path = tmp_path / "weights.pth"
+    path.write_bytes(weights.read_bytes())
+    checked = check_weights(str(path))
+    swapped = torch.load(weights, weights_only=True)
+    swapped["fc.weight"] = swapped["fc.weight"] + 1  # the file changes after the check (still plain tensors)
+    torch.save(swapped, path)
+    extractor = InceptionMetrics(checked, torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "tiny", "train", 10, tmp_path,
+                                 cuda=False).extractor()
+    original = torch.load(weights, weights_only=True)["fc.weight"]
+    assert torch.equal(extractor.fc.weight, original) and not torch.equal(extractor.fc.weight, swapped["fc.weight"])
+
+
+def test_too_few_images_leave_the_inception_metrics_out_and_say_why(weights: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    from gan_lab.evaluation.evaluate import eval_context
+    from gan_lab.measures import InceptionScores
+
+    five = torch.randint(0, 256, (5, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    evaluate = InceptionScores("five", five).evaluator(eval_context(inception_weights=str(weights)))
+    assert evaluate(None) == {}  # no FID-5, no NaN IS: nothing is computed, nor drawn
+    said = " ".join(capsys.readouterr().err.split())
+    assert "need at least 10 generated and 10 real images" in said and "has 5 generated and 5 real" in said
+
+
+def test_another_protocol_gets_its_own_record() -> None:
+    from gan_lab.evaluation.evaluate import eval_file, evaluation_label
+
+    run = Path("run")
+    reference = {"reference_weights": True, "weights_sha256": "6726825d" + "0" * 56}
+    other = {"reference_weights": False, "weights_sha256": "abcdef12" + "0" * 56}
+    names = [eval_file(run, evaluation_label("run/checkpoints/last.pt", 0, "none", *args)).name for args in
+             [(None, "cpu", reference), (50000, "cpu", reference), (None, "cuda:0", reference), (None, "cpu", other)]]
+    assert names == ["eval.json", "eval_fid_samples50000.json", "eval_devicecuda0.json", "eval_weightsabcdef12.json"]
+
+
+def test_training_says_which_fid_metrics_fid_is(weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from gan_lab.runs.status import read_status
+    from test_train import read_events
+
+    monkeypatch.setattr(FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)  # 1/16 of the time at 299 px
+    monkeypatch.setenv("GAN_LAB_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    run_cli("train", "data=cifar10", f"data.root={tmp_path}", "data.download=false", *TINY, "train.steps=2",
+            "train.batch_size=8", "model.width=8", "model.z_dim=16", "threads=1", f"inception_weights={weights}",
+            f"hydra.run.dir={run}")
+    said = " ".join(capsys.readouterr().err.split())
+    line = ("metrics/fid is FID-10 (train split, 10 generated vs 10 real, NOT the reference Inception weights; "
+            "not comparable with papers' FID-50k); FID-10 on fewer images than Inception's 2048 feature dimensions")
+    assert said.count(line) == 1, said
+    status = read_status(run)
+    protocol = status["metrics_protocol"]
+    assert protocol["fid"] == "FID-10" and protocol["torch"] == torch.__version__ and "caveat" in protocol
+    assert status["metrics"]["metrics/fid"] > 0
+    (text,) = read_events(run).Tensors("metrics/protocol/text_summary")
+    assert line in text.tensor_proto.string_val[0].decode()

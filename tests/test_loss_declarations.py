@@ -1,4 +1,4 @@
-"""What each loss declares (gan_lab.losses.Loss: wasserstein_critic, log_ratio, separated_below), checked
+"""What each loss declares (gan_lab.losses.Loss: wasserstein_critic, log_ratio, separated_below, undecided_at), checked
 against its own math for every loss conf/loss/ offers, and what the diagnosis does with it."""
 
 from __future__ import annotations
@@ -105,6 +105,20 @@ def test_the_separation_threshold_lies_between_perfect_separation_and_chance(opt
     assert separated < loss.separated_below < chance
     # the same fraction of the loss at chance as the measured 0.05 of the BCE losses, log 4 at chance (+-10%)
     assert 0.9 * 0.05 / math.log(4) < loss.separated_below / chance < 1.1 * 0.05 / math.log(4)
+
+
+@pytest.mark.parametrize("option", LOSSES)
+def test_the_undecided_score_splits_real_from_fake_at_the_optimum(option: str) -> None:
+    # a pointwise critic's best score is above undecided_at exactly where real data is likelier than fake
+    loss = LOSSES[option]
+    if loss.wasserstein_critic or not separable(loss):  # one score alone means nothing: no r_t
+        assert loss.undecided_at is None
+        return
+    assert loss.undecided_at is not None
+    for p, q in [*TWO_POINTS, ((0.3, 0.7), (0.8, 0.2))]:
+        c = optimal_scores(loss, p, q)
+        assert [float(torch.sign(score - loss.undecided_at)) for score in c] == \
+               [1.0 if p_i > q_i else -1.0 for p_i, q_i in zip(p, q)], (p, q, c)
 
 
 class NoFloor(Loss):

@@ -193,3 +193,31 @@ def test_report_shows_the_resolved_values_that_differ(tmp_path: Path, capsys) ->
         rows = list(csv.DictReader(file))
     assert [(r["data"], r["loss.lambda_gp"]) for r in rows] == [("ring8", "0.1"), ("grid25", "1")]
     assert "loss.lambda_gp" in capsys.readouterr().out
+
+
+def test_a_finished_run_leaves_no_lock_file(tmp_path: Path) -> None:
+    run_cli("train", *QUICK, f"hydra.run.dir={tmp_path}")
+    assert read_status(tmp_path)["status"] == "completed"
+    assert not (tmp_path / rundirs.LOCK).exists() and not rundirs.held_elsewhere(tmp_path)
+
+
+def test_hold_never_keeps_the_lock_of_a_file_removed_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a run that ends removes its lock file while it holds it: a process that opened the file just before
+    # then locks a file no name points to, and must start again on the file the name now holds
+    real_flock, removed = rundirs.fcntl.flock, []
+
+    def flock(fd: int, operation: int) -> None:
+        if not removed:  # the owner's release, between this process's open and its flock
+            removed.append(os.fstat(fd).st_ino)
+            (tmp_path / rundirs.LOCK).unlink()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(rundirs.fcntl, "flock", flock)
+    rundirs.hold(tmp_path)
+    try:
+        held = os.fstat(rundirs._held[tmp_path.resolve()])
+        assert (held.st_ino, held.st_nlink) == (os.stat(tmp_path / rundirs.LOCK).st_ino, 1)
+        assert f"pid {os.getpid()}" in (tmp_path / rundirs.LOCK).read_text()
+    finally:
+        rundirs.release(tmp_path)
+    assert not (tmp_path / rundirs.LOCK).exists()

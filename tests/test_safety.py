@@ -307,3 +307,20 @@ def test_inside_a_submitit_job_sigusr2_is_gan_labs_until_the_checkpoint_and_sigt
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_a_resumed_run_counts_the_time_of_its_earlier_part(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from gan_lab.runs.status import read_status
+
+    run_cli("train", *TINY, *TINY_MLP, "metrics=false", "threads=1", f"hydra.run.dir={tmp_path / 'first'}")
+    earlier = load_checkpoint(tmp_path / "first")["seconds"]  # the time up to its step 4 checkpoint
+    assert 0 < earlier <= read_status(tmp_path / "first")["metrics"]["time/seconds"]
+    capsys.readouterr()
+    run_cli("train", *TINY, *TINY_MLP, "metrics=false", "threads=1", "train.steps=8",
+            f"hydra.run.dir={tmp_path / 'next'}", f"resume={tmp_path / 'first'}")
+    metrics = read_status(tmp_path / "next")["metrics"]
+    part = metrics["time/seconds_since_resume"]
+    assert 0 < part and metrics["time/seconds"] == pytest.approx(earlier + part, rel=1e-12, abs=0)
+    assert load_checkpoint(tmp_path / "next")["seconds"] == pytest.approx(metrics["time/seconds"], rel=0.5)
+    summary = " ".join(capsys.readouterr().err.split())
+    assert f"time │ {metrics['time/seconds']:.1f} s ({part:.1f} s since the resume)" in summary, summary

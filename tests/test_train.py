@@ -38,6 +38,11 @@ def check_run(run_dir: Path, extra_tags: set[str], steps: int = 4) -> None:
     # the Wasserstein estimate is logged exactly for the losses that declare a Wasserstein-like critic
     loss = builders("loss")[load_checkpoint(run_dir)["config"]["loss"]["_target_"]]
     assert ("critic/wasserstein_estimate" in scalars) == loss.wasserstein_critic
+    # r_t = E[sign(D(x) - undecided_at)] exactly for the losses whose one score means something
+    assert ("critic/r_t" in scalars) == (loss.undecided_at is not None)
+    if loss.undecided_at is not None:
+        r_t = [e.value for e in events.Scalars("critic/r_t")]
+        assert all(-1.0 <= v <= 1.0 for v in r_t) and all(v * 16 == round(v * 16) for v in r_t), r_t  # batch 16: k/16
     assert [e.step for e in events.Scalars("loss/critic")] == list(range(2, steps + 1, 2))
     assert all(torch.isfinite(torch.tensor(e.value)) for e in events.Scalars("loss/generator"))
     assert "samples" in events.Tags()["images"]

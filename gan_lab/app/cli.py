@@ -30,7 +30,7 @@ from gan_lab import optimizers, sweeps
 from gan_lab.app import job
 from gan_lab.app.building import build
 from gan_lab.app.job import print_config, report_error, report_interrupt
-from gan_lab.app.options import USAGE
+from gan_lab.app.options import USAGE, did_you_mean
 from gan_lab.app.overrides import check_overrides, refuse_rerun
 from gan_lab.data import build_data, check_batch_size
 from gan_lab.errors import GanLabError
@@ -106,13 +106,14 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     if ranks > 1:
         console.print(distributed.describe(ranks, settings.batch_size, lr_scale))
     resume = job.load_resume(cfg.resume, run_dir, plain, bool(cfg.resume_force), settings.steps)
-    evaluator = None
+    evaluator, protocol = None, {}
     if cfg.metrics and distributed.is_main():
-        from gan_lab.evaluation.evaluate import make_evaluator, no_metrics_note
+        from gan_lab.evaluation.evaluate import evaluation_protocol, make_evaluator, no_metrics_note
 
         evaluator = make_evaluator(data, cfg.data.get("root"), inception_weights=cfg.inception_weights)
         if evaluator is None:
             console.print(f"[yellow]note:[/] {no_metrics_note(data)}", soft_wrap=True, highlight=False)
+        protocol = evaluation_protocol(evaluator)  # Inception's: which FID metrics/fid is
 
     print_config(plain)  # only now: a refused config gets its one-paragraph error alone
     on_start(plain)
@@ -124,9 +125,17 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     cpu_threads = torch.get_num_threads() if device.type == "cpu" else 0  # watched for a busy machine
     with reporter(run_dir, settings.steps, start_step=start, cpu_threads=cpu_threads,
                   adapt_threads=follow_free_cores and ranks == 1) as tracker:
+        if "fid" in protocol:  # once: the console, and a TensorBoard text entry beside the curve
+            from gan_lab.evaluation.inception import short_protocol
+
+            console.print(f"[bold]metrics[/] {short_protocol(protocol)}", soft_wrap=True, highlight=False)
+            tracker.text("metrics/protocol", short_protocol(protocol), start)
         result = train(G, critic, loss, schedule, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume,
                        evaluator)
         tracker.hparams(flat_hparams(plain, HydraConfig.get().runtime.choices))
+        result["threads"] = tracker.threads_used()  # type: ignore[assignment]  # job.py takes it into status.json
+        if protocol:
+            result["metrics_protocol"] = protocol  # type: ignore[assignment]  # likewise
     return result
 
 
@@ -218,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command = COMMANDS.get(argv[0])
         if command is None:
-            raise GanLabError(f"Unknown command {argv[0]!r}. gan-lab knows: {', '.join(COMMANDS)}. "
+            meant = did_you_mean(argv[0], COMMANDS)  # '; did you mean train?', or ''
+            raise GanLabError(f"Unknown command {argv[0]!r}{meant or '.'} gan-lab knows: {', '.join(COMMANDS)}. "
                               f"Run gan-lab --help for usage.")
         command(argv[1:])
     except GanLabError as err:

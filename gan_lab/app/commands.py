@@ -113,12 +113,14 @@ def eval_command(args: list[str]) -> None:
     metrics = evaluator(sampler if sampler is not None else G)
     if sampler is not None:  # beside the metrics: how much of G's output the critic let through
         metrics["rejection/acceptance_rate"] = sampler.acceptance_rate
-    # each evaluation keeps its own record: rejection=drs or seed=1 never overwrites the plain one
-    label = evaluation_label(str(file), seed, opts["rejection"])
+    # each evaluation keeps its own record: rejection=drs or seed=1 never overwrites the plain one, and
+    # neither does another protocol: another sample count, device or Inception weights
+    protocol = evaluation_protocol(evaluator)  # Inception's: counts, real split, extractor, weights' sha256
+    asked = fid_samples if fid_samples is not None and fid_samples != eval_samples(data) else None
+    label = evaluation_label(str(file), seed, opts["rejection"], asked, str(opts["device"]), protocol)
     out = Path(opts["out"]) if opts["out"] else eval_file(run_dir_of(file), label)
     # JSON has no inf/NaN: a metric that is undefined (no high-quality sample) is written as null
     finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
-    protocol = evaluation_protocol(evaluator)  # Inception's: counts, real split, extractor, weights' sha256
     # each metric's value for real images the generator never saw, under the same protocol: a reader's yardstick
     real = {k: v if math.isfinite(v) else None for k, v in held_out_reference(evaluator).items()}
     n = protocol.get("generated_images", eval_samples(data))

@@ -125,6 +125,8 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
             # threads: auto on a single run (no launcher sharing the cores out): follow the free cores
             result = run_training(cfg, run_dir, start, follow_free_cores=threads is None and cfg.threads == "auto")
             diagnosis = result.pop("diagnosis", None)  # what gan_lab.training.diagnosis named
+            used = result.pop("threads", None) or [torch.get_num_threads()]  # what the log said, not the count after
+            protocol = result.pop("metrics_protocol", None)  # how metrics/* were measured (FID's counts, weights)
             console.print(summary_table(result))
             print_outputs(run_dir)
         # rank 0 alone computes metrics/*: the other ranks of a torchrun job have no objective to return
@@ -133,7 +135,8 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
         stopped = (diagnosis or {}).get("stopped")
         named = objective_name(result, str(cfg.objective))  # objective=auto: the scalar it stood for
         mark("stopped" if stopped else "completed", objective={named: objective}, metrics=result,
-             threads=torch.get_num_threads(), diagnosis=diagnosis)
+             threads=used[-1], **({"threads_used": used} if len(set(used)) > 1 else {}),
+             **({"metrics_protocol": protocol} if protocol else {}), diagnosis=diagnosis)
         if stopped:
             console.print(f"[bold yellow]gan-lab: stopped early at step {int(result['step']):,} of "
                           f"{cfg.train.steps:,} (train.on_failure=stop):[/] {stopped} Its checkpoint is in "
@@ -215,12 +218,14 @@ def load_resume(resume: str | None, run_dir: Path, plain: dict[str, Any], force:
 
 
 def summary_table(result: dict[str, float]) -> Table:
-    """The end-of-run table: final losses, metrics, steps and time."""
+    """The end-of-run table: final losses, metrics, steps and time (a resumed run's: all its parts, and the last)."""
     table = Table(title="gan-lab train: done", show_header=False, title_justify="left")
     table.add_column(style="cyan")
     table.add_column(justify="right")
     table.add_row("generator steps", f"{int(result['step'])}")
-    table.add_row("time", f"{result['time/seconds']:.1f} s")
+    since_resume = result.get("time/seconds_since_resume")
+    table.add_row("time", f"{result['time/seconds']:.1f} s" + (
+        "" if since_resume is None else f" ({since_resume:.1f} s since the resume)"))
     for tag, value in result.items():
         if tag.startswith(("loss/", "critic/wasserstein", "grad_norm/", "metrics/", "metrics_raw/")):
             table.add_row(tag, f"{value:.4f}")

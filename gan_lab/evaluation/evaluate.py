@@ -163,19 +163,30 @@ def data_root_here(config: dict[str, Any], given: str | None) -> str | None:
                       f"that holds it here in torchvision's layout (or set GAN_LAB_DATA_ROOT).")
 
 
-def evaluation_label(checkpoint: str, seed: int, rejection: str) -> str:
-    """What sets an evaluation apart from the plain one (checkpoints/last.pt, seed 0, no rejection): 'plain' for it."""
+def evaluation_label(checkpoint: str, seed: int, rejection: str, fid_samples: int | None = None,
+                     device: str = "cpu", protocol: dict[str, Any] | None = None) -> str:
+    """What sets an evaluation apart from the plain one (checkpoints/last.pt, seed 0, no rejection, the default
+    sample count, the CPU, the reference Inception weights): 'plain' for it.
+
+    fid_samples: the count asked for when it is not the data's default. protocol: the evaluator's, whose
+    weights name the evaluation when they are not torch-fidelity's reference ones.
+    """
     name = Path(checkpoint).name
     parts = ([name] if name != LAST else []) + ([f"rejection={rejection}"] if rejection != "none" else [])
     parts += [f"seed={seed}"] if seed != EVAL_SEED else []
+    parts += [f"fid_samples={fid_samples}"] if fid_samples is not None else []
+    parts += [f"device={device}"] if device != "cpu" else []  # another device's kernels: other last digits
+    if protocol and protocol.get("reference_weights") is False:
+        parts.append(f"weights={protocol['weights_sha256'][:8]}")
     return " ".join(parts) or "plain"
 
 
 def eval_file(run_dir: Path, label: str) -> Path:
-    """Each evaluation's own record in the run directory: eval.json (plain), eval_drs.json, eval_seed1.json, ..."""
+    """Each evaluation's own record in the run directory: eval.json (plain), eval_drs.json, eval_seed1.json,
+    eval_fid_samples50000.json, eval_devicecuda0.json, ..."""
     if label == "plain":
         return run_dir / "eval.json"
-    for long, short in ((".pt", ""), ("rejection=", ""), ("=", ""), (" ", "_")):
+    for long, short in ((".pt", ""), ("rejection=", ""), ("=", ""), (":", ""), (" ", "_")):
         label = label.replace(long, short)
     return run_dir / f"eval_{label}.json"
 

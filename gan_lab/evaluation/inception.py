@@ -2,16 +2,19 @@
 
 torch-fidelity (the field's reference implementation) supplies the network and every formula;
 gan-lab adds what makes the numbers trustworthy and repeatable:
-- the weights file is read with torch.load(weights_only=True) before torch-fidelity loads it
-  (with weights_only=False), so a crafted file is refused and never runs; its sha256 is recorded;
+- the weights file is read once, checked with torch.load(weights_only=True) and its sha256 taken from
+  those same bytes; torch-fidelity gets the checked state dict, never the path (it would load a path
+  with weights_only=False, and the file could change between the check and the load);
 - the real images' features are cached per data set, split, count, content and weights, as plain
   tensors read back with weights_only=True (torch-fidelity's own cache unpickles its files);
-- the protocol (counts, split, extractor, layer, weights, torch-fidelity's version) is recorded.
+- the protocol (counts, split, extractor, layer, weights, torch's and torch-fidelity's versions) is
+  recorded, with a caveat below FEATURE_DIMS generated images; below MIN_FID_SAMPLES there are none.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,7 +33,10 @@ LOGITS = "logits_unbiased"         # the 1008 logits: Inception Score
 PAPER_SAMPLES = 50000              # FID-50k: the papers' protocol (50,000 generated vs the training split)
 REFERENCE_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file; its sha256 starts 6726825d
 REFERENCE_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{REFERENCE_FILE}"
-MIN_FID_SAMPLES = 10  # fewest generated images eval accepts: k-NN precision/recall needs k + 1 = 4, IS 10 splits
+MIN_FID_SAMPLES = 10  # fewest images (generated and real) measured: IS's 10 splits, k-NN precision/recall's k + 1 = 4
+# pool3's dimensions: with fewer images than this the covariance FID takes is rank-deficient, so FID is
+# biased upward (and the more so the fewer the images); it still orders models measured at one count
+FEATURE_DIMS = 2048
 BATCH = 64  # images through Inception at a time (299 x 299 each)
 
 
@@ -41,6 +47,8 @@ class Weights:
     path: str
     sha256: str
     source: str  # "inception_weights" (given) or "torch-fidelity default" (downloaded to torch's hub cache)
+    # the state dict read from the very bytes whose sha256 this is: what the extractor loads
+    state: dict[str, Tensor] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     @property
     def reference(self) -> bool:
@@ -48,21 +56,12 @@ class Weights:
         return self.sha256.startswith(REFERENCE_FILE.split("-")[-1].removesuffix(".pth"))
 
 
-def file_sha256(path: str) -> str:
-    """The sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @lru_cache(maxsize=4)
 def _checked(path: str, size: int, mtime_ns: int, source: str) -> Weights:
+    with open(path, "rb") as f:  # OSError: missing or unreadable, the caller's "Inception metrics are off" path
+        data = f.read()  # once: the bytes checked, hashed and loaded are the same
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise  # missing or unreadable: the caller's "Inception metrics are off" path
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever the unpickler says, the file is refused
         why = " ".join(str(err).split())[:300]
         raise GanLabError(
@@ -74,7 +73,7 @@ def _checked(path: str, size: int, mtime_ns: int, source: str) -> Weights:
         raise GanLabError(f"Refused the Inception weights {path}: it holds {type(state).__name__}, not a state dict "
                           f"of tensors. Use torch-fidelity's {REFERENCE_FILE}, or leave inception_weights unset to "
                           f"download it.")
-    return Weights(path, file_sha256(path), source)
+    return Weights(path, hashlib.sha256(data).hexdigest(), source, state)
 
 
 def check_weights(path: str | None) -> Weights:
@@ -133,7 +132,8 @@ class InceptionMetrics:
                 "precision_recall": "Kynkäänniemi et al. 2019, k=3, on Inception pool3 features (the paper: VGG16)",
                 "weights": self.weights.path, "weights_sha256": self.weights.sha256,
                 "weights_source": self.weights.source, "reference_weights": self.weights.reference,
-                "torch_fidelity": torch_fidelity.__version__}
+                "torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__,
+                **({"caveat": few_images_caveat(self.n_fake)} if self.n_fake < FEATURE_DIMS else {})}
 
     def kid_subset_size(self) -> int:
         """KID's subset size: torch-fidelity's 1,000, or fewer when a set is smaller."""
@@ -144,9 +144,14 @@ class InceptionMetrics:
         if self._extractor is None:
             from torch_fidelity.utils import create_feature_extractor
 
+            # torch-fidelity reads "a path" with torch.load: it gets the checked state dict, serialised
+            # here, so it never opens the file again (which may have changed since the check)
+            checked = io.BytesIO()
+            torch.save(self.weights.state, checked)
+            checked.seek(0)
             try:
                 self._extractor = create_feature_extractor(EXTRACTOR, [FEATURES, LOGITS], cuda=self.cuda,
-                                                           feature_extractor_weights_path=self.weights.path,
+                                                           feature_extractor_weights_path=checked,
                                                            verbose=False)
             except RuntimeError as err:  # load_state_dict: other keys or shapes than Inception's
                 raise GanLabError(f"The Inception weights {self.weights.path} are plain tensors but not "
@@ -210,6 +215,34 @@ def fid_name(n: int) -> str:
     return f"FID-{n // 1000}k" if n % 1000 == 0 else f"FID-{n}"
 
 
+def few_images_caveat(n: int) -> str:
+    """Why an FID of n < FEATURE_DIMS images reads high, and what it may be compared with."""
+    return (f"{fid_name(n)} on fewer images than Inception's {FEATURE_DIMS} feature dimensions: the covariance is "
+            f"rank-deficient, so FID reads high (the more so the fewer the images); compare it only with FIDs of "
+            f"{n} images")
+
+
+def too_few_images(n_fake: int, n_real: int) -> str | None:
+    """Why the Inception metrics cannot be computed on these counts, or None when they can."""
+    if min(n_fake, n_real) >= MIN_FID_SAMPLES:
+        return None
+    return (f"the Inception metrics (FID, IS, KID, precision/recall) need at least {MIN_FID_SAMPLES} generated and "
+            f"{MIN_FID_SAMPLES} real images (IS averages 10 splits; precision/recall's k = 3 neighbours need 4), "
+            f"and this evaluation has {n_fake} generated and {n_real} real: they are left out (a data set of at "
+            f"least {FEATURE_DIMS} images gives an FID whose covariance is full-rank)")
+
+
+def short_protocol(protocol: dict[str, Any]) -> str:
+    """One line for training's console and TensorBoard: which FID metrics/fid is, and what it compares with."""
+    n = protocol["generated_images"]
+    comparable = ("the papers' protocol" if n == PAPER_SAMPLES else
+                  f"not comparable with papers' {fid_name(PAPER_SAMPLES)}")
+    weights = "reference weights" if protocol["reference_weights"] else "NOT the reference Inception weights"
+    return (f"metrics/fid is {protocol['fid']} ({protocol['real_split'].split()[-1]} split, {n} generated vs "
+            f"{protocol['real_images']} real, {weights}; {comparable})"
+            + (f"; {protocol['caveat']}" if "caveat" in protocol else ""))
+
+
 def describe_protocol(protocol: dict[str, Any]) -> str:
     """One paragraph for eval's output: which FID this is, against what, with which weights."""
     n = protocol["generated_images"]
@@ -220,4 +253,5 @@ def describe_protocol(protocol: dict[str, Any]) -> str:
                   "; NOT torch-fidelity's reference weights, so no FID here compares with published ones") + ")")
     return (f"Inception metrics: {protocol['fid']}, {comparable}: {n} generated vs {protocol['real_images']} real "
             f"images ({protocol['real_split']} split); {protocol['feature_extractor']} features "
-            f"{protocol['feature_layer']}; {weights}; torch-fidelity {protocol['torch_fidelity']}.")
+            f"{protocol['feature_layer']}; {weights}; torch {protocol.get('torch', '?')}, torch-fidelity "
+            f"{protocol['torch_fidelity']}." + (f" Caveat: {protocol['caveat']}." if "caveat" in protocol else ""))

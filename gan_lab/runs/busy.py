@@ -67,6 +67,7 @@ class CpuWatch:
                  min_seconds: float = 1.0, adapt: bool = False,
                  set_threads: Callable[[int], None] | None = None):
         self.threads = self.most = threads  # the count in use, and the most it may be (torch's default)
+        self.used = [threads]  # the counts training ran on, in order (status.json records them, not the restored one)
         self.cores, self.adapt = cores or len(_cores()), adapt
         self.set_threads = set_threads or torch.set_num_threads
         self.read, self.min_seconds = read or read_cpu, min_seconds
@@ -115,6 +116,7 @@ class CpuWatch:
             return None
         self.set_threads(wanted)
         self.threads = wanted
+        self.used.append(wanted)
         if wanted < self.most:
             return (f"gan-lab: other processes keep {max(others, 0):.1f} of this machine's {self.cores} cores busy: "
                     f"training on {wanted} thread{'s' if wanted > 1 else ''} (of {self.most}) until they free "

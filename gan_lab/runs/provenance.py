@@ -1,4 +1,4 @@
-"""Which code produced a result: gan-lab's version, and the git commit of its source when it runs from a checkout.
+"""Which code produced a result: gan-lab's and torch's versions, and the git commit of gan-lab's checkout.
 
 Recorded once, when a job starts (the first call is cached), in every run's status.json and
 eval.json, so a figure can be traced back to the exact code that made it, and a script that
@@ -27,8 +27,10 @@ def _git(*args: str) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
-    """{"gan_lab": version} plus "commit" and "dirty" (uncommitted changes) when gan_lab/ is in a git checkout."""
-    info: dict[str, Any] = {"gan_lab": __version__}
+    """{"gan_lab": version, "torch": version} plus "commit" and "dirty" (uncommitted changes) in a git checkout."""
+    import torch  # its kernels set a result's last digits
+
+    info: dict[str, Any] = {"gan_lab": __version__, "torch": torch.__version__}
     top = _git("rev-parse", "--show-toplevel")
     # only gan-lab's own repository: a venv inside some other project's checkout must not lend it its commit
     if top is None or Path(top).resolve() != SOURCE or not (SOURCE / "gan_lab" / "runs" / "provenance.py").is_file():

@@ -6,7 +6,9 @@
   (a shell loop, several terminals, a scheduler) can never share it.
 - A live run holds its directory with an advisory lock (`flock` on `.gan-lab.lock`, which names
   the owner's pid and host). The kernel drops it when the process ends, however it ends, so no
-  stale lock survives a crash or a SIGKILL. A second run naming a held directory is refused.
+  stale lock survives a crash or a SIGKILL. A second run naming a held directory is refused. A
+  run that ends removes the file while it still holds it; whoever locks a file checks that it is
+  still the one the name points to, so a removed file's lock never counts.
 - A finished run re-run as it was is recognised (`finished`), so the re-run is a no-op.
 """
 
@@ -74,25 +76,41 @@ def hold(run_dir: Path, created: bool = False) -> None:
         made = [p for p in reversed(run_dir.parents) if not p.exists()]
         run_dir.mkdir(parents=True, exist_ok=True)
         _created.setdefault(key, [run_dir, *reversed(made)])
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise GanLabError(
-            f"The run directory {run_dir} is in use by a live gan-lab run ({owner}); two runs never write one "
-            f"directory. Wait for that run to end, or leave hydra.run.dir out (each run then gets a directory "
-            f"of its own) or name another one.") from None
+    while True:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise GanLabError(
+                f"The run directory {run_dir} is in use by a live gan-lab run ({owner}); two runs never write one "
+                f"directory. Wait for that run to end, or leave hydra.run.dir out (each run then gets a directory "
+                f"of its own) or name another one.") from None
+        if _same_file(fd, run_dir / LOCK):
+            break
+        os.close(fd)  # a run that ended removed this file after we opened it: lock the name's new file
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
     _held[key] = fd
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    # the open file is still the one `path` names (not removed, nor replaced, since it was opened)
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def release(run_dir: Path) -> None:
-    """Drop this process's lock on run_dir (the lock file stays: removing it would race)."""
+    """Drop this process's lock on run_dir and remove the lock file, so a finished run leaves none behind."""
     fd = _held.pop(run_dir.resolve(), None)
     if fd is not None:
+        # removed while still locked: a process that opened it meanwhile sees, once it holds the lock, that the
+        # name no longer points to it (hold's _same_file), and starts again on a file of its own
+        (run_dir / LOCK).unlink(missing_ok=True)
         os.close(fd)  # closing the last descriptor releases the flock
 
 
@@ -100,7 +118,10 @@ def held_elsewhere(run_dir: Path) -> bool:
     """True when another live process holds run_dir's lock (checked without writing anything)."""
     if run_dir.resolve() in _held or not (run_dir / LOCK).is_file():
         return False
-    fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except FileNotFoundError:  # removed by the run that just ended
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False

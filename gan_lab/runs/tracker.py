@@ -17,6 +17,7 @@ import torch
 from rich.console import Console, ConsoleDimensions
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+from rich.markup import escape
 from rich.text import Text
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch import Tensor
@@ -171,6 +172,11 @@ class Tracker:
         """End the live progress bar (before a summary is printed)."""
         self.progress.stop()
 
+    def threads_used(self) -> list[int]:
+        """The CPU thread counts training ran on, in order (several when threads: auto followed the free cores)."""
+        # read before __exit__ gives the process its starting count back, which training may not have used
+        return list(self.cpu_watch.used) if self.cpu_watch is not None else [torch.get_num_threads()]
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """Log named scalars at a step and show the losses on the progress bar."""
         for tag, value in values.items():
@@ -191,8 +197,13 @@ class Tracker:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
         for line in lines:
-            console.print(f"[bold yellow]diagnosis:[/] {line}", soft_wrap=True, highlight=False)
+            # escaped: a line quotes overrides (data.augment=[translation,...]) that rich would read as markup
+            console.print(f"[bold yellow]diagnosis:[/] {escape(line)}", soft_wrap=True, highlight=False)
             self.writer.add_text("diagnosis", line, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """A TensorBoard text entry (what a curve means: the protocol of metrics/fid)."""
+        self.writer.add_text(tag, text, step)
 
     def _say(self, note: str | None) -> None:
         if note:
@@ -292,6 +303,9 @@ class NullTracker(Tracker):
     def diagnosis(self, step: int, values: dict[str, float], lines: list[str]) -> None:
         pass
 
+    def text(self, tag: str, text: str, step: int) -> None:
+        pass
+
     def images(self, step: int, grid: Tensor, path: Path | None = None) -> None:
         pass
 
@@ -305,3 +319,6 @@ class NullTracker(Tracker):
 
     def stop_progress(self) -> None:
         pass
+
+    def threads_used(self) -> list[int]:
+        return [torch.get_num_threads()]

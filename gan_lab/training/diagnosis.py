@@ -1,8 +1,8 @@
 """Naming what goes wrong while a run trains: mode collapse, vanishing generator gradients, a critic
-far from 1-Lipschitz, divergence.
+that wins outright, a critic far from 1-Lipschitz, divergence.
 
 The Diagnosis watches the named scalars a run already reports (the steps' losses and gradient
-norms, the critic's input-gradient norm, the Wasserstein estimate, the evaluations' metrics/*)
+norms, the critic's input-gradient norm, the Wasserstein estimate, r_t, the evaluations' metrics/*)
 and names each failure once per episode: when it begins, with the step and one thing to try that
 gan-lab's own measured tables support, and when it ends. It reads nothing but those scalars, so
 scripts/diagnosis_check.py replays it over a finished run's event files and gets the same episodes.
@@ -29,14 +29,19 @@ DIVERSITY_FRACTION = 0.5   # no mode metric: samples' mean pairwise distance bel
 # the critic loss below which real and fake are separated almost perfectly is the loss's own declaration
 # (gan_lab.losses.Loss.separated_below: 0.05 for the BCE losses), so the rule follows each loss's scale
 GRAD_COLLAPSE = 0.01       # the generator's gradient norm below this fraction of its median so far
+# r_t = E[sign(D(x_real))] (StyleGAN2-ADA) above this, with the critic loss below the loss's separated_below: the
+# critic calls every real sample real and separates the fakes too. ADA keeps r_t at 0.6 by augmenting; a
+# critic that wins outright sits at 1
+R_T_WINS = 0.9
 LIPSCHITZ_FAR = 10.0       # a Wasserstein critic's input-gradient norm above this (1-Lipschitz: about 1)
 RUNAWAY = 10.0             # a loss or the Wasserstein estimate above this many times max(1, its median so far)
 PERSIST = 3                # log steps in a row a per-step condition must hold to begin (or fail to, to end)
 WARMUP = 5                 # log steps seen before the per-step conditions are judged (early medians are noise)
 DIVERSITY_SAMPLES = 256    # samples (and real samples) whose mean pairwise distance is compared
 
-KINDS = ("mode_collapse", "vanishing_gradients", "non_lipschitz", "divergence")
+KINDS = ("mode_collapse", "vanishing_gradients", "critic_wins", "non_lipschitz", "divergence")
 TITLES = {"mode_collapse": "mode collapse", "vanishing_gradients": "vanishing generator gradients",
+          "critic_wins": "a critic that wins outright",
           "non_lipschitz": "a critic far from 1-Lipschitz", "divergence": "divergence"}
 
 # One thing to try per failure, each quoting a table gan-lab measured (the docs name the command).
@@ -47,6 +52,10 @@ ADVICE = {
                             "covered 10/10 classes on both MNIST and Fashion-MNIST at 300 steps (docs/cures_mnist.md)",
     "vanishing_gradients": "try loss=wgan_gp, whose critic does not saturate: 8/8 modes of ring8 in 5/5 seeds with "
                            "the lowest reverse KL, 0.023 (docs/results.md)",
+    "critic_wins": "try data.augment=[translation,color,cutout] (DiffAugment: the critic sees augmented reals and "
+                   "fakes, StyleGAN2-ADA's cure for r_t near 1; it covered 10/10 classes on both MNIST and "
+                   "Fashion-MNIST at 300 steps, docs/cures_mnist.md), or an R1 penalty on the real data "
+                   "(loss.lambda_r1, e.g. the data set's recommended gamma), which keeps the critic from sharpening",
     "non_lipschitz/clip": "try loss=wgan_gp, a gradient penalty instead of weight clipping: 23.6 against 16.6 modes "
                           "of grid25 (docs/results.md)",
     "non_lipschitz/gp": "raise loss.lambda_gp: the data set's lambda (1 on grid25) covered 25/25 modes in 5/5 seeds "
@@ -77,6 +86,7 @@ class Diagnosis:
 
     def __init__(self, loss: Loss | type[Loss], clipped: bool = False, images: bool = False, stop: bool = False):
         self.wasserstein, self.separated_below = loss.wasserstein_critic, loss.separated_below
+        self.undecided_at = getattr(loss, "undecided_at", None)  # r_t is logged only where one score means something
         self.clipped, self.images, self.stop = clipped, images, stop
         self.episodes: list[Episode] = []
         self.open: dict[str, Episode] = {}
@@ -129,6 +139,18 @@ class Diagnosis:
                     f"generator's gradient norm fell to {grad:.2g}, {grad / reference:.1%} of its median")
         return None
 
+    def _critic_wins(self, values: dict[str, float], vanishing: str | None) -> str | None:
+        # the critic separates real from fake and calls (nearly) every real sample real; where the generator's
+        # gradient is gone too, the vanishing-gradient rule names it instead
+        r_t, loss = values.get("critic/r_t"), values.get("loss/critic")
+        if vanishing or self.undecided_at is None or self.separated_below is None or r_t is None or loss is None:
+            return None
+        if loss < self.separated_below and r_t > R_T_WINS:
+            return (f"critic loss {loss:.3g} and r_t = E[sign D(x_real)] = {r_t:.2f}: the critic calls "
+                    f"{(1 + r_t) / 2:.0%} of the real samples real and separates the fakes almost perfectly (r_t is StyleGAN2-ADA's "
+                    f"overfitting signal; ADA holds it at 0.6)")
+        return None
+
     def _non_lipschitz(self, values: dict[str, float]) -> str | None:
         norm = values.get("grad_norm/critic_input")
         if not self.wasserstein or norm is None or not norm > LIPSCHITZ_FAR:
@@ -160,7 +182,9 @@ class Diagnosis:
             # non-finite values are judged at once: a NaN never comes back
             nonfinite = any(not math.isfinite(v) for k, v in values.items() if k.startswith(("loss/", "critic/")))
             if self.logged > WARMUP or nonfinite:
-                for kind, finding in (("vanishing_gradients", self._vanishing(values)),
+                vanishing = self._vanishing(values)
+                for kind, finding in (("vanishing_gradients", vanishing),
+                                      ("critic_wins", self._critic_wins(values, vanishing)),
                                       ("non_lipschitz", self._non_lipschitz(values)),
                                       ("divergence", self._divergence(values))):
                     said += self._persisting(kind, step, finding, at_once=nonfinite and kind == "divergence")

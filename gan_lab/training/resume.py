@@ -76,15 +76,15 @@ class Checkpointer:
         self.G, self.critic, self.opt_g, self.opt_d, self.G_ema = G, critic, opt_g, opt_d, G_ema
         self.warned = False  # the low-space warning, given once a run
 
-    def __call__(self, step: int) -> str:
-        """Write the checkpoint of `step`; returns how a later error names it (the last good checkpoint)."""
+    def __call__(self, step: int, seconds: float = 0.0) -> str:
+        """Write the checkpoint of `step`, trained for `seconds` in all; returns how a later error names it."""
         rng = distributed.gather(rng_state())  # every rank's stream, so a resume continues each
         path = self.run_dir / "checkpoints" / "last.pt"
         if distributed.is_main():  # the plain modules' state dicts: no "module." prefix, loadable without DDP
             state = {"step": step, "G": self.G.state_dict(), "critic": self.critic.state_dict(),
                      "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": rng,
                      "config": self.config, "data_shape": list(self.data.shape), "n_classes": self.data.n_classes,
-                     "world_size": distributed.world_size()}
+                     "world_size": distributed.world_size(), "seconds": float(seconds)}
             if self.G_ema is not None:
                 state["G_ema"] = self.G_ema.state_dict()
             path = save_checkpoint(state, self.run_dir / "checkpoints", step, self.keep).parent / "last.pt"

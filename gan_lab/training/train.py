@@ -59,6 +59,8 @@ def critic_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim.Op
     stats["critic/real"], stats["critic/fake"] = real_out.detach().mean(), fake_out.detach().mean()
     if loss.wasserstein_critic:  # only such a critic's mean difference estimates the earth mover's distance
         stats["critic/wasserstein_estimate"] = stats["critic/real"] - stats["critic/fake"]
+    if loss.undecided_at is not None:  # r_t: the fraction of reals called real, minus those called fake (ADA)
+        stats["critic/r_t"] = torch.sign(real_out.detach() - loss.undecided_at).mean()
     return stats
 
 
@@ -248,8 +250,7 @@ class Iteration:
 
 def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule, data: Any,
           opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, settings: TrainSettings, tracker: Tracker,
-          run_dir: Path,
-          config: dict[str, Any], resume: dict[str, Any] | None = None,
+          run_dir: Path, config: dict[str, Any], resume: dict[str, Any] | None = None,
           evaluator: Callable[[nn.Module], dict[str, float]] | None = None) -> dict[str, float]:
     """Train G against the critic; returns the scalars of the last logged step and the final metrics."""
     device = next(G.parameters()).device
@@ -275,16 +276,14 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
     saved = f"the checkpoint of step {start} was not touched" if start else "no checkpoint had been written yet"
     checkpoint = Checkpointer(run_dir, settings.keep_checkpoints, G, critic, opt_g, opt_d, config, data,
                               ema and ema.G_ema)
-
-    # names collapse, vanishing gradients, a non-Lipschitz critic and divergence as they happen
+    # names collapse, vanishing gradients, a critic that wins, a non-Lipschitz critic and divergence as they happen
     diagnosis = Diagnosis(loss, schedule.clip > 0, len(data.shape) == 3, settings.on_failure == "stop")
     if ema is not None:
         console.print(f"[bold]generator EMA[/] half-life {settings.ema_kimg:g}k images (ramp-up "
                       f"{settings.ema_rampup:g}): samples and metrics/* use the averaged generator, "
-                      f"metrics_raw/* the trained one",
-                      soft_wrap=True, highlight=False)
+                      f"metrics_raw/* the trained one", soft_wrap=True, highlight=False)
     last: dict[str, float] = {}
-    started, halted = time.perf_counter(), False
+    earlier, started, halted = float((resume or {}).get("seconds", 0.0)), time.perf_counter(), False  # earlier parts
     with StopSignal() as stop:
         for step in range(start + 1, settings.steps + 1):
             stats, batch = run_iteration(step)
@@ -317,14 +316,15 @@ def train(G: nn.Module, critic: nn.Module, loss: Loss, schedule: CriticSchedule,
             halted = diagnosis.watch(step, observed, tracker, G_ema, critic, data, settings, main) and not final
             if step % settings.checkpoint_every == 0 or final or stopping or halted:
                 guard.check(saved)  # never overwrite a good checkpoint with a diverged state
-                saved = checkpoint(step)
+                saved = checkpoint(step, earlier + time.perf_counter() - started)
             tracker.advance(step)
             if stopping:
                 raise Interrupted(stop.signum or signal.SIGTERM, step)
             if halted:
                 break
     tracker.stop_progress()
-    last["time/seconds"] = time.perf_counter() - started
+    part = time.perf_counter() - started
+    last.update({"time/seconds": earlier + part, **({"time/seconds_since_resume": part} if start else {})})
     last["step"] = step if halted else settings.steps
     last["diagnosis"] = diagnosis.record(halted)  # type: ignore[assignment]  # job.py takes it into status.json
     return last
