@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 "precision": "; in pixels", "recall": "; in pixels", "density": "; in pixels",
                 "coverage": "; in pixels"}),
         "",
-        f"## ring8 ({MIXTURE_SAMPLES} samples, sigma 0.01; the VEEGAN / PacGAN protocol, a mode covered by at least "
-        f"a tenth of its fair share)",
+        f"## ring8 ({MIXTURE_SAMPLES} samples, sigma 0.01; the VEEGAN / PacGAN protocol, a mode covered by one "
+        f"high-quality sample)",
         "",
         *table(rings, "draws of the mixture", {}),
         "",
