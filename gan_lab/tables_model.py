@@ -145,8 +145,8 @@ def _check_layout(layout: Any, shape: tuple[int, ...]) -> None:
           and isinstance(layout.get("frequency"), list) and all(type(f) is int and f >= 0 for f in layout["frequency"]))
     if not ok or sum(s[1] for s in layout["spans"]) != shape[0] or len(layout["frequency"]) != sum(
             s[1] for s in layout["spans"] if s[2]):
-        raise GanLabError("model=table is built from a table's layout (its encoded columns), which only data=table "
-                          "gives (or a table checkpoint, which this one's layout does not fit). Use data=table "
+        raise GanLabError("model=table needs a table's layout (its encoded columns), which only data=table gives "
+                          "(or a table checkpoint, whose layout fits its data shape). Use data=table "
                           "data.path=<file.csv>, or another model for this data.")
 
 

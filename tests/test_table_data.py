@@ -160,4 +160,4 @@ def test_a_batch_that_is_not_a_multiple_of_the_pack_is_refused(csv: Path, tmp_pa
 
 def test_model_table_needs_a_tables_layout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     message = user_error(capsys, "train", "model=table", "data=ring8", "device=cpu", f"hydra.run.dir={tmp_path}")
-    assert "only data=table gives" in message
+    assert "model=table needs a table's layout" in message and "only data=table gives" in message
