@@ -98,3 +98,31 @@ def test_privacy_flags_copies_not_fresh_rows() -> None:
     # a fresh sample of the population is as close to the training rows as the held-out real rows are
     assert fresh["dcr_synthetic_median"] == pytest.approx(fresh["dcr_held_out_median"], rel=0.3)
     assert exact_copy_rate(train.iloc[:0], train, kinds) != exact_copy_rate(train.iloc[:0], train, kinds)  # NaN
+
+
+def test_the_figures_show_what_the_scores_say() -> None:
+    import matplotlib.pyplot as plt
+
+    from gan_lab.evaluation.table_plots import columns_figure, pair_trends_figure
+
+    real = labelled(200, 0)
+    real["when"] = pd.Timestamp("2021-01-01") + pd.to_timedelta(np.arange(200), unit="D")
+    kinds = {**KINDS, "when": "continuous"}
+    synthetic = real.assign(label="pos", x=real["x"] + 3.0)  # one class only; x shifted
+    fig = columns_figure(real, synthetic, kinds)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert [t.split("\n")[0] for t in titles] == list(kinds)
+    assert titles[3].endswith(f"TV complement {float((real['label'] == 'pos').mean()):.3f}")
+    label_axis = fig.axes[3]
+    heights = sorted(round(bar.get_height(), 6) for bar in label_axis.patches)  # real: neg and pos; synthetic: 0 and 1
+    share = float((real["label"] == "neg").mean())
+    assert heights == sorted([0.0, 1.0, round(share, 6), round(1 - share, 6)])
+    plt.close(fig)
+    fig = pair_trends_figure(real, synthetic, kinds)
+    gap = np.asarray(fig.axes[0].images[0].get_array())
+    # x-label: real x decides the label, synthetic has one label: the contingency tables differ a lot
+    names = list(kinds)
+    assert gap[names.index("x"), names.index("label")] > 0.4
+    assert gap[names.index("x"), names.index("when")] == pytest.approx(0.0, abs=1e-9)  # shift keeps r
+    assert np.allclose(np.diag(gap), 0.0) and np.allclose(gap, gap.T)
+    plt.close(fig)
