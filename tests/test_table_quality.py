@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def sdmetrics(tmp_path: Path, real: pd.DataFrame, synthetic: pd.DataFrame, kinds
                         for name, kind in kinds.items()}}
     done = subprocess.run([str(SDMETRICS_PYTHON), "-c", SDMETRICS_SCRIPT, str(tmp_path / "real.csv"),
                            str(tmp_path / "synthetic.csv"), json.dumps(meta), threshold],
-                          capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin"})
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
