@@ -22,6 +22,7 @@ from torch import Tensor
 
 from gan_lab.augment import parse_policy
 from gan_lab.errors import GanLabError
+from gan_lab.measures import TableScores, TableUtility
 
 
 class TableData:
@@ -79,12 +80,27 @@ class TableData:
         return {"transform": self.transform.state_dict(), "held_out_rows": self.held_out_rows.tolist(),
                 "path": self.path, "target": self.target}
 
+    def conditions(self, n: int, seed: int) -> Tensor | None:
+        """n conditional vectors as the training rows have them (plain frequency), from `seed` alone: what evaluation
+        generates with, so its rows are a function of G's weights (None for a table without conditional blocks)."""
+        if not self.cond_width:
+            return None
+        generator = torch.Generator(self.device).manual_seed(seed)
+        return self.sampler.sample(n, generator, log_frequency=False)[0]
+
+    def comparable(self, frame: Any) -> Any:
+        """A frame of this table as the scores compare it: date columns as their numbers (epoch seconds), the rest as is."""
+        from gan_lab.table_columns import to_numbers
+
+        dates = [c for c in self.table.columns if c.dtype == "datetime"]
+        return frame.assign(**{c.name: to_numbers(frame[c.name], c) for c in dates}) if dates else frame
+
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor | None]:
         """Training-by-sampling: real rows (B, width) that have the asked categories, and the conditional vector."""
         cond, _, index = self.sampler.sample(batch_size)
         x = self.rows.index_select(0, index)
         return x, (cond if self.cond_width else None)
 
-    def measures(self) -> tuple[()]:
-        """None yet."""
-        return ()
+    def measures(self) -> tuple[TableScores, TableUtility]:
+        """Quality and category coverage while training; TSTR (with data.target), privacy and figures in eval."""
+        return TableScores(self), TableUtility(self)

@@ -161,3 +161,20 @@ def test_a_batch_that_is_not_a_multiple_of_the_pack_is_refused(csv: Path, tmp_pa
 def test_model_table_needs_a_tables_layout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     message = user_error(capsys, "train", "model=table", "data=ring8", "device=cpu", f"hydra.run.dir={tmp_path}")
     assert "model=table needs a table's layout" in message and "only data=table gives" in message
+
+
+def test_metrics_while_training_and_eval_score_the_rows_as_the_field_does(csv: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_cli("train", *[o for o in TINY_TABLE if o != "metrics=false"], f"data.path={csv}", "data.target=city",
+            "train.steps=2", f"hydra.run.dir={run}")
+    final = json.loads((run / "status.json").read_text())["metrics"]
+    # categories are the table's modes: rating's 5, member's 2 and city's 3 (missing is not one)
+    assert final["metrics/n_modes"] == 10 and 1 <= final["metrics/modes_covered"] <= 10
+    assert 0.2 < final["metrics/quality"] < 1
+    run_cli("eval", f"checkpoint={run}")
+    record = json.loads((run / "eval.json").read_text())
+    # the same rows as training's last evaluation (z, conditions and Gumbel noise from the seed): the same score
+    assert record["metrics/quality"] == pytest.approx(final["metrics/quality"], abs=1e-12)
+    assert {"utility/tstr_f1_macro", "utility/trtr_f1_macro", "memorisation/dcr_synthetic_median",
+            "memorisation/exact_copy_rate"} <= set(record)
+    assert (run / "table_columns.png").stat().st_size > 0 and (run / "table_pair_trends.png").stat().st_size > 0

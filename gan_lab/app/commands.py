@@ -112,6 +112,7 @@ def eval_command(args: list[str]) -> None:
     if evaluator is None:
         raise GanLabError(f"gan-lab eval has nothing to measure: {no_metrics_note(data)}")
     sampler = rejection_sampler(opts["rejection"], state, file, opts["device"], seed)
+    torch.manual_seed(seed)  # as training's evaluations do: a G that draws beyond z (a table's Gumbel noise) repeats
     metrics = evaluator(sampler if sampler is not None else G)
     if sampler is not None:  # beside the metrics: how much of G's output the critic let through
         metrics["rejection/acceptance_rate"] = sampler.acceptance_rate
