@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_lab.errors import GanLabError
-from gan_lab.models import Critic, Generator, SequentialBody, _spectral, plan_model
+from gan_lab.models import Critic, Generator, SequentialBody, plan_model
 
 GUMBEL_TAU = 0.2  # the paper's temperature: near one-hot samples with a usable gradient
 
@@ -119,6 +119,10 @@ class TableCritic(Critic):
         if self.cond_width and y is not None:
             x = torch.cat([x, y.to(x.dtype)], dim=1)
         return super().pointwise(x, None)
+
+
+def _spectral(layer: nn.Linear, norm: str) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(layer) if norm == "spectral" else layer
 
 
 def _starts(spans: Sequence[Sequence[Any]]) -> list[int]:
