@@ -20,6 +20,7 @@ A new measure is its class (here), its declaration by the data sets that have it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -268,3 +269,87 @@ class NearestTraining(Measure):
             return memorisation.report(found[0], record)
         nearest.reports = [report]  # type: ignore[attr-defined]
         return nearest
+
+
+TABLE_SAMPLES = 5000  # generated rows per table evaluation: SDMetrics' scores settle well within 0.01 by then
+
+
+def _table_frames(data: Any) -> tuple[Any, Any, dict[str, str]]:
+    """(the real rows scored against: held out, else the training rows; the training rows; each column's kind)."""
+    real = data.held_out_frame if len(data.held_out_frame) else data.train_frame
+    return data.comparable(real), data.comparable(data.train_frame), {c.name: c.kind for c in data.table.columns}
+
+
+@dataclass(frozen=True)
+class TableScores(Measure):
+    """A table's quality (SDMetrics' QualityReport against the held-out rows) and category coverage (its modes).
+
+    Category coverage is the table's mode count: metrics/modes_covered of metrics/n_modes are the training
+    rows' categories (every discrete column's, pooled) that the generated rows produce, which the diagnosis
+    reads to name a category collapse while it happens.
+    """
+
+    data: Any  # gan_lab.table_data.TableData: its transform, held-out and training rows
+
+    def samples(self) -> int:
+        """TABLE_SAMPLES."""
+        return TABLE_SAMPLES
+
+    def evaluator(self, context: EvalContext) -> Evaluator:
+        """Quality (column shapes, pair trends, their mean) and category (pair) coverage of samples() rows."""
+        tools, n = context.tools, self.samples()
+        real, train, kinds = _table_frames(self.data)
+
+        def scores(G: nn.Module) -> dict[str, float]:
+            table = tools.table_metrics()
+            synthetic = self.data.comparable(self.data.transform.inverse(
+                tools.generate(G, n, self.data.conditions(n, context.seed), seed=context.seed)))
+            quality = table.quality(real, synthetic, kinds)
+            covered = table.coverage(train, synthetic, kinds)
+            metrics = {f"metrics/{k}": float(quality[k]) for k in ("quality", "column_shapes", "column_pair_trends")}
+            metrics.update({f"metrics/{k}": float(covered[k]) for k in ("category_coverage", "category_pair_coverage")})
+            if covered["categories_total"]:  # the diagnosis's mode count: categories are the table's modes
+                metrics["metrics/modes_covered"] = float(covered["categories_covered"])
+                metrics["metrics/n_modes"] = float(covered["categories_total"])
+            return {k: v for k, v in metrics.items() if math.isfinite(v)}  # NaN: nothing to score (no pair)
+        return scores
+
+
+@dataclass(frozen=True)
+class TableUtility(Measure):
+    """`gan-lab eval` of a table: train on synthetic, test on the held-out rows (with data.target), privacy, figures."""
+
+    during_training: ClassVar[bool] = False  # a model fitted twice and a nearest-row search: eval only
+    data: Any  # gan_lab.table_data.TableData
+
+    def samples(self) -> int:
+        """TABLE_SAMPLES."""
+        return TABLE_SAMPLES
+
+    def evaluator(self, context: EvalContext) -> Evaluator:
+        """TSTR beside train-on-real (with a target and held-out rows), DCR and exact copies; figures as reports."""
+        tools, n, data = context.tools, self.samples(), self.data
+        real, train, kinds = _table_frames(data)
+        made: list[Any] = []  # the last evaluation's synthetic rows, which the figures show
+
+        def utility(G: nn.Module) -> dict[str, float]:
+            table = tools.table_metrics()
+            synthetic = data.comparable(data.transform.inverse(
+                tools.generate(G, n, data.conditions(n, context.seed), seed=context.seed)))
+            made[:] = [synthetic]
+            # eval-only tags, never metrics/* (what training logs): privacy is the table's memorisation check
+            metrics = {f"memorisation/{k}": float(v) for k, v in table.privacy(train, synthetic, real, kinds).items()}
+            if data.target is not None and len(data.held_out_frame):
+                found = table.tstr(train, synthetic, real, data.target, kinds)
+                metrics[f"utility/tstr_{found['metric']}"] = float(found["train_synthetic"])
+                metrics[f"utility/trtr_{found['metric']}"] = float(found["train_real"])
+            return metrics
+
+        def figures(record: Path) -> str:
+            table = tools.table_metrics()
+            paths = [record.with_name("table_columns.png"), record.with_name("table_pair_trends.png")]
+            for path, draw in zip(paths, (table.columns_figure, table.pair_trends_figure)):
+                draw(real, made[0], kinds).savefig(path, dpi=100)
+            return f"real against synthetic, per column and the pair trends: {paths[0]}, {paths[1]}"
+        utility.reports = [figures]  # type: ignore[attr-defined]
+        return utility

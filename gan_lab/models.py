@@ -37,6 +37,9 @@ class Generator(nn.Module):
     """Maps z of shape (B, z_dim), and a label y when conditional, to samples (B, *shape)."""
 
     capturable = True  # its forward keeps gan_lab.capture's contract (the net must too: every builder's does)
+    cond_width = 0  # width of a float conditional vector it takes as y (a table's, gan_lab.tables_model); 0: none
+    # a term the generator step adds to G's loss, auxiliary_loss(y) -> scalar, of G's last forward (None: none)
+    auxiliary_loss: Callable[[Tensor | None], Tensor] | None = None
 
     def __init__(self, net: nn.Module, z_dim: int, shape: tuple[int, ...], n_classes: int = 0):
         super().__init__()

@@ -58,8 +58,9 @@ class ConditionSampler:
         weights = (self.log_frequency if log_frequency else self.frequency)[block]
         category = torch.multinomial(weights, 1, generator=generator).squeeze(1)
         flat = self.offsets[block] + category
-        cond = torch.nn.functional.one_hot(flat, self.width).float()
-        mask = torch.nn.functional.one_hot(block, self.n_blocks).float()
+        # scatter, not one_hot: one_hot reads the indices' range back to the host (a sync, gan_lab.capture)
+        cond = torch.zeros(batch_size, self.width, device=self.device).scatter_(1, flat[:, None], 1.0)
+        mask = torch.zeros(batch_size, self.n_blocks, device=self.device).scatter_(1, block[:, None], 1.0)
         # a uniform real row among those with that category: start + floor(u * count)
         u = torch.rand(batch_size, device=self.device, generator=generator)
         pick = self.start[flat] + (u * self.count[flat]).long().clamp(max=self.count[flat] - 1)

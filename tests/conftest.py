@@ -123,6 +123,20 @@ def critic_schedule(**knobs: float) -> "CriticSchedule":
     return CriticSchedule(**{**{f.name: defaults[f.name] for f in fields(CriticSchedule)}, **knobs})
 
 
+# a table's layout for model=table (gan_lab.table_data.TableData.layout): a scalar, a 3-way mode block, a
+# conditional 2-category block (seen 5 and 3 times); its encoded rows are 6 wide, its condition 2
+TABLE_LAYOUT = {"spans": [["tanh", 1, False], ["softmax", 3, False], ["softmax", 2, True]], "frequency": [5, 3]}
+
+
+def write_table_csv(path: Path, n: int = 40) -> Path:
+    """A small mixed CSV (test_table.mixed_frame: numbers, integers, a date, booleans, text, missing values)."""
+    from test_table import mixed_frame
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mixed_frame(n=n).to_csv(path, index=False)
+    return path
+
+
 def build_model(name: str, shape: tuple[int, ...], **overrides: object) -> tuple:
     """(G, critic) of conf/model/<name>.yaml's builder with the YAML's values and these overrides.
 

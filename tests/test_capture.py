@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import CONF, build_model
+from conftest import CONF, TABLE_LAYOUT, build_model, write_table_csv
 from gan_lab import capture
 from gan_lab.app.cli import build_loss
 from gan_lab.data import build_data
@@ -145,6 +145,8 @@ def data_overrides(name: str, root: Path, images: Path, cache: Path) -> list[str
     if name.startswith("folder"):
         budget = ["data.memory_budget=1e-9"] if name == "folder_streamed" else []  # a budget nothing fits
         return [f"data.path={images}", f"data.cache={cache}", "data.resolution=32", "data.workers=0", *budget]
+    if name == "table":
+        return [f"data.path={write_table_csv(cache / 't.csv')}"]
     return []
 
 
@@ -196,7 +198,7 @@ def test_streamed_folder_data_trains_eagerly_with_one_warning_naming_why(folder_
 # ---------------------------------------------------------------- models: every conf/model option, every cure
 
 # overrides that make the published sizes tiny; an option not named here is built at its YAML's sizes
-TINY_SIZES = {"mlp": {"hidden": 8, "depth": 2}, "dcgan": {"width": 4},
+TINY_SIZES = {"mlp": {"hidden": 8, "depth": 2}, "table": {"hidden": 8}, "dcgan": {"width": 4},
               "resnet": {"g_channels": 4, "g_max_channels": 4, "d_channels": 4, "d_max_channels": 4},
               "r3gan": {"channels": 4, "max_channels": 4, "group_channels": 4, "label_features": 4,
                         "blocks_per_stage": 1}}
@@ -205,12 +207,16 @@ TINY_SIZES = {"mlp": {"hidden": 8, "depth": 2}, "dcgan": {"width": 4},
 @pytest.mark.parametrize("conditional", [False, True], ids=["packed", "conditional"])
 @pytest.mark.parametrize("name", options("model"))
 def test_every_model_keeps_the_graph_contract(name: str, conditional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    shape = (2,) if name == "mlp" else (1, 28, 28)
+    shape = (2,) if name == "mlp" else (6,) if name == "table" else (1, 28, 28)
     cures = {"conditional": True, "n_classes": 4} if conditional else {"pack": 2}
-    augment = [] if name == "mlp" else ["translation", "color", "cutout"]  # DiffAugment draws inside the critic
+    augment = [] if len(shape) == 1 else ["translation", "color", "cutout"]  # DiffAugment draws inside the critic
+    if name == "table":  # both with the float condition vector a table always has; unpacked, and packed by 2
+        cures = {"layout": TABLE_LAYOUT, "pack": 1 if conditional else 2}
     G, critic = build_model(name, shape, z_dim=4, minibatch_std=2, augment=augment, **TINY_SIZES.get(name, {}), **cures)
     assert G.capturable is True and critic.capturable is True
     y = torch.arange(8) % 4 if conditional else None
+    if name == "table":
+        y = torch.nn.functional.one_hot(torch.arange(8) % 2, 2).float()
 
     def step() -> tuple[torch.Tensor, ...]:
         G.zero_grad(set_to_none=True)

@@ -100,7 +100,7 @@ LAYERS = {  # the rank of each layer: higher imports lower, never the reverse
 BOTTOM = {"gan_lab", "gan_lab.losses", "gan_lab.models", "gan_lab.resnets", "gan_lab.data", "gan_lab.folder",
           "gan_lab.image_cache", "gan_lab.augment", "gan_lab.optimizers", "gan_lab.errors", "gan_lab.capture",
           "gan_lab.table", "gan_lab.table_columns", "gan_lab.table_transform", "gan_lab.table_condition",
-          "gan_lab.measures", "gan_lab.torchvision_sets"}
+          "gan_lab.table_data", "gan_lab.tables_model", "gan_lab.measures", "gan_lab.torchvision_sets"}
 
 
 def layer(name: str) -> str:

@@ -92,6 +92,10 @@ def test_every_declared_measure_computes_what_it_names_on_the_samples_it_declare
     if option == "folder":
         overrides += [f"data.path={tiny_folder(tmp_path / 'images')}", "data.resolution=32",
                       f"data.cache={tmp_path / 'cache'}", "data.workers=0"]
+    if option == "table":
+        from conftest import write_table_csv
+
+        overrides += [f"data.path={write_table_csv(tmp_path / 't.csv')}"]
     with initialize_config_module(config_module="gan_lab.conf", version_base="1.3"):
         node = OmegaConf.to_container(compose(config_name="train", overrides=overrides).data, resolve=True)
     if "root" in node:  # torchvision's data sets: the tiny ones (MNIST-like on disk, CIFAR patched above)
@@ -108,8 +112,9 @@ def test_every_declared_measure_computes_what_it_names_on_the_samples_it_declare
         metrics = measure.evaluator(context)(G)
         assert G.drawn == measure.samples() > 0, (type(measure).__name__, G.drawn)  # its protocol's count
         assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
-        prefix = "metrics/" if measure.during_training else "memorisation/"  # eval-only measures: their own tags
-        assert all(k.startswith(prefix) for k in metrics), sorted(metrics)
+        # eval-only measures: their own tags (memorisation/; a table's TSTR: utility/), never training's metrics/
+        prefixes = ("metrics/",) if measure.during_training else ("memorisation/", "utility/")
+        assert all(k.startswith(prefixes) for k in metrics), sorted(metrics)
     if not data.measures():  # nothing declared: nothing measured, and the run says so
         assert make_evaluator(data) is None and eval_samples(data) == 0
 

@@ -99,11 +99,20 @@ def generated(root: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return []  # sampled on the fly
 
 
+def table(root: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    # a small mixed CSV (numbers, integers, a date, booleans, text, missing values); pack 2 fits ONE_STEP's batch of 8
+    from test_table import mixed_frame
+
+    root.mkdir(parents=True)
+    mixed_frame(n=40).to_csv(root / "t.csv", index=False)
+    return [f"data.path={root / 't.csv'}", "model.pack=2"]
+
+
 # what a data option that reads files needs on disk; one whose YAML names no files (no root, no path) is
 # generated on the fly and needs nothing here
 INPUTS: dict[str, Callable[[Path, pytest.MonkeyPatch], list[str]]] = {
     "mnist": mnist_like, "fashion_mnist": mnist_like, "stacked_mnist": mnist_like,
-    "cifar10": cifar10, "cifar100": cifar100, "celeba": celeba, "folder": folder,
+    "cifar10": cifar10, "cifar100": cifar100, "celeba": celeba, "folder": folder, "table": table,
 }
 
 
@@ -134,8 +143,8 @@ def test_every_data_option_trains_one_step(data: str, tmp_path: Path, monkeypatc
     trained_one_step(tmp_path / "run")
 
 
-# each model option on a data set it takes: the 2-D ring for MLPs, 28 px digits for the image models
-MODEL_DATA = {"mlp": "ring8"}
+# each model option on a data set it takes: the 2-D ring for MLPs, 28 px digits for the image models, a CSV for tables
+MODEL_DATA = {"mlp": "ring8", "table": "table"}  # model=table: a table's layout
 
 
 @pytest.mark.parametrize("model", conf_options("model"))

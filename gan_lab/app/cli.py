@@ -32,7 +32,7 @@ from gan_lab.app.building import build
 from gan_lab.app.job import print_config, report_error, report_interrupt
 from gan_lab.app.options import USAGE, did_you_mean
 from gan_lab.app.overrides import check_overrides, refuse_rerun
-from gan_lab.data import build_data, check_batch_size
+from gan_lab.data import build_data, check_batch_size, declared
 from gan_lab.errors import GanLabError
 from gan_lab.losses import Loss
 from gan_lab.models import check_critic
@@ -84,8 +84,9 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     data = build("data set", lambda: build_data(plain["data"], device, rank=distributed.rank(),
                                                 world_size=distributed.world_size(), say=say),
                  "data", plain["data"].get("_target_"), plain["data"])
+    layout = declared(plain["model"].get("_target_"), {"layout": getattr(data, "layout", None)})  # a table model's
     G, critic = build("model", lambda: instantiate(cfg.model, shape=data.shape, n_classes=data.n_classes,
-                                                   augment=list(data.augment)),
+                                                   augment=list(data.augment), **layout),
                       "model", plain["model"].get("_target_"), plain["model"])
     G, critic = G.to(device), critic.to(device)
     loss, schedule = build_loss(plain["loss"])

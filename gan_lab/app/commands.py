@@ -76,9 +76,11 @@ def sample_parser() -> argparse.ArgumentParser:
         Option("interpolate", False, bool, "rows of 10 samples along straight lines in z instead of random z"),
         Option("label", None, int, "the class to draw, for a conditional model (default: every class in turn)"),
         Option("device", "cpu", str, "cpu or cuda[:N]"),
-        Option("out", None, str, "the folder to write to (default: <run dir>/samples)"),
+        Option("out", None, str, "the folder to write to (default: <run dir>/samples); a table's: a .csv, .tsv or "
+                                 ".parquet file; condition.<column>=<value> fixes a table's discrete column"),
         Option("rejection", "none", str, REJECTION_HELP),
-    ], examples="  gan-lab sample checkpoint=outputs/<date>/<time> n=64\n  gan-lab sample checkpoint=<run dir> n=30 interpolate=true")
+    ], examples="  gan-lab sample checkpoint=outputs/<date>/<time> n=64\n  gan-lab sample checkpoint=<run dir> n=30 interpolate=true"
+                "\n  gan-lab sample checkpoint=<table run> n=1000 out=north.csv condition.region=North")
 
 
 def eval_command(args: list[str]) -> None:
@@ -110,6 +112,7 @@ def eval_command(args: list[str]) -> None:
     if evaluator is None:
         raise GanLabError(f"gan-lab eval has nothing to measure: {no_metrics_note(data)}")
     sampler = rejection_sampler(opts["rejection"], state, file, opts["device"], seed)
+    torch.manual_seed(seed)  # as training's evaluations do: a G that draws beyond z (a table's Gumbel noise) repeats
     metrics = evaluator(sampler if sampler is not None else G)
     if sampler is not None:  # beside the metrics: how much of G's output the critic let through
         metrics["rejection/acceptance_rate"] = sampler.acceptance_rate
@@ -161,6 +164,9 @@ def eval_command(args: list[str]) -> None:
 
 def sample_command(args: list[str]) -> None:
     """`gan-lab sample checkpoint=<run dir or .pt> n=64`: a PNG (grid or scatter) and the raw samples."""
+    from gan_lab.app.table_sample import sample_table, split_conditions
+
+    args, conditions = split_conditions(args)  # condition.<column>=<value>: a table's fixed condition
     opts = parse(sample_parser(), args)
     if not opts["checkpoint"]:
         raise GanLabError("gan-lab sample needs checkpoint=<run directory or .pt file>.")
@@ -168,6 +174,15 @@ def sample_command(args: list[str]) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise GanLabError(f"n={n} is out of range: the number of samples must be a whole number >= 1.")
     G, state, file = load_generator(str(opts["checkpoint"]), opts["device"])
+    if "data_state" in state:  # a table: rows as the input had them
+        out = Path(opts["out"]) if opts["out"] else run_dir_of(file) / "samples" / f"table_step{state['step']}.csv"
+        frame = sample_table(G, state, n, int(opts["seed"]), out, conditions)
+        console.print(f"{len(frame)} rows x {frame.shape[1]} columns of {file} (step {state['step']}) -> {out}",
+                      soft_wrap=True, highlight=False)
+        return
+    if conditions:
+        raise GanLabError(f"condition.{next(iter(conditions))}= fixes a column of a table, but {file} was not "
+                          f"trained on data=table. Use label= for a conditional model's class.")
     config = state["config"]
     label = opts["label"]
     if label is not None and not G.n_classes:

@@ -127,7 +127,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 ENTRIES = {"step": int, "G": dict, "critic": dict, "opt_g": dict, "opt_d": dict, "rng": (dict, list),
            "config": dict, "data_shape": list, "n_classes": int}
 # Entries only some checkpoints hold (a run with a generator EMA), checked when present.
-OPTIONAL = {"G_ema": dict, "seconds": float}  # seconds: the training time up to this step, over every resume
+# seconds: the training time up to this step, over every resume; a table's data: its layout (what the model is
+# built from) and state (the fitted transform, the held-out split).
+OPTIONAL = {"G_ema": dict, "seconds": float, "layout": dict, "data_state": dict}
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6, the only one gan-lab writes
 
 

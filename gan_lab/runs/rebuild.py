@@ -31,6 +31,7 @@ from gan_lab.errors import GanLabError
 BUILD_TIME = frozenset({
     "shape",       # a model's: one sample's shape, from the data set
     "n_classes",   # a model's: the data's label count (0: unlabelled)
+    "layout",      # a table model's: the encoded row's spans and the categories' counts (TableData.layout)
     "augment",     # a model's: the data's DiffAugment policy, which the critic applies (a data set's is its config's)
     "device",      # a data set's: where its tensors live, from the run's device
     "rank",        # FolderData's: this process's rank under torchrun (its share of the rows)
@@ -140,7 +141,10 @@ def rebuild_models(state: dict[str, Any], file: Path, generator: str = "G",
     critic=False the critic is built but keeps its initial weights.
     """
     builder, kwargs = checked_builder("model", state["config"].get("model"), file)
-    G, D = builder(shape=tuple(state["data_shape"]), n_classes=state["n_classes"], **kwargs)
+    from gan_lab.data import declared
+
+    G, D = builder(shape=tuple(state["data_shape"]), n_classes=state["n_classes"],
+                   **declared(builder, {"layout": state.get("layout")}), **kwargs)
     for net, entry, name in ((G, generator, "generator"), *([(D, "critic", "critic")] if critic else [])):
         try:
             net.load_state_dict(state[entry])

@@ -87,6 +87,8 @@ class Checkpointer:
                      "world_size": distributed.world_size(), "seconds": float(seconds)}
             if self.G_ema is not None:
                 state["G_ema"] = self.G_ema.state_dict()
+            if hasattr(self.data, "state_dict"):  # a table: what sampling needs without the file (plain values)
+                state["layout"], state["data_state"] = self.data.layout, self.data.state_dict()
             path = save_checkpoint(state, self.run_dir / "checkpoints", step, self.keep).parent / "last.pt"
             warning = None if self.warned else low_space(path.parent, path.stat().st_size)
             if warning:  # once a run: the disk fills before a checkpoint fails, not after

@@ -109,7 +109,7 @@ def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> 
         # the batch size: a packed critic gives one score per pack. Packs and minibatch-std
         # groups are runs of consecutive rows, and models.check_critic makes the batch a
         # multiple of their size, so none straddles two parts.
-        labels = None if y is None else y.repeat(len(parts))
+        labels = None if y is None else y.repeat(len(parts), *[1] * (y.dim() - 1))  # labels (B,), conditions (B, C)
         return list(critic(torch.cat(parts), labels).chunk(len(parts)))
     # A penalised part (a leaf that requires grad: the interpolates, or x under R1) gets its own
     # forward, so the penalty's input gradient and its double backward run over its rows alone;
@@ -121,7 +121,7 @@ def critic_forward(critic: nn.Module, parts: list[Tensor], y: Tensor | None) -> 
     # as with a single forward
     with nn.utils.parametrize.cached():
         if plain:
-            labels = None if y is None else y.repeat(len(plain))
+            labels = None if y is None else y.repeat(len(plain), *[1] * (y.dim() - 1))
             scores = iter(critic(plain[0] if len(plain) == 1 else torch.cat(plain), labels).chunk(len(plain)))
         return [critic(part, y) if part.requires_grad else next(scores) for part in parts]
 
@@ -146,13 +146,15 @@ def generator_step(G: nn.Module, critic: nn.Module, loss: Loss, opt: torch.optim
         best = fake_out.topk(max(1, round(keep * len(fake_out)))).indices
         fake_out, real_out = fake_out[best], (real_out[best] if real_out is not None else None)
     g_loss = loss.g_loss(real_out, fake_out)
+    auxiliary = getattr(getattr(G, "module", G), "auxiliary_loss", None)  # G's declared term (Generator's docstring)
+    extra = {} if auxiliary is None else {"loss/generator_auxiliary": auxiliary(y)}  # of this very forward
     opt.zero_grad(set_to_none=True)
-    g_loss.backward()
+    (g_loss + sum(extra.values()) if extra else g_loss).backward()
     critic.requires_grad_(True)
     norm = _grad_norm(G)
     if guard is None or guard.allow(step, {"loss/generator": g_loss.detach(), "grad_norm/generator": norm}):
         opt.step()
-    return {"loss/generator": g_loss.detach(), "grad_norm/generator": norm}
+    return {"loss/generator": g_loss.detach(), **{k: v.detach() for k, v in extra.items()}, "grad_norm/generator": norm}
 
 
 def _grad_norm(module: nn.Module) -> Tensor:
@@ -213,10 +215,8 @@ class Iteration:
                     held.copy_(value)
         stats = {**self.penalty_stats, **stats}
         x_g = None
-        if self.loss.needs_real_in_g:
-            # a relativistic loss compares fakes with real data in the generator step too: a fresh real
-            # batch, whose labels the fakes share (as in the critic step). The other losses make
-            # exactly the draws they always made: labels (conditional G only), then z.
+        if self.loss.needs_real_in_g or getattr(self.G_frozen, "cond_width", 0):
+            # a fresh real batch (its labels or table condition shared by the fakes); else labels (if any), then z
             x_g, y_g = self.data.sample(self.batch_size)
         else:
             y_g = torch.randint(n_classes, (self.batch_size,), device=x.device) if n_classes else None
@@ -228,7 +228,7 @@ class Iteration:
             critic = lookahead(self.critic_frozen, self.opt_d, self.schedule.unroll, self._lookahead_objective, clip)
         keep = self.kept(int(step)) if self.kept is not None else 1.0  # never under a CUDA graph (graph_blocker)
         stats.update(generator_step(self.G, critic, self.loss, self.opt_g, z_g, y_g, self.guard, step, self.amp,
-                                    x_g, keep))
+                                    x_g if self.loss.needs_real_in_g else None, keep))
         if self.kept is not None:
             stats["train/topk_fraction"] = z_g.new_tensor(keep)
         if self.ema is not None:
