@@ -191,9 +191,10 @@ class InceptionScores(Measure):
             where = f"from {weights}" if weights else "by download"
             tools.console.print(f"[yellow]gan-lab: Inception metrics (FID, IS, KID, precision/recall) are off for "
                                 f"this run: the Inception weights could not be loaded {where} ({err}). Put "
-                                f"torch-fidelity's weights-inception-2015-12-05-6726825d.pth on this machine and pass "
+                                f"{tools.where_to_get_weights()} on this machine and pass "
                                 f"inception_weights=/path/to/it (or set GAN_LAB_INCEPTION_WEIGHTS); the other "
-                                f"metrics go on.[/]", soft_wrap=True, highlight=False)
+                                f"metrics go on, and no download is tried again in this run.[/]", soft_wrap=True,
+                                highlight=False)
             return lambda G: {}
         metrics = tools.InceptionMetrics(checked, self.real[:n].cpu(), self.name, self.split, n,
                                          Path(context.cache_dir) if context.cache_dir else tools.default_cache_dir())

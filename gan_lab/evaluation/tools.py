@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gan_lab.evaluation import memorisation  # noqa: F401
 from gan_lab.evaluation.classifier import class_metrics, default_cache_dir, load_or_train_classifier  # noqa: F401
-from gan_lab.evaluation.inception import InceptionMetrics, check_weights  # noqa: F401
+from gan_lab.evaluation.inception import InceptionMetrics, check_weights, where_to_get_weights  # noqa: F401
 from gan_lab.evaluation.metrics import histogram_kl, mixture_metrics  # noqa: F401
 from gan_lab.evaluation.sampling import class_labels, generate, label_accuracy, stacked_modes  # noqa: F401
 from gan_lab.runs.tracker import console  # noqa: F401
