@@ -115,12 +115,13 @@ class DigitClasses(Measure):
         """The digit classifier's metrics of samples() samples; conditional: how often it reads the requested label."""
 
         tools = context.tools
-        model = tools.load_or_train_classifier(self.classifier, context.classifier_root or "data", context.cache_dir,
-                                               device=self.real.device)
+        classifier = tools.classifier_when_needed(self.classifier, context.classifier_root or "data",
+                                                  context.cache_dir, device=self.real.device)  # trained on first use
         n = self.samples()
         real = self.real[:n].float().div(127.5).sub(1)
 
         def classes(G: nn.Module) -> dict[str, float]:
+            model = classifier()
             y = tools.class_labels(G, n)
             fake = tools.generate(G, n, y, seed=context.seed)
             metrics = {f"metrics/{k}": float(v)
@@ -150,11 +151,12 @@ class StackedDigits(Measure):
         """Modes covered and reverse KL of STACKED_SAMPLES samples over the 10^digits modes the classifier reads."""
 
         tools = context.tools
-        model = tools.load_or_train_classifier(self.classifier, context.classifier_root or "data", context.cache_dir,
-                                               device=self.device)
+        classifier = tools.classifier_when_needed(self.classifier, context.classifier_root or "data",
+                                                  context.cache_dir, device=self.device)  # trained on first use
         n, n_modes = self.samples(), 10 ** self.digits
 
         def stacked(G: nn.Module) -> dict[str, float]:
+            model = classifier()
             fake = tools.generate(G, n, tools.class_labels(G, n), seed=context.seed)
             counts = torch.bincount(tools.stacked_modes(model, fake), minlength=n_modes)
             uniform = torch.full((n_modes,), 1 / n_modes, dtype=torch.float64)

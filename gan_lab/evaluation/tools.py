@@ -9,7 +9,8 @@ inside the functions named here.
 from __future__ import annotations
 
 from gan_lab.evaluation import memorisation  # noqa: F401
-from gan_lab.evaluation.classifier import class_metrics, default_cache_dir, load_or_train_classifier  # noqa: F401
+from gan_lab.evaluation.classifier import (  # noqa: F401
+    class_metrics, classifier_when_needed, default_cache_dir, load_or_train_classifier)
 from gan_lab.evaluation.inception import InceptionMetrics, check_weights, where_to_get_weights  # noqa: F401
 from gan_lab.evaluation.metrics import histogram_kl, mixture_metrics  # noqa: F401
 from gan_lab.evaluation.sampling import class_labels, generate, label_accuracy, stacked_modes  # noqa: F401
