@@ -30,8 +30,8 @@ from gan_lab.torchvision_sets import _TORCHVISION, import_torchvision, load_arra
 def build_data(node: dict, device: str | torch.device = "cpu", **build_time: Any) -> Any:
     """The data set a config's `data` node describes (its `recommended` defaults are for other groups).
 
-    build_time: what gan-lab passes that only some data sets take (FolderData's rank, world_size and
-    say), each given to the data sets whose builder declares it.
+    build_time: what gan-lab passes that only some data sets take (FolderData's rank, world_size, say
+    and before_reading), each given to the data sets whose builder declares it.
     """
     from hydra.utils import instantiate
 

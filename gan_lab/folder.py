@@ -10,6 +10,9 @@ images (every world_size-th row, starting at its rank).
 Like `device`, `rank`, `world_size` and `say` (where its progress lines and the warning about
 unreadable files go: the composition root passes the console, whose lines the run's train.log
 copies) are passed in at build time, never read from its config: a data set reaches up to no layer.
+So is `before_reading`: called with the data set once its shape, class count and augment policy are
+known from the config and the file listing, before a single image is read, so that the composition
+root builds the models there and a size they refuse costs no cache.
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ class FolderData:
                  cache: str | None = None, memory_budget: float = 4.0, workers: int = 2,
                  device: str | torch.device = "cpu", augment: str | list[str] | None = None, rank: int = 0,
                  world_size: int = 1, say: Callable[[str], None] = lambda text: None,
-                 background: str | list[int] = "white"):
+                 background: str | list[int] = "white",
+                 before_reading: Callable[[FolderData], None] = lambda data: None):
         _check(path, resolution, fit, channels, memory_budget, workers)
         rgb = background_rgb(background)
         started = time.perf_counter()
@@ -93,6 +97,10 @@ class FolderData:
         for line in source.notes + source.warnings:  # hidden files ignored, a wrapped tree unwrapped, stray images
             say(line)
         labels, classes = read_labels(source)
+        self.n_classes = len(classes)
+        self.shape = (channels, resolution, resolution)
+        self.augment = parse_policy(augment, self.shape)
+        before_reading(self)  # the models are built (and a size they refuse is refused) before any image is read
         building = lambda n: say(  # noqa: E731
             f"[bold]data[/] reading {n:,} images from {source.path} into a {channels}x{resolution}x{resolution} "
             f"cache, transparent pixels over {background} {rgb} (once; later runs read the cache)")
@@ -110,9 +118,6 @@ class FolderData:
         self.name = f"folder-{folder.name}"  # names the Inception features' cache: one per content
         self.labels_np = np.load(folder / "labels.npy", allow_pickle=False)
         self.size = len(self.labels_np)
-        self.n_classes = len(meta["classes"])
-        self.shape = (channels, resolution, resolution)
-        self.augment = parse_policy(augment, self.shape)
         nbytes = self.size * channels * resolution * resolution
         self.streamed = nbytes > memory_budget * 2**30
         # memorisation compares samples with as many training images as the budget holds (all, when held)

@@ -134,12 +134,13 @@ class DigitClasses(Measure):
         """The digit classifier's metrics of samples() samples; conditional: how often it reads the requested label."""
 
         tools = context.tools
-        model = tools.load_or_train_classifier(self.classifier, context.classifier_root or "data", context.cache_dir,
-                                               device=self.real.device)
+        classifier = tools.classifier_when_needed(self.classifier, context.classifier_root or "data",
+                                                  context.cache_dir, device=self.real.device)  # trained on first use
         n = self.samples()
         real = self.real[:n].float().div(127.5).sub(1)
 
         def classes(G: nn.Module) -> dict[str, float]:
+            model = classifier()
             y = tools.class_labels(G, n)
             fake = tools.generate(G, n, y, seed=context.seed)
             metrics = {f"metrics/{k}": float(v)
@@ -176,11 +177,12 @@ class StackedDigits(Measure):
         """Modes covered and reverse KL of STACKED_SAMPLES samples over the 10^digits modes the classifier reads."""
 
         tools = context.tools
-        model = tools.load_or_train_classifier(self.classifier, context.classifier_root or "data", context.cache_dir,
-                                               device=self.device)
+        classifier = tools.classifier_when_needed(self.classifier, context.classifier_root or "data",
+                                                  context.cache_dir, device=self.device)  # trained on first use
         n, n_modes = self.samples(), 10 ** self.digits
 
         def stacked(G: nn.Module) -> dict[str, float]:
+            model = classifier()
             fake = tools.generate(G, n, tools.class_labels(G, n), seed=context.seed)
             counts = torch.bincount(tools.stacked_modes(model, fake), minlength=n_modes)
             uniform = torch.full((n_modes,), 1 / n_modes, dtype=torch.float64)
@@ -221,9 +223,10 @@ class InceptionScores(Measure):
             where = f"from {weights}" if weights else "by download"
             tools.console.print(f"[yellow]gan-lab: Inception metrics (FID, IS, KID, precision/recall) are off for "
                                 f"this run: the Inception weights could not be loaded {where} ({err}). Put "
-                                f"torch-fidelity's weights-inception-2015-12-05-6726825d.pth on this machine and pass "
+                                f"{tools.where_to_get_weights()} on this machine and pass "
                                 f"inception_weights=/path/to/it (or set GAN_LAB_INCEPTION_WEIGHTS); the other "
-                                f"metrics go on.[/]", soft_wrap=True, highlight=False)
+                                f"metrics go on, and no download is tried again in this run.[/]", soft_wrap=True,
+                                highlight=False)
             return lambda G: {}
         metrics = tools.InceptionMetrics(checked, self.real[:n].cpu(), self.name, self.split, n,
                                          Path(context.cache_dir) if context.cache_dir else tools.default_cache_dir())

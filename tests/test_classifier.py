@@ -222,8 +222,9 @@ def test_classifier_command_bad_input(args: list[str], message: str, tmp_path: P
 
 @pytest.mark.slow
 def test_a_run_interrupted_while_its_classifier_trains_keeps_its_progress_in_the_log(tmp_path: Path) -> None:
-    # `gan-lab train data=mnist` on a terminal trains the metrics' classifier first, behind a live bar;
-    # a Ctrl-C there left train.log with one newline and nothing else
+    # `gan-lab train data=mnist` on a terminal trains the metrics' classifier at its first evaluation (here
+    # step 2 of 4), behind a live bar; a Ctrl-C there left train.log with one newline and nothing else. The
+    # evaluation is part of its step: the Ctrl-C checkpoints once the classifier is trained, then stops
     import os
     import pty
     import re
@@ -237,7 +238,7 @@ def test_a_run_interrupted_while_its_classifier_trains_keeps_its_progress_in_the
     run_dir = tmp_path / "run"
     primary, secondary = pty.openpty()  # a terminal: the live bar, as a user sees it
     proc = subprocess.Popen([sys.executable, "-m", "gan_lab", "train", "data=mnist", f"data.root={root}",
-                             "threads=1", "device=cpu", "train.steps=2", f"hydra.run.dir={run_dir}"],
+                             "threads=1", "device=cpu", "train.steps=4", "train.eval_every=2", f"hydra.run.dir={run_dir}"],
                             stdin=secondary, stdout=secondary, stderr=secondary, cwd=tmp_path,
                             env={**os.environ, "GAN_LAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
     os.close(secondary)
@@ -250,15 +251,39 @@ def test_a_run_interrupted_while_its_classifier_trains_keeps_its_progress_in_the
             except OSError:  # the terminal closed: the process ended
                 break
             shown += chunk
-            steps = [int(n) for n in re.findall(r"(\d+)/235", shown)]
-            if not interrupted and steps and max(steps) >= 30:  # past two of the log's 5% lines
+            log = run_dir / "train.log"  # the classifier trains under the run's own bar: read the log
+            steps = [int(n) for n in re.findall(r"classifier step (\d+)/235", log.read_text() if log.exists() else "")]
+            if not interrupted and steps and max(steps) >= 24:  # two of the log's 5% lines
                 proc.send_signal(signal.SIGINT)
                 interrupted = True
-        proc.wait(timeout=60)
+        proc.wait(timeout=150)
     finally:
         proc.kill()
         os.close(primary)
     assert interrupted and proc.returncode == 130, shown[-2000:]
     log = (run_dir / "train.log").read_text()
     assert "training the classifier: 235 steps" in log and "classifier step 22/235" in log, log
-    assert log.rstrip().endswith("gan-lab: interrupted (Ctrl-C)"), log
+    assert log.rstrip().splitlines()[-1].startswith("gan-lab: stopped by SIGINT at step 3"), log  # checkpointed
+
+
+def test_a_run_trains_the_classifier_at_its_first_evaluation_not_before_its_first_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # train.eval_every=0: nothing is evaluated until the end, so the classifier's minutes come after the steps
+    root, run = make_tiny_mnist(tmp_path / "data", "MNIST", n=64), tmp_path / "run"
+    monkeypatch.setenv("GAN_LAB_CACHE", str(tmp_path / "cache"))
+    real_training = classifier_module.train_classifier
+    seen = []
+
+    def training(*args: object, **kwargs: object) -> Classifier:
+        seen.append(sorted(p.name for p in (run / "checkpoints").glob("*")) if (run / "checkpoints").exists() else [])
+        return real_training(*args, **{**kwargs, "epochs": 1})
+
+    monkeypatch.setattr(classifier_module, "train_classifier", training)
+    run_cli("train", "data=mnist", f"data.root={root}", "loss=wgan_gp", "train.steps=4", "train.batch_size=16",
+            "train.eval_every=0", "train.checkpoint_every=2", "device=cpu", "threads=1", "model=dcgan",
+            "model.width=8", "model.z_dim=16", f"hydra.run.dir={run}")
+    assert len(seen) == 1 and seen[0] != []  # once, after the run's steps had written a checkpoint
+    out = " ".join(capsys.readouterr().out.split())
+    announced = re.search(r"Training the mnist classifier the metrics read \(([\d,]+) steps, 5 epochs of 64 images\)",
+                          out)
+    assert announced and announced.group(1) == "5"

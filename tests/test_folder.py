@@ -174,6 +174,17 @@ def test_user_errors_exit_2_and_write_nothing(case: str, fragment: str, tmp_path
     assert not (tmp_path / "run" / "checkpoints").exists() and not list((tmp_path / "cache").glob("*/meta.json"))
 
 
+def test_a_resolution_the_model_cannot_take_is_refused_before_any_image_is_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # the model's size rule is checked from the data's declared shape: no cache is built only to be refused
+    two_classes(tmp_path / "images")
+    message = user_error(capsys, "train", "data=folder", f"data.path={tmp_path / 'images'}", "data.resolution=100",
+                         f"data.cache={tmp_path / 'cache'}", *TINY, "model.g_channels=8", "model.d_channels=8",
+                         "threads=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert "model=resnet" in message and "100x100" in message
+    assert not (tmp_path / "cache").exists()
+
+
 def test_the_second_start_reads_the_cache_and_a_change_is_read_again(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     images = two_classes(tmp_path / "images", n=3)

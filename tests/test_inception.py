@@ -305,3 +305,24 @@ def test_training_says_which_fid_metrics_fid_is(weights: Path, tmp_path: Path, c
     assert status["metrics"]["metrics/fid"] > 0
     (text,) = read_events(run).Tensors("metrics/protocol/text_summary")
     assert line in text.tensor_proto.string_val[0].decode()
+
+
+def test_weights_that_cannot_be_downloaded_are_named_once_with_their_source_and_not_tried_again(
+        cifar_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    # eval needs the weights twice (FID and memorisation's features): one download attempt, one message
+    attempts = []
+
+    def offline(url: str, *args, **kwargs) -> None:
+        attempts.append(url)
+        raise OSError("no network")
+
+    monkeypatch.delenv("GAN_LAB_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    capsys.readouterr()
+    run_cli("eval", f"checkpoint={cifar_run}", "fid_samples=10")
+    out = " ".join("".join(capsys.readouterr()).split())
+    url = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+    assert attempts == [url]
+    assert out.count("Inception metrics (FID, IS, KID, precision/recall) are off") == 1
+    assert url in out and "sha256 begins 6726825d" in out

@@ -81,13 +81,21 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     torch.manual_seed(int(cfg.seed))  # the same initial weights on every rank
 
     say = lambda text: console.print(text, soft_wrap=True, highlight=False)  # noqa: E731 - a folder's progress
+    models = []  # built from the data's shape as soon as it is known: a data set that reads files says so first
+
+    def build_models(data: Any) -> None:
+        layout = declared(plain["model"].get("_target_"), {"layout": getattr(data, "layout", None)})  # a table model's
+        models.extend(build("model", lambda: instantiate(cfg.model, shape=data.shape, n_classes=data.n_classes,
+                                                         augment=list(data.augment), **layout),
+                            "model", plain["model"].get("_target_"), plain["model"]))
+
     data = build("data set", lambda: build_data(plain["data"], device, rank=distributed.rank(),
-                                                world_size=distributed.world_size(), say=say),
+                                                world_size=distributed.world_size(), say=say,
+                                                before_reading=build_models),
                  "data", plain["data"].get("_target_"), plain["data"])
-    layout = declared(plain["model"].get("_target_"), {"layout": getattr(data, "layout", None)})  # a table model's
-    G, critic = build("model", lambda: instantiate(cfg.model, shape=data.shape, n_classes=data.n_classes,
-                                                   augment=list(data.augment), **layout),
-                      "model", plain["model"].get("_target_"), plain["model"])
+    if not models:
+        build_models(data)
+    G, critic = models
     G, critic = G.to(device), critic.to(device)
     loss, schedule = build_loss(plain["loss"])
     for note in check_critic(critic, loss, settings.batch_size):  # what trains, but means something else

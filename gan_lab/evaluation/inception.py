@@ -32,7 +32,11 @@ FEATURES = "2048"                  # pool3: FID, KID and precision/recall
 LOGITS = "logits_unbiased"         # the 1008 logits: Inception Score
 PAPER_SAMPLES = 50000              # FID-50k: the papers' protocol (50,000 generated vs the training split)
 REFERENCE_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file; its sha256 starts 6726825d
+# where torch-fidelity publishes it (its feature_extractor_inceptionv3.py's URL); torch-fidelity records no full hash
 REFERENCE_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{REFERENCE_FILE}"
+# torch.hub's naming: the hex after a file name's last '-' is the start of its sha256, checked on download
+REFERENCE_SHA256_PREFIX = REFERENCE_FILE.split("-")[-1].removesuffix(".pth")
+_UNREACHABLE: dict[str, OSError] = {}  # a download that failed in this process: said once, never tried again
 MIN_FID_SAMPLES = 10  # fewest images (generated and real) measured: IS's 10 splits, k-NN precision/recall's k + 1 = 4
 # pool3's dimensions: with fewer images than this the covariance FID takes is rank-deficient, so FID is
 # biased upward (and the more so the fewer the images); it still orders models measured at one count
@@ -53,7 +57,7 @@ class Weights:
     @property
     def reference(self) -> bool:
         """Whether these are torch-fidelity's reference weights (the ones published FIDs use)."""
-        return self.sha256.startswith(REFERENCE_FILE.split("-")[-1].removesuffix(".pth"))
+        return self.sha256.startswith(REFERENCE_SHA256_PREFIX)
 
 
 @lru_cache(maxsize=4)
@@ -79,18 +83,33 @@ def _checked(path: str, size: int, mtime_ns: int, source: str) -> Weights:
 def check_weights(path: str | None) -> Weights:
     """The weights to use, checked: the given file, else torch-fidelity's, downloaded once into torch's hub cache.
 
-    Raises OSError when the file is missing or cannot be downloaded, GanLabError when it is not plain tensors.
+    Raises OSError when the file is missing or cannot be downloaded (a failed download is tried once per
+    process: later calls raise its error again), GanLabError when it is not plain tensors.
     """
     source = "inception_weights"
     if path is None:  # torch-fidelity's default, fetched here so that it is checked like any other file
         source = "torch-fidelity default"
         path = os.path.join(torch.hub.get_dir(), "checkpoints", REFERENCE_FILE)
+        if path in _UNREACHABLE:  # the run was told once: no second attempt (nor a second wait on the network)
+            raise _UNREACHABLE[path]
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            torch.hub.download_url_to_file(REFERENCE_URL, path, hash_prefix="6726825d", progress=False)
+            try:
+                torch.hub.download_url_to_file(REFERENCE_URL, path, hash_prefix=REFERENCE_SHA256_PREFIX,
+                                               progress=False)
+            except OSError as err:
+                _UNREACHABLE[path] = err
+                raise
     path = os.path.abspath(os.path.expanduser(path))
     stat = os.stat(path)  # OSError when it is not there
     return _checked(path, stat.st_size, stat.st_mtime_ns, source)
+
+
+def where_to_get_weights() -> str:
+    """Where torch-fidelity's reference weights come from and how to check them: for a message."""
+    return (f"torch-fidelity's {REFERENCE_FILE} (published at {REFERENCE_URL}; its sha256 begins "
+            f"{REFERENCE_SHA256_PREFIX}, as torch.hub names a file by the start of its sha256 and checks it on "
+            f"download: `sha256sum` the copy you bring)")
 
 
 class _Images(torch.utils.data.Dataset):

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from gan_lab.evaluation import memorisation  # noqa: F401
-from gan_lab.evaluation.classifier import (class_metrics, default_cache_dir, held_out_images,  # noqa: F401
-                                          load_or_train_classifier)
-from gan_lab.evaluation.inception import InceptionMetrics, check_weights, too_few_images  # noqa: F401
+from gan_lab.evaluation.classifier import (class_metrics, classifier_when_needed, default_cache_dir,  # noqa: F401
+                                          held_out_images, load_or_train_classifier)
+from gan_lab.evaluation.inception import (InceptionMetrics, check_weights, too_few_images,  # noqa: F401
+                                         where_to_get_weights)
 from gan_lab.evaluation.metrics import histogram_kl, mixture_metrics  # noqa: F401
 from gan_lab.evaluation.sampling import class_labels, generate, label_accuracy, stacked_modes  # noqa: F401
 from gan_lab.runs.tracker import console  # noqa: F401

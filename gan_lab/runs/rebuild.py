@@ -37,6 +37,7 @@ BUILD_TIME = frozenset({
     "rank",        # FolderData's: this process's rank under torchrun (its share of the rows)
     "world_size",  # FolderData's: how many ranks share the rows
     "say",         # FolderData's: where its progress lines and warnings go (the console)
+    "before_reading",  # FolderData's: called with the data set once its shape is known, before any image is read
     "params",      # an optimizer's: the network's parameters (conf/optimizer is a _partial_)
     "settings",    # a callback's: the run's TrainSettings
     "self", "args", "kwargs",  # what a signature names that is no argument of the config: the instance, *args, **kwargs

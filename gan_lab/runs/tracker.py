@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from rich.console import Console, ConsoleDimensions
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+                           TimeElapsedColumn)
 from rich.markup import escape
 from rich.text import Text
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
@@ -48,6 +48,8 @@ UNWRAPPED_WIDTH = 100_000  # characters: no line gan-lab prints comes near
 console = _Console(stderr=True)
 SAMPLE_GRID_WIDTH = 480  # pixels: small images (MNIST's 28x28) are scaled up to at least this width
 CAPTION_HEIGHT = 26  # pixels of the white strip above a sample grid that names its step
+COST_STEPS = 3  # steps after the first that the start-of-run cost line is measured over
+LINE_EVERY = 60.0  # seconds: in a log or pipe, a progress line (with its ETA) at least this often
 
 
 class Pace:
@@ -146,12 +148,16 @@ class Tracker:
             _after_earlier_event_files(self.log_dir)
         _quiet_writer_threads()
         self.writer = SummaryWriter(str(self.log_dir), purge_step=start_step + 1 if start_step else None)
+        # the ETA from Pace, which keeps a rate over at least its window: rich's own estimate forgets steps older
+        # than 30 s, so a run of one step a minute (a CPU at 128 px) never showed one
         self.progress = Progress(
             TextColumn("[bold]step"), BarColumn(), MofNCompleteColumn(), _SpeedColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[latest]}"),
+            TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), TextColumn("{task.fields[latest]}"),
             console=console, disable=not self.live, transient=False,
         )
-        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, latest="")
+        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, latest="", eta="...")
+        self.start_step, self.first_step_at, self.cost_said = start_step, None, False
+        self.last_line = time.perf_counter()  # a plain line at least every LINE_EVERY seconds: an ETA in any log
 
     def __enter__(self) -> Tracker:
         self.progress.start()
@@ -186,6 +192,7 @@ class Tracker:
             shown = "  ".join(f"{k.removeprefix('metrics/')} {v:.4g}" for k, v in values.items())
         self.progress.update(self.task, latest=shown)
         if not self.live:
+            self.last_line = time.perf_counter()
             console.print(f"step {step}/{self.total_steps}  {self.pace(step)}  {shown}", highlight=False,
                           soft_wrap=True)  # one line per step in a log, however long
         else:  # the bar shows it on the terminal; the run's log file gets the plain line
@@ -210,8 +217,22 @@ class Tracker:
             console.print(f"[yellow]{note}[/]", soft_wrap=True, highlight=False)
 
     def advance(self, step: int) -> None:
-        """Move the progress bar to `step`."""
-        self.progress.update(self.task, completed=step)
+        """Move the progress bar to `step`; once, the run's cost from its first steps; an ETA line every minute."""
+        now, pace = time.perf_counter(), self.pace(step)
+        self.progress.update(self.task, completed=step, eta=pace.rsplit("ETA ", 1)[-1])
+        if self.first_step_at is None:  # the first step carries one-time costs (warm-up, allocation): not counted
+            self.first_step_at = now
+        elif not self.cost_said and step - self.start_step > COST_STEPS:
+            self.cost_said = True
+            seconds = (now - self.first_step_at) / (step - self.start_step - 1)
+            left = self.total_steps - step
+            console.print(f"[bold]cost[/] {seconds:.3g} s a step (steps 2-{step - self.start_step}): "
+                          f"{self.total_steps - self.start_step:,} steps take about "
+                          f"{timedelta(seconds=math.ceil(seconds * (self.total_steps - self.start_step)))}, "
+                          f"{timedelta(seconds=math.ceil(seconds * left))} from now", highlight=False)
+        if not self.live and now - self.last_line >= LINE_EVERY and step < self.total_steps:
+            self.last_line = now
+            console.print(f"step {step}/{self.total_steps}  {pace}", highlight=False)
 
     def images(self, step: int, grid: Tensor, path: Path | None = None) -> None:
         """Log an image grid (C, H, W in [0, 1]), scaled up and captioned with its step; optionally save it as a PNG."""
