@@ -132,7 +132,6 @@ class DigitClasses(Measure):
 
     def evaluator(self, context: EvalContext) -> Evaluator:
         """The digit classifier's metrics of samples() samples; conditional: how often it reads the requested label."""
-
         tools = context.tools
         classifier = tools.classifier_when_needed(self.classifier, context.classifier_root or "data",
                                                   context.cache_dir, device=self.real.device)  # trained on first use
@@ -155,7 +154,7 @@ class DigitClasses(Measure):
         def reference() -> dict[str, float]:  # the test split's first n images in place of the samples
             held_out = tools.held_out_images(self.classifier, context.classifier_root or "data")[:n]
             return {f"metrics/{k}": float(v) for k, v in tools.class_metrics(
-                model, held_out.to(self.real.device).float().div(127.5).sub(1), real,
+                classifier(), held_out.to(self.real.device).float().div(127.5).sub(1), real,
                 knn_samples=KNN_SAMPLES).items()}
         classes.reference = once(reference)  # type: ignore[attr-defined]
         return classes
