@@ -228,6 +228,7 @@ def test_a_live_run_whose_critic_wins_says_so_with_r_t(tmp_path: Path, capsys: p
     assert read_events(tmp_path).Scalars("diagnosis/critic_wins")[-1].value == 1.0
 
 
+@pytest.mark.slow  # 3,000 steps: it lost this mark when a test was added above it
 def test_issue_25_example_is_named(tmp_path: Path) -> None:
     # issue #25: minimax on ring8 at lr 1e-3 (seed 0) ends with 3 of 8 modes, and nothing said so
     run_cli("train", "loss=minimax", "data=ring8", "optimizer.lr=1e-3", "threads=1", "train.sample_every=100000",

@@ -112,6 +112,7 @@ def shapes(n: int, seed: int) -> torch.Tensor:
     return images
 
 
+@pytest.mark.slow  # Inception on 4 cases
 def test_inception_metrics_put_noise_and_a_constant_below_held_out_images(tmp_path, monkeypatch) -> None:
     # folders and RGB sets: torch-fidelity's Inception with random weights (tests/test_inception.py's file) at
     # 75 px. IS is left out: random weights' logits give every image the same near-uniform softmax (IS 1.0)

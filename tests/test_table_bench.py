@@ -142,6 +142,7 @@ def test_a_discrete_integer_column_with_gaps_reads_back_as_its_integers(tmp_path
     assert got == [["2007", None, "2009"], [False, False, True]]
 
 
+@pytest.mark.slow  # the benchmark's venv, a subprocess
 @needs_bench
 def test_tstr_scores_real_rows_like_real_and_a_scrambled_target_near_zero() -> None:
     # y = 3a + (b == 'p'): rows like the real ones score high; rows whose target is shuffled carry

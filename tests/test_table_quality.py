@@ -176,6 +176,7 @@ def test_scores_order_identical_noisy_collapsed() -> None:
     assert found[2]["category_pair_coverage"] < found[1]["category_pair_coverage"] <= 1.0
 
 
+@pytest.mark.slow  # sdmetrics runs in the benchmark's venv, a subprocess
 @needs_sdmetrics
 def test_equal_to_sdmetrics_on_the_tiny_table(tmp_path: Path) -> None:
     theirs = sdmetrics(tmp_path, TINY_REAL, TINY_SYNTHETIC, TINY_KINDS, threshold="0")
@@ -185,6 +186,7 @@ def test_equal_to_sdmetrics_on_the_tiny_table(tmp_path: Path) -> None:
                                                           ["y", "c", pytest.approx(0.25, abs=1e-12)]]
 
 
+@pytest.mark.slow  # sdmetrics runs in the benchmark's venv, a subprocess
 @needs_sdmetrics
 @pytest.mark.parametrize("threshold", ["default", "0"])
 def test_equal_to_sdmetrics_on_a_mixed_table(tmp_path: Path, threshold: str) -> None:
