@@ -282,6 +282,7 @@ def test_another_protocol_gets_its_own_record() -> None:
     assert names == ["eval.json", "eval_fid_samples50000.json", "eval_devicecuda0.json", "eval_weightsabcdef12.json"]
 
 
+@pytest.mark.slow  # a CIFAR run with Inception at every evaluation
 def test_training_says_which_fid_metrics_fid_is(weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

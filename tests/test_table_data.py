@@ -107,6 +107,7 @@ def test_a_condition_on_an_unknown_column_or_value_is_one_paragraph(trained: Pat
     assert not out.exists()
 
 
+@pytest.mark.slow  # a CLI run per loss (test_options trains the table once in the quick tier)
 @pytest.mark.parametrize("loss", conf_options("loss"))
 def test_every_loss_trains_on_a_table(loss: str, csv: Path, tmp_path: Path) -> None:
     run_cli("train", *TINY_TABLE, f"data.path={csv}", f"loss={loss}", "train.steps=2", f"hydra.run.dir={tmp_path}")
@@ -114,6 +115,7 @@ def test_every_loss_trains_on_a_table(loss: str, csv: Path, tmp_path: Path) -> N
     assert state["step"] == 2 and all(torch.isfinite(t).all() for t in state["G"].values() if t.is_floating_point())
 
 
+@pytest.mark.slow  # a CLI run per cure
 @pytest.mark.parametrize("cure", [["train.ema_kimg=1"], ["optimizer=adam_ttur"], ["train.topk=0.5"],
                                   ["model.minibatch_std=2"], ["model.pack=1"], ["loss.unroll=1"]])
 def test_cures_run_on_a_table(cure: list[str], csv: Path, tmp_path: Path) -> None:
