@@ -8,9 +8,9 @@ The layer rule (top first): a module imports only modules of its own layer or of
     runs         gan_lab.runs.*
     bottom       what conf/ names and what it needs: losses, models, resnets, data, folder,
                  image_cache, augment, optimizers, errors, capture (the CUDA-graph contract they
-                 declare), table, table_columns, table_transform, table_condition, measures (what
-                 data sets declare; the evaluation layer hands its tools down in the EvalContext),
-                 torchvision_sets
+                 declare), measures (what data sets declare; the evaluation layer hands its tools
+                 down in the EvalContext), torchvision_sets, table, table_columns, table_transform,
+                 table_condition, table_data, tables_model
 
 sweeps.py sits with app/: it is the sweep's side of `gan-lab train` (the SweepSummary callback
 conf/train.yaml names, threads per job, the objective), imports runs/ and is imported by app/
