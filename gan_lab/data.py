@@ -53,8 +53,12 @@ def declared(target: Any, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_batch_size(data: Any, batch_size: int) -> None:
-    """Refuse a batch larger than a data set of fixed size (generated data sets have none)."""
-    if data.size is not None and batch_size > data.size:
+    """Refuse a batch larger than a data set of fixed size (generated data sets have none).
+
+    A data set that declares `resamples = True` draws every batch with replacement by design (a table's
+    training-by-sampling, as CTGAN's batch of 500 on any table) and takes any batch size.
+    """
+    if data.size is not None and batch_size > data.size and not getattr(data, "resamples", False):
         raise GanLabError(f"train.batch_size={batch_size} is larger than the data set ({data.size} "
                           f"samples). Use a batch size of at most {data.size}.")
 

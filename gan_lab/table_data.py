@@ -29,6 +29,7 @@ class TableData:
     """A user's table: encoded training rows on the device, conditional vectors by training-by-sampling."""
 
     capturable = True  # sample(): torch draws on the device and index_select (gan_lab.capture)
+    resamples = True  # training-by-sampling draws rows with replacement: a batch may exceed a small table (CTGAN's 500)
 
     def __init__(self, path: str | None, target: str | None, discrete: list[str], continuous: list[str],
                  ignore: list[str], metadata: str | None, held_out: float, split_seed: int, memory_budget: float,
