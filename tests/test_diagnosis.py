@@ -173,6 +173,7 @@ def test_sample_diversity_is_zero_for_one_sample_and_one_for_the_data() -> None:
     assert sample_diversity(Copy(), data)["diagnosis/sample_diversity"] == pytest.approx(1.0, abs=0.1)
 
 
+@pytest.mark.slow  # three runs (stop, resumed with warn, warn) and a report
 def test_on_failure_stop_ends_the_run_with_a_checkpoint_and_the_reason(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
     # a fresh generator covers none of ring8's modes, and no more two steps later: collapse, named at step 4

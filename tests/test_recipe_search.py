@@ -32,6 +32,7 @@ def table_row(doc: str, name: str) -> list[str]:
     return next(line.split("|")[1:-1] for line in doc.splitlines() if line.startswith(f"| {name} |"))
 
 
+@pytest.mark.slow  # two compositions and a training run each
 @pytest.mark.parametrize(("experiment", "candidate", "lr", "reg_every", "steps"),
                          [("grid25_deep", "d4w256_4k", 2e-3, 1, 4000),
                           ("grid25_recipe", "deep_lr3e3_reg4_4400", 3e-3, 4, 4400)])

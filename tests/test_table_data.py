@@ -133,6 +133,7 @@ def test_the_condition_loss_is_logged_and_trains_g(csv: Path, tmp_path: Path) ->
     assert len(values) == 1 and 0.3 < values[0] < 3.0
 
 
+@pytest.mark.slow  # three runs
 def test_resume_continues_bitwise(csv: Path, tmp_path: Path) -> None:
     straight, resumed = straight_and_resumed(tmp_path, [*TINY_TABLE, f"data.path={csv}"], steps=4)
     for entry in ("G", "critic"):
@@ -165,6 +166,7 @@ def test_model_table_needs_a_tables_layout(tmp_path: Path, capsys: pytest.Captur
     assert "model=table needs a table's layout" in message and "only data=table gives" in message
 
 
+@pytest.mark.slow  # a 200-step run, its evaluations and gan-lab eval
 def test_metrics_while_training_and_eval_score_the_rows_as_the_field_does(csv: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run_cli("train", *[o for o in TINY_TABLE if o != "metrics=false"], f"data.path={csv}", "data.target=city",

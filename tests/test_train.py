@@ -261,7 +261,7 @@ def lambdalr_iteration(monkeypatch: pytest.MonkeyPatch, steps: int) -> None:
     monkeypatch.setattr(Iteration, "__call__", call)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", *[pytest.param(o, marks=pytest.mark.slow) for o in ("rmsprop", "sgd")]])
 def test_linear_schedule_trains_bitwise_as_float_learning_rates(optimizer: str, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # The learning rates are device tensors written from the step (the code path a CUDA graph
