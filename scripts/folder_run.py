@@ -135,15 +135,14 @@ def doc(args: argparse.Namespace, commit: str, dirty: bool, started: str, load_b
         f"**{metrics['time/seconds']:.1f} s** of training ({train_s:.0f} s for the whole command, start-up "
         f"included); final losses {losses}.",
         f"- **Memorisation** (`gan-lab eval`, {found['samples']:,} samples against every training image, "
-        f"pixels in [0, 1]): the median sample's nearest training image is "
-        f"{pixel['sample_nn_median']:.4f} away (RMS), the training images' own nearest other image "
-        f"{pixel['train_nn_median']:.4f}; **{pixel['fraction_closer']:.1%}** of samples sit closer than "
-        f"{1 - found['memorisation/quantile']:.0%} of training images sit to their nearest other one "
-        f"(a generator of new images: about {found['memorisation/quantile']:.0%}, one that copies: nearly all).",
+        f"pixels in [0, 1]): **{pixel['copies']:.1%}** of samples are copies (their nearest training image is "
+        f"nearer than {found['memorisation/copy_ratio']} x their second-nearest; real training images: "
+        f"{pixel['copies_of_real']:.1%}); the median sample's nearest training image is "
+        f"{pixel['sample_nn_median']:.4f} away (RMS), a real image's nearest other one {pixel['real_nn_median']:.4f}.",
         "- **Inception metrics are off**: this folder is read as greyscale (`data.channels=1`), and FID, IS and "
         "KID are for RGB images. Memorisation's feature space is Inception's too, "
-        + (f"where {found['memorisation/features/fraction_closer']:.1%} of samples sit that close."
-           if "memorisation/features/fraction_closer" in found else
+        + (f"where {found['memorisation/features/copies']:.1%} of samples are copies."
+           if "memorisation/features/copies" in found else
            f"and this offline machine has no Inception weights (`inception_weights=` names a local file), so "
            f"eval measured pixels only: \"{space}\"."),
         "",

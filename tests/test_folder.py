@@ -378,7 +378,8 @@ def test_folder_run_writes_the_doc_from_a_real_run(tmp_path: Path, tiny_mnist_ro
     assert "wrote 30 images of fashion_mnist into $WORK/fashion" in text and "gan-lab eval checkpoint=$WORK/run" in text
     assert re.search(r"first start read and resized every file into the cache in \*\*[\d.]+ s\*\*", text)
     assert "2 generator steps at batch 8" in text and "`loss/critic`" in text and "`loss/generator`" in text
-    assert re.search(r"\*\*\d+\.\d%\*\* of samples sit closer", text)  # memorisation in pixels, from eval.json
+    assert re.search(r"\*\*\d+\.\d%\*\* of samples are copies \(their nearest training image is nearer than 0\.5 x",
+                     text)  # memorisation in pixels, from eval.json (the copy check of #32)
     assert "30 samples against every training image" in text and "Inception metrics are off" in text
     assert doc.read_text().startswith("# A run on your own images") and text.endswith("## Notes kept by hand")
     assert re.search(r"at commit [0-9a-f]{7}", text)  # the commit that made it
