@@ -81,13 +81,14 @@ def test_every_class_metric_puts_noise_constant_and_one_step_below_real_images(d
 
 @pytest.mark.slow
 def test_on_real_mnist_every_class_metric_puts_noise_constant_and_one_step_below_held_out_digits(
-        real_data_root, digit_cases) -> None:
+        real_data_root, digit_cases, tmp_path) -> None:
     # the digit classifier's features put grey blobs inside the real digits' k-NN balls (precision 0.87 beside
     # real test digits' 0.87, a constant image 1.00): precision, recall, density and coverage are taken in pixels
     from gan_lab.data import _load_torchvision
     from gan_lab.evaluation.classifier import class_metrics, load_or_train_classifier
 
-    model = load_or_train_classifier("mnist", str(real_data_root), progress=False)  # $GAN_LAB_CACHE's when there
+    # a cache of its own: the session's $GAN_LAB_CACHE may hold an "mnist" classifier trained on the tiny test digits
+    model = load_or_train_classifier("mnist", str(real_data_root), str(tmp_path), progress=False)
     n = 1000
     train = _load_torchvision("mnist", str(real_data_root), False, True)[0][:n].float() / 127.5 - 1
     test = _load_torchvision("mnist", str(real_data_root), False, False)[0][:n].float() / 127.5 - 1
