@@ -125,7 +125,7 @@ def test_ctrl_c_during_classifier_training_is_one_line_and_exit_130(tmp_path: Pa
     root, cache = make_tiny_mnist(tmp_path / "data", n=8), tmp_path / "cache"  # 8 images: quick steps
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "gan_lab", "classifier", "train", f"data.root={root}",
-                             "data.download=false", f"cache_dir={cache}", "epochs=400", "device=cpu"],
+                             "data.download=false", f"cache_dir={cache}", "epochs=4000", "device=cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seen = []
     for line in proc.stderr:  # piped: progress lines, so we know training is under way
