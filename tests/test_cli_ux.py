@@ -126,7 +126,10 @@ def test_ctrl_c_during_classifier_training_is_one_line_and_exit_130(tmp_path: Pa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "gan_lab", "classifier", "train", f"data.root={root}",
                              "data.download=false", f"cache_dir={cache}", "epochs=4000", "device=cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            # a shell's background job (`.ci/run &`) starts with SIGINT ignored, and Python keeps
+                            # an ignored SIGINT ignored: give the child the default a terminal's Ctrl-C meets
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stderr:  # piped: progress lines, so we know training is under way
         seen.append(line)
