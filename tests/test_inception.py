@@ -154,8 +154,10 @@ def test_eval_measures_with_torch_fidelity_records_the_protocol_and_caches_the_r
     assert (result["metrics/precision"], result["metrics/recall"]) == (reference["precision"], reference["recall"])
 
     # the reals' features are cached per data set and protocol, as plain tensors
-    (cached,) = (tmp_path / "cache" / "inception").iterdir()
+    # (and memorisation's held reals' mirror images, a file of their own)
+    cached, mirrored = sorted((tmp_path / "cache" / "inception").iterdir(), key=lambda f: "mirrored" in f.name)
     assert cached.name.startswith(f"cifar10-train-{N_IMAGES}-")
+    assert mirrored.name.startswith(f"cifar10-train-mirrored-held-{N_IMAGES}-")
     assert torch.load(cached, weights_only=True).shape == (N_IMAGES, 2048)
     # a second eval runs Inception on the generated images only, and gives the same numbers
     seen = []
@@ -164,8 +166,9 @@ def test_eval_measures_with_torch_fidelity_records_the_protocol_and_caches_the_r
                         lambda self, images: seen.append(len(images)) or features(self, images))
     run_cli("eval", f"checkpoint={cifar_run}", f"inception_weights={weights}", "fid_samples=12",
             f"out={tmp_path / 'again.json'}")
-    # FID's 12 generated images, then memorisation's 10 samples (gan_lab.evaluation.memorisation): reals cached
-    assert seen == [12, 10]
+    # FID's 12 generated images, then memorisation's 10 samples and their mirror images
+    # (gan_lab.evaluation.memorisation): the reals, and the held reals' mirror images, come from the cache
+    assert seen == [12, 10, 10]
     again = json.loads((tmp_path / "again.json").read_text())
     assert {k: v for k, v in again.items() if k.startswith("metrics/")} == \
            {k: v for k, v in result.items() if k.startswith("metrics/")}

@@ -186,23 +186,30 @@ class InceptionMetrics:
         return get_featuresdict_from_dataset(_Images(images), self.extractor(), min(BATCH, len(images)), self.cuda,
                                              True, False)
 
-    def cache_file(self) -> Path:
-        """<cache>/inception/<data>-<split>-<n real>-<content>-<weights>.pt: one file per data set and protocol."""
-        content = hashlib.sha256(self.real.contiguous().numpy().tobytes()).hexdigest()[:12]
-        return self.cache_dir / "inception" / (f"{self.name}-{self.split}-{len(self.real)}-{content}-"
+    def cache_file(self, images: Tensor | None = None, what: str = "") -> Path:
+        """<cache>/inception/<data>-<split><what>-<n>-<content>-<weights>.pt: one file per image set and protocol.
+
+        images: real images whose features are cached (default: the real set); what: what they are
+        ("-mirrored-held": memorisation's held images flipped), the content hash telling sets apart.
+        """
+        images = self.real if images is None else images
+        content = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
+        return self.cache_dir / "inception" / (f"{self.name}-{self.split}{what}-{len(images)}-{content}-"
                                                f"{self.weights.sha256[:12]}.pt")
 
-    def real_features(self) -> Tensor:
-        """The real images' pool3 features: from the cache when it holds them, else computed and cached."""
-        file = self.cache_file()
+    def real_features(self, images: Tensor | None = None, what: str = "") -> Tensor:
+        """Real images' pool3 features (default: the real set's): from the cache when it holds them, else
+        computed and cached."""
+        images = self.real if images is None else images
+        file = self.cache_file(images, what)
         if file.exists():
             try:  # plain tensors only: a cache file can never run code
                 cached = torch.load(file, map_location="cpu", weights_only=True)
-                if isinstance(cached, Tensor) and cached.shape == (len(self.real), 2048):
+                if isinstance(cached, Tensor) and cached.shape == (len(images), 2048):
                     return cached
             except Exception:  # noqa: BLE001 - a torn or foreign cache file is recomputed, not trusted
                 pass
-        features = self.features(self.real)[FEATURES]
+        features = self.features(images)[FEATURES]
         file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_writer(file) as tmp:  # whole or absent: parallel evaluations never read half a file
             torch.save(features.contiguous(), tmp)

@@ -103,6 +103,7 @@ class Space:
     embed: Callable[[Tensor], Tensor]  # uint8 images -> float rows
     train: Tensor  # the training set as stored (uint8 images for pixels, float features)
     rows: Callable[[Tensor], Tensor]  # a chunk of `train` -> float rows
+    embed_real: Callable[[Tensor], Tensor] | None = None  # embed() of real images, cached (Inception's): else embed
 
 
 @dataclass
@@ -115,28 +116,38 @@ class Reference:
     cell: Tensor  # each held real image's cell
 
 
-def search(space: Space, images: Tensor, keep: Tensor, self_index: Tensor | None = None) -> tuple[Tensor, ...]:
-    """Nearest distance, nearest training image (index into the data) and second-nearest distance, flips included."""
-    found = two_nearest(space.embed(images), space.train, space.rows, keep, self_index)
-    flipped = two_nearest(space.embed(mirror(images)), space.train, space.rows, keep, self_index)
+def search(space: Space, rows: Tensor, mirrored: Tensor, keep: Tensor,
+           self_index: Tensor | None = None) -> tuple[Tensor, ...]:
+    """Nearest distance, nearest training image (index into the data) and second-nearest distance, flips included.
+
+    rows, mirrored: the images' rows in this space, and their mirror images' (each image embedded once).
+    """
+    found = two_nearest(rows, space.train, space.rows, keep, self_index)
+    flipped = two_nearest(mirrored, space.train, space.rows, keep, self_index)
     d1, nearest, d2 = either_orientation(found, flipped)
     return d1, keep[nearest], d2
 
 
 def reference(space: Space, keep: Tensor, held: Tensor, held_images: Tensor) -> Reference:
-    """The held real images, each against the other training images, and C_T's partition of them."""
-    d1, _, d2 = search(space, held_images, keep, self_index=held)
-    points = space.embed(held_images).double()
-    centres = kmeans_cells(points, min(CELLS, max(1, len(held) // (2 * MIN_IN_CELL))))
-    return Reference(d1, d1 / d2, centres, torch.cdist(points, centres).argmin(1))
+    """The held real images, each against the other training images, and C_T's partition of them.
+
+    The held images' rows are the training set's own (never embedded again); their mirror images' are
+    embedded once, through the space's cache where it has one.
+    """
+    points = space.rows(space.train[keep[held]]).float()
+    mirrored = (space.embed_real or space.embed)(mirror(held_images))
+    d1, _, d2 = search(space, points, mirrored, keep, self_index=held)
+    centres = kmeans_cells(points.double(), min(CELLS, max(1, len(held) // (2 * MIN_IN_CELL))))
+    return Reference(d1, d1 / d2, centres, torch.cdist(points.double(), centres).argmin(1))
 
 
 def measure_space(space: Space, samples: Tensor, keep: Tensor, real: Reference) -> tuple[dict[str, float], Tensor,
                                                                                          Tensor]:
     """The numbers of one space; each sample's nearest / second-nearest ratio and its nearest training image."""
-    d1, nearest, d2 = search(space, samples, keep)
+    rows = space.embed(samples)
+    d1, nearest, d2 = search(space, rows, space.embed(mirror(samples)), keep)
     ratio = d1 / d2
-    cell = torch.cdist(space.embed(samples).double(), real.centres).argmin(1)
+    cell = torch.cdist(rows.double(), real.centres).argmin(1)
     return {
         "copies": (ratio < COPY_RATIO).double().mean().item(),
         "copies_of_real": (real.ratio < COPY_RATIO).double().mean().item(),
@@ -158,12 +169,14 @@ def digit_features(classifier: str, root: str, cache_dir: str | None,
 
 
 def inception_features(measure: Any, weights: str | None, cache_dir: str | None,
-                       device: torch.device) -> tuple[Callable[[Tensor], Tensor], Callable[[], Tensor]]:
-    """Inception's 2048-d pool features of uint8 images (grey repeated to RGB), and those of the training images.
+                       device: torch.device) -> tuple[Callable[[Tensor], Tensor], Callable[[], Tensor],
+                                                      Callable[[Tensor], Tensor]]:
+    """Inception's 2048-d pool features of uint8 images (grey repeated to RGB), those of the training images,
+    and those of other real images (the held images' mirror images), cached.
 
-    gan_lab.evaluation.inception's path: the weights checked before torch-fidelity loads them, the
-    training images' features cached as plain tensors (a second eval runs Inception on the samples
-    only). Raises OSError when the weights can be neither read nor downloaded.
+    gan_lab.evaluation.inception's path: the weights checked before torch-fidelity loads them, real
+    images' features cached as plain tensors (a second eval runs Inception on the samples only).
+    Raises OSError when the weights can be neither read nor downloaded.
     """
     from gan_lab.evaluation.classifier import default_cache_dir
     from gan_lab.evaluation.inception import FEATURES, InceptionMetrics, check_weights
@@ -175,7 +188,8 @@ def inception_features(measure: Any, weights: str | None, cache_dir: str | None,
                                  Path(cache_dir) if cache_dir else default_cache_dir())
     inception.extractor()  # weights that are plain tensors but not Inception's: refused now, in a paragraph
     return (lambda images: inception.features(rgb(images))[FEATURES].to(device),
-            lambda: inception.real_features().to(device))
+            lambda: inception.real_features().to(device),
+            lambda images: inception.real_features(rgb(images), "-mirrored-held").to(device))
 
 
 @torch.no_grad()
@@ -235,13 +249,14 @@ def memorisation_check(measure: Any, n: int, classifier_root: str | None = None,
     spaces: dict[str, Space] = {"pixels": Space(pixels, train, pixels)}
     references: dict[str, Reference] = {}
     features: Callable[[Tensor], Tensor] | None = None
+    of_real: Callable[[Tensor], Tensor] | None = None
     if measure.classifier is not None:
         digits = digit_features(measure.classifier, classifier_root or "data", cache_dir, device)
         features, space = (lambda images: embed(digits, images)), f"the {measure.classifier} classifier's features"
         of_training = lambda: features(train)  # noqa: E731
     else:
         try:
-            features, of_training = inception_features(measure, inception_weights, cache_dir, device)
+            features, of_training, of_real = inception_features(measure, inception_weights, cache_dir, device)
             space = "Inception pool features (2048-d)"
         except OSError as err:
             space = f"none: the Inception weights could not be loaded ({err})"
@@ -251,7 +266,7 @@ def memorisation_check(measure: Any, n: int, classifier_root: str | None = None,
         if samples.shape[1] != train.shape[1]:  # k images per sample, one per group of channels (Stacked MNIST)
             samples = samples.reshape(-1, *train.shape[1:])[:n]
         if features is not None and "features" not in spaces:  # the training set's features: once, kept
-            spaces["features"] = Space(features, of_training(), lambda rows: rows)
+            spaces["features"] = Space(features, of_training(), lambda rows: rows, of_real)
         found = {"memorisation/duplicates": duplicates, "memorisation/copy_ratio": COPY_RATIO}
         pairs = []
         for name, searched in spaces.items():

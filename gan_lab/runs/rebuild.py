@@ -60,6 +60,28 @@ def builders(group: str) -> dict[str, Callable[..., Any]]:
     return found
 
 
+@cache
+def option_defaults(group: str) -> dict[str, dict[str, Any]]:
+    """Per builder of conf/<group>: the plain values its YAML files give a key, where every file naming it agrees.
+
+    The builders keep no defaults of their own (the YAML holds them), so a key an older checkpoint lacks (an
+    option added since, such as a cure that was off before it existed) takes the value this release's YAML gives
+    it; a key the files disagree on, or one they interpolate, has none and stays missing.
+    """
+    seen: dict[str, dict[str, list[Any]]] = {}
+    for f in files("gan_lab.conf").joinpath(group).iterdir():
+        if not f.name.endswith(".yaml"):
+            continue
+        node = OmegaConf.to_container(OmegaConf.load(f), resolve=False)
+        if isinstance(node, dict) and isinstance(node.get("_target_"), str):
+            for key, value in node.items():
+                seen.setdefault(node["_target_"], {}).setdefault(key, []).append(value)
+    return {target: {key: values[0] for key, values in keys.items()
+                     if _scalar(values[0]) and not (isinstance(values[0], str) and "${" in values[0])
+                     and all(v == values[0] for v in values)}
+            for target, keys in seen.items()}
+
+
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a plain value read from a file has the type a builder's annotation asks for."""
     origin = typing.get_origin(hint)
@@ -121,6 +143,9 @@ def checked_builder(group: str, node: Any, file: Path) -> tuple[Callable[..., An
         kwargs[key] = value
     missing = [name for name, p in params.items()
                if p.default is p.empty and name not in BUILD_TIME and name not in kwargs and name != "self"]
+    defaults = option_defaults(group).get(target, {})
+    kwargs.update({name: defaults[name] for name in missing if name in defaults})  # an older checkpoint's
+    missing = [name for name in missing if name not in defaults]
     if missing:
         raise _refuse(file, f"{group}.{missing[0]}", f"is missing, and {target} needs it")
     return builder, kwargs
