@@ -133,10 +133,13 @@ def ganlab_runner(bench: Bench, table_dir: Path, info: dict[str, Any], seed: int
 
 
 def ganlab_version() -> str:
-    """The commit gan-lab's side runs from (with -dirty when the tree has changes)."""
+    """What gan-lab's side runs: the git trees of gan_lab/ and conf/ (the code and configs a fit reads), with
+    -dirty when either has uncommitted changes. A commit touching only docs, scripts or tests keeps the key, so
+    its fits are reused; one touching the package or its configs fits again."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "HEAD")[:12] + ("-dirty" if git("status", "--porcelain") else "")
+    trees = "+".join(git("rev-parse", f"HEAD:{path}")[:12] for path in ("gan_lab", "conf"))
+    return trees + ("-dirty" if git("status", "--porcelain", "--", "gan_lab", "conf") else "")
 
 
 # name -> (runner, label in the doc, settings that enter the cache key, whether it runs only where ctgan refuses)
