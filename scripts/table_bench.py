@@ -105,31 +105,39 @@ def ctgan_runner(drop_missing_numbers: bool) -> Callable[..., dict[str, Any]]:
     return run
 
 
-def ganlab_runner(bench: Bench, table_dir: Path, info: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
-    """gan-lab at its table defaults through its CLI: `gan-lab train data=table ...`, then `gan-lab sample ...`.
+def ganlab_runner(overrides: tuple[str, ...] = ()) -> Callable[..., dict[str, Any]]:
+    """gan-lab at its table defaults (plus `overrides`) through its CLI: `gan-lab train data=table ...`, then
+    `gan-lab sample ...`.
 
-    Writes out/synthetic.csv with as many rows as the training split; its fit CPU time is the
-    children's process time of the train command (Python and torch's import included, so it
-    slightly overstates gan-lab's fit beside CTGAN's, which is timed around fit() alone).
+    Writes out/synthetic.csv with as many rows as the training split. The fit's CPU time is the one the
+    run records in status.json (cpu_s: reading the table, fitting its transform, building and training),
+    as CTGAN's is timed around fit(): Python's start and imports are left out of both, and recorded
+    beside it (process_cpu_s, the whole train command). metrics=false: gan-lab's own evaluation during
+    training is off (the bench scores both systems with the same code afterwards).
     """
-    if not (REPO / "conf" / "data" / "table.yaml").exists():
-        raise NotYet("not yet: gan-lab cannot train tables (conf/data/table.yaml, issue #33 items 1-5)")
-    run_dir = out / "run"
-    gan_lab = [sys.executable, "-m", "gan_lab"]
-    discrete = ",".join(info["discrete"])
-    # data.held_out=0: the bench's training split is already what CTGAN fits on; gan-lab's own held-out
-    # share (0.2 by default) would train it on fewer rows than CTGAN
-    train = [*gan_lab, "train", "data=table", f"data.path={table_dir / 'train.csv'}", f"data.discrete=[{discrete}]",
-             "data.held_out=0", f"seed={seed}", "threads=1", "device=cpu", f"hydra.run.dir={run_dir}"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(train, check=True, env={**os.environ, **ONE_THREAD})
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([*gan_lab, "sample", f"checkpoint={run_dir}", f"n={info['train_rows']}",
-                    f"out={out / 'synthetic.csv'}"], check=True, env={**os.environ, **ONE_THREAD})
-    fit = {"seed": seed, "fit_rows": info["train_rows"], "version": ganlab_version(),
-           "fit_cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)}
-    (out / "fit.json").write_text(json.dumps(fit, indent=1) + "\n")
-    return fit
+    def run(bench: Bench, table_dir: Path, info: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
+        if not (REPO / "conf" / "data" / "table.yaml").exists():
+            raise NotYet("not yet: gan-lab cannot train tables (conf/data/table.yaml, issue #33 items 1-5)")
+        run_dir = out / "run"
+        gan_lab = [sys.executable, "-m", "gan_lab"]
+        discrete = ",".join(info["discrete"])
+        # data.held_out=0: the bench's training split is already what CTGAN fits on; gan-lab's own held-out
+        # share (0.2 by default) would train it on fewer rows than CTGAN
+        train = [*gan_lab, "train", "data=table", f"data.path={table_dir / 'train.csv'}",
+                 f"data.discrete=[{discrete}]", "data.held_out=0", "metrics=false", f"seed={seed}", "threads=1",
+                 "device=cpu", f"hydra.run.dir={run_dir}", *overrides]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(train, check=True, env={**os.environ, **ONE_THREAD})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([*gan_lab, "sample", f"checkpoint={run_dir}", f"n={info['train_rows']}",
+                        f"out={out / 'synthetic.csv'}"], check=True, env={**os.environ, **ONE_THREAD})
+        status = json.loads((run_dir / "status.json").read_text())
+        fit = {"seed": seed, "fit_rows": info["train_rows"], "version": ganlab_version(),
+               "overrides": list(overrides), "fit_cpu_s": status["cpu_s"],
+               "process_cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)}
+        (out / "fit.json").write_text(json.dumps(fit, indent=1) + "\n")
+        return fit
+    return run
 
 
 def ganlab_version() -> str:
@@ -147,7 +155,8 @@ SYSTEMS: dict[str, tuple[Callable[..., dict[str, Any]], str, dict[str, Any], boo
     "ctgan": (ctgan_runner(False), "CTGAN", {"ctgan": "CTGAN() defaults", "threads": 1}, False),
     "ctgan-dropna": (ctgan_runner(True), "CTGAN, rows with a missing number dropped",
                      {"ctgan": "CTGAN() defaults", "threads": 1, "drop_missing_numbers": True}, True),
-    "gan-lab": (ganlab_runner, "gan-lab", {"gan-lab": "data=table defaults", "threads": 1}, False),
+    "gan-lab": (ganlab_runner(), "gan-lab", {"gan-lab": "data=table defaults", "threads": 1, "fit_cpu": "run"},
+                False),
 }
 
 
@@ -162,7 +171,7 @@ def result_for(bench: Bench, system: str, table: str, seed: int, versions: dict[
     has_missing_numbers = any(c not in info["discrete"] for c in info["missing"])
     if only_if_refused and not has_missing_numbers:
         return None
-    version = ganlab_version() if system == "gan-lab" else {p: versions[p] for p in ("ctgan", "torch")}
+    version = ganlab_version() if system.startswith("gan-lab") else {p: versions[p] for p in ("ctgan", "torch")}
     fit_key = key_of(system, version, settings, info["digest"], seed)
     scoring = {"scoring": SCORING, **{p: versions[p] for p in ("sdmetrics", "scikit-learn", "pandas")}}
     result_path = bench.cache / "results" / table / f"{system}-seed{seed}-{key_of(fit_key, scoring)}.json"
@@ -288,8 +297,17 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--doc", type=Path, help="write this generated doc (docs/table.md) from the cache")
     parser.add_argument("--cached-only", action="store_true", help="fit nothing: use only what the cache holds")
+    parser.add_argument("--gan-lab-overrides", default="", help="space-separated gan-lab overrides for a trial "
+                        "beside the defaults (e.g. 'loss.n_critic=1'): its own label and cache key")
     parser.add_argument("--allow-dirty", action="store_true", help="write the doc from a tree with uncommitted changes")
     args = parser.parse_args()
+    if args.gan_lab_overrides:  # a trial beside the defaults: its own system, label and cache key
+        overrides = tuple(args.gan_lab_overrides.split())
+        trial = f"gan-lab-trial-{key_of(overrides)[:8]}"  # a file-name-safe name
+        SYSTEMS[trial] = (
+            ganlab_runner(overrides), f"gan-lab {args.gan_lab_overrides}",
+            {**SYSTEMS["gan-lab"][2], "overrides": list(overrides)}, False)
+        args.systems = ",".join(s if s != "gan-lab" else trial for s in args.systems.split(","))
     if args.setup:
         return setup(args.cache, args.torch)
     commit, dirty = source_state(args.allow_dirty) if args.doc else ("", False)

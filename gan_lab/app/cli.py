@@ -15,6 +15,7 @@ training/distributed.py, training/unroll.py).
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
@@ -66,7 +67,10 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
     leave free (threads: auto, gan_lab.runs.busy); otherwise it keeps the count it was given.
 
     on_start(resolved config) is called once everything is built and checked, just before training.
+    The result's "cpu_s": this process's CPU seconds from here to the end of training (the data read and
+    its transform fitted, the models built, training, evaluation at train.eval_every and checkpoints).
     """
+    started = time.process_time()
     from gan_lab.runs.tracker import NullTracker, Tracker
     from gan_lab.training import distributed
     from gan_lab.training.train import train
@@ -142,6 +146,7 @@ def run_training(cfg: DictConfig, run_dir: Path, on_start: Callable[[dict[str, A
         result = train(G, critic, loss, schedule, data, opt_g, opt_d, settings, tracker, run_dir, plain, resume,
                        evaluator)
         tracker.hparams(flat_hparams(plain, HydraConfig.get().runtime.choices))
+        result["cpu_s"] = time.process_time() - started  # type: ignore[assignment]  # job.py: status.json
         result["threads"] = tracker.threads_used()  # type: ignore[assignment]  # job.py takes it into status.json
         if protocol:
             result["metrics_protocol"] = protocol  # type: ignore[assignment]  # likewise

@@ -126,6 +126,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
             result = run_training(cfg, run_dir, start, follow_free_cores=threads is None and cfg.threads == "auto")
             diagnosis = result.pop("diagnosis", None)  # what gan_lab.training.diagnosis named
             used = result.pop("threads", None) or [torch.get_num_threads()]  # what the log said, not the count after
+            cpu_s = result.pop("cpu_s", None)  # this process's CPU seconds, building and training
             protocol = result.pop("metrics_protocol", None)  # how metrics/* were measured (FID's counts, weights)
             console.print(summary_table(result))
             print_outputs(run_dir)
@@ -135,7 +136,7 @@ def run_job(cfg: DictConfig, run_training: Callable[..., dict[str, float]]) -> f
         stopped = (diagnosis or {}).get("stopped")
         named = objective_name(result, str(cfg.objective))  # objective=auto: the scalar it stood for
         mark("stopped" if stopped else "completed", objective={named: objective}, metrics=result,
-             threads=used[-1], **({"threads_used": used} if len(set(used)) > 1 else {}),
+             threads=used[-1], **({"threads_used": used} if len(set(used)) > 1 else {}), cpu_s=cpu_s,
              **({"metrics_protocol": protocol} if protocol else {}), diagnosis=diagnosis)
         if stopped:
             console.print(f"[bold yellow]gan-lab: stopped early at step {int(result['step']):,} of "
