@@ -83,6 +83,24 @@ def read_table(path: str | Path, discrete: Sequence[str] = (), continuous: Seque
     return table
 
 
+def count_rows(path: str | Path) -> int:
+    """The rows of a table file without parsing it: its lines after the header (a final line without a
+    newline counts; a quoted field spanning lines counts once a line), or a Parquet file's row count."""
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    if suffixes and suffixes[-1] in PARQUET:
+        import pyarrow.parquet
+
+        return int(pyarrow.parquet.read_metadata(path).num_rows)
+    opened = gzip.open(path, "rb") if suffixes[-1:] == [".gz"] else open(path, "rb")
+    lines, last = 0, b"\n"
+    with opened as stream:
+        while chunk := stream.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return max(0, lines + (last != b"\n") - 1)
+
+
 def read_frame(path: Path) -> pd.DataFrame:
     """The file as pandas reads it, a header row required; every reading failure as a GanLabError."""
     if not path.is_file():

@@ -105,3 +105,22 @@ class TableData:
     def measures(self) -> tuple[TableScores, TableUtility]:
         """Quality and category coverage while training; TSTR (with data.target), privacy and figures in eval."""
         return TableScores(self), TableUtility(self)
+
+
+def steps_for_epochs(path: Any, held_out: Any, epochs: Any, batch_size: Any) -> int:
+    """Generator steps that make `epochs` passes over a table's training rows at `batch_size` rows a step.
+
+    conf/data/table.yaml's default train.steps (the `table_steps` resolver, registered by gan_lab.app.cli).
+    CTGAN counts its training in epochs of max(1, rows // batch) steps, so a 50,000-row table gets the
+    steps it needs and a table smaller than a batch one step an epoch. The rows are counted without parsing (lines after the header; a Parquet file's
+    metadata), so this is cheap for any size; a file it cannot count (missing, unreadable: TableData
+    explains which) gets one step a row per batch, and the run stops at TableData's own paragraph anyway.
+    """
+    from gan_lab.table import count_rows
+
+    try:
+        rows = count_rows(str(path))
+    except (OSError, ValueError):
+        return 1
+    train_rows = rows - int(round(float(held_out) * rows))
+    return max(1, int(round(float(epochs) * max(1, train_rows // int(batch_size)))))

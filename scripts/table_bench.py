@@ -14,7 +14,7 @@ scripts/table_bench_worker.py, as a subprocess reading and writing CSV and JSON.
 
 Each result is cached as JSON under the cache folder, keyed by the system's version, its settings,
 the split's bytes, the seed and the scoring packages' versions: a later run reuses CTGAN's results
-(hours of CPU) and only fits what is missing, e.g. gan-lab's side once `data=table` exists.
+(hours of CPU) and only fits what is missing.
 
     python scripts/table_bench.py --setup                                  # the venv + ctgan, sdmetrics, tables
     nice -n 19 python scripts/table_bench.py --systems ctgan               # fits what the cache lacks (hours)
@@ -51,10 +51,6 @@ PACKAGES = ("ctgan==0.12.1", "sdmetrics==0.32.0", "scikit-learn==1.9.1", "pandas
             "palmerpenguins==0.1.6")
 SCORING = 1  # bump when the worker's score() changes meaning: cached fits are then scored again
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-class NotYet(RuntimeError):
-    """A system that cannot run yet (gan-lab before `data=table` exists)."""
 
 
 class Bench:
@@ -116,8 +112,6 @@ def ganlab_runner(overrides: tuple[str, ...] = ()) -> Callable[..., dict[str, An
     training is off (the bench scores both systems with the same code afterwards).
     """
     def run(bench: Bench, table_dir: Path, info: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
-        if not (REPO / "conf" / "data" / "table.yaml").exists():
-            raise NotYet("not yet: gan-lab cannot train tables (conf/data/table.yaml, issue #33 items 1-5)")
         run_dir = out / "run"
         gan_lab = [sys.executable, "-m", "gan_lab"]
         discrete = ",".join(info["discrete"])
@@ -184,11 +178,7 @@ def result_for(bench: Bench, system: str, table: str, seed: int, versions: dict[
         fit = json.loads((run_dir / "fit.json").read_text())
     else:
         print(f"fitting {system} on {table}, seed {seed} ...", flush=True)
-        try:
-            fit = runner(bench, table_dir, info, seed, run_dir)
-        except NotYet as error:
-            print(f"  {system}: {error}")
-            return None
+        fit = runner(bench, table_dir, info, seed, run_dir)
     scores = {} if "refused" in fit else bench.worker("score", str(table_dir), str(run_dir / "synthetic.csv"),
                                                        str(run_dir / "score.json"))
     result = {"system": system, "table": table, "seed": seed, "version": version, "settings": settings,

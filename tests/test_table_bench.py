@@ -80,13 +80,6 @@ def test_ctgan_dropna_runs_only_on_a_table_with_missing_numbers(tmp_path: Path, 
     assert table_bench.result_for(FakeBench(tmp_path), "ctgan-dropna", "tiny", 0, VERSIONS) is None
 
 
-def test_the_ganlab_runner_says_not_yet_until_data_table_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(table_bench, "REPO", tmp_path)  # a checkout without conf/data/table.yaml
-    with pytest.raises(table_bench.NotYet, match="not yet"):
-        table_bench.ganlab_runner(FakeBench(tmp_path), tmp_path, INFO, 0, tmp_path / "out")
-    assert table_bench.result_for(FakeBench(tmp_path), "gan-lab", "tiny", 0, VERSIONS) is None
-
-
 def test_a_table_section_lists_refusals_rows_and_means() -> None:
     refused = [{"seed": seed, "fit": {"refused": "InvalidDataError: no nulls"}, "scores": {}} for seed in (0, 1)]
     lines = table_bench.table_section(INFO, {"ctgan": refused,

@@ -193,3 +193,35 @@ def test_a_table_smaller_than_the_default_batch_trains_with_the_defaults(tmp_pat
             f"hydra.run.dir={tmp_path / 'run'}")
     state = load_checkpoint(tmp_path / "run")
     assert state["step"] == 2 and json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".tsv", ".parquet"])
+def test_a_tables_rows_are_counted_without_parsing_it(tmp_path: Path, suffix: str) -> None:
+    from gan_lab.table import count_rows, read_frame
+
+    frame = mixed_frame(n=37)
+    path = tmp_path / f"people{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    assert count_rows(path) == 37 == len(read_frame(path))
+    if suffix == ".csv":  # a last row without its newline still counts
+        path.write_bytes(path.read_bytes().rstrip(b"\n"))
+        assert count_rows(path) == 37
+
+
+def test_the_default_steps_are_epochs_over_the_tables_training_rows(tmp_path: Path) -> None:
+    # CTGAN counts training in epochs of max(1, rows // batch) steps: 2,300 rows keep 1,840 for training
+    # (held_out 0.2), 3 batches of 500 an epoch; a table smaller than a batch gets one step an epoch
+    for rows, epochs, steps in ((2300, 2, 6), (60, 3, 3)):
+        path = tmp_path / f"rows{rows}.csv"
+        mixed_frame(n=rows).to_csv(path, index=False)
+        run = tmp_path / f"run{rows}"
+        run_cli("train", "data=table", f"data.path={path}", f"data.recommended.epochs={epochs}", "model.hidden=16",
+                "metrics=false", "device=cpu", "threads=1", f"hydra.run.dir={run}")
+        state = load_checkpoint(run)
+        assert state["step"] == state["config"]["train"]["steps"] == steps
+        # data=table brings CTGAN's WGAN-GP schedule and Adam: one critic step, 2e-4, betas (0.5, 0.9)
+        assert state["config"]["loss"]["n_critic"] == 1 and state["config"]["optimizer"]["lr"] == 2e-4
+        assert state["config"]["optimizer"]["betas"] == [0.5, 0.9]

@@ -133,7 +133,9 @@ def checked_builder(group: str, node: Any, file: Path) -> tuple[Callable[..., An
         if not isinstance(key, str) or key.startswith("_"):
             raise _refuse(file, where, "is a Hydra directive, which a stored config may not hold")
         if key in NOT_BUILT[group]:
-            if not isinstance(value, dict) or not all(isinstance(k, str) and _scalar(v) for k, v in value.items()):
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and (_scalar(v) or isinstance(v, list) and all(map(_scalar, v)))
+                    for k, v in value.items()):
                 raise _refuse(file, where, "is not a mapping of plain values")
             continue
         if (key in BUILD_TIME and key not in CONFIG_TOO[group]) or key not in params:
