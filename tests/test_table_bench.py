@@ -153,3 +153,24 @@ def test_tstr_scores_real_rows_like_real_and_a_scrambled_target_near_zero() -> N
     real, scrambled, f1, f1_scrambled = got
     assert 0.93 < real <= 1.0 and -0.3 < scrambled < 0.1
     assert 0.9 < f1 <= 1.0 and 0.3 < f1_scrambled < 0.7  # b is y - 3a exactly; shuffled, a coin toss
+
+
+def test_the_losses_section_gives_each_losss_mean_and_range_from_the_runs_records(tmp_path: Path) -> None:
+    import table_losses
+
+    for loss, seed, quality, copies in (("hinge", 0, 0.6, 0.0), ("hinge", 1, 0.8, 0.1), ("r3gan", 0, 0.7, 0.0)):
+        run = tmp_path / "losses" / "tiny" / f"{loss}-seed{seed}"
+        run.mkdir(parents=True)
+        (run / "eval.json").write_text(json.dumps({"metrics/quality": quality, "metrics/category_coverage": 1.0,
+                                                   "memorisation/exact_copy_rate": copies, "utility/tstr_r2": 0.5}))
+        (run / "status.json").write_text(json.dumps({"status": "completed", "cpu_s": 10.0 + seed}))
+    found = table_losses.results(tmp_path, ("tiny",))
+    assert {loss: len(runs) for loss, runs in found["tiny"].items()} == {"hinge": 2, "r3gan": 1}
+    lines = table_losses.section(found)
+    header = next(line for line in lines if line.startswith("| loss |"))
+    assert "TSTR r2" in header and "CPU s" in header
+    hinge = next(line for line in lines if line.startswith("| hinge |")).split("|")[2:-1]
+    assert hinge[0].strip() == "0.700 [0.600, 0.800]"  # quality: mean [min, max] over the two seeds
+    assert hinge[5].strip() == "0.050 [0.000, 0.100]"  # exact copies
+    assert hinge[3].strip() == "-"  # a figure no record holds
+    assert [c.strip() for c in hinge[-2:]] == ["10", "2"]  # mean CPU s, seeds
