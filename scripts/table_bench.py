@@ -275,9 +275,9 @@ def write_doc(path: Path, results: dict[str, dict[str, list[dict[str, Any]]]], i
              f"(torch {versions.get('torch')}) at its defaults: `CTGAN()`, 300 epochs, discrete columns named.", ""]
     for table, rows in results.items():
         lines += table_section(infos[table], rows)
-    from table_losses import results as loss_results, section  # scripts/table_losses.py: #33 item 7
+    from table_losses import folder, results as loss_results, section  # scripts/table_losses.py: #33 item 7
 
-    lines += section(loss_results(cache))
+    lines += section(loss_results(folder(cache)))
     write_keeping_notes(path, lines)
 
 

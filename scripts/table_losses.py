@@ -8,8 +8,9 @@ modes), TSTR beside train-on-real, and privacy (median distance to the closest t
 synthetic rows beside that of held-out real rows, and the exact-copy rate). One thread a run.
 
 The tables are the benchmark's (scripts/table_bench.py --setup writes them into its cache); runs and
-their eval.json stay in <cache>/losses/<table>/<loss>-seed<k>/, so a second call trains nothing that is
-there. scripts/table_bench.py --doc reads them (section()) into docs/table.md.
+their eval.json stay in <cache>/losses/<version>/<table>/<loss>-seed<k>/ (version: table_bench's, the git
+trees of gan_lab/ and conf/), so a second call trains nothing that is there, and a change to the package or
+its configs trains again. scripts/table_bench.py --doc reads them (section()) into docs/table.md.
 
     python scripts/table_losses.py                       # every table, loss and seed the cache lacks
     python scripts/table_losses.py --tables penguins --losses hinge --seeds 0
@@ -34,10 +35,17 @@ COLUMNS = {"metrics/quality": "quality", "metrics/category_coverage": "category 
            "memorisation/dcr_held_out_median": "DCR held-out", "memorisation/exact_copy_rate": "exact copies"}
 
 
+def folder(cache: Path) -> Path:
+    """Where this version of gan-lab's runs go: <cache>/losses/<version>."""
+    from table_bench import ganlab_version  # scripts/table_bench.py
+
+    return cache / "losses" / ganlab_version()
+
+
 def run_one(cache: Path, table: str, loss: str, seed: int) -> dict[str, Any]:
     """Train and evaluate one (table, loss, seed) unless its eval.json is there; the eval record."""
     info = json.loads((cache / "tables" / table / "table.json").read_text())
-    run = cache / "losses" / table / f"{loss}-seed{seed}"
+    run = folder(cache) / table / f"{loss}-seed{seed}"
     record = run / "eval.json"
     if not record.exists():
         gan_lab = [sys.executable, "-m", "gan_lab"]
@@ -53,12 +61,13 @@ def run_one(cache: Path, table: str, loss: str, seed: int) -> dict[str, Any]:
     return {**found, "cpu_s": status.get("cpu_s"), "steps": status.get("metrics", {}).get("step")}
 
 
-def results(cache: Path, tables: tuple[str, ...] = TABLES) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """What the cache holds: table -> loss -> the seeds' eval records (nothing is trained)."""
+def results(runs: Path, tables: tuple[str, ...] = TABLES) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """What runs/ (folder(cache): this version's) holds: table -> loss -> the seeds' eval records (nothing is
+    trained)."""
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for table in tables:
         for loss in LOSSES:
-            for record in sorted((cache / "losses" / table).glob(f"{loss}-seed*/eval.json")):
+            for record in sorted((runs / table).glob(f"{loss}-seed*/eval.json")):
                 status = json.loads((record.parent / "status.json").read_text())
                 found.setdefault(table, {}).setdefault(loss, []).append(
                     {**json.loads(record.read_text()), "cpu_s": status.get("cpu_s")})
@@ -120,7 +129,7 @@ def main() -> None:
                     run_one(args.cache, table, loss, seed)
                 except subprocess.CalledProcessError as error:
                     sys.exit(f"error: {' '.join(map(str, error.cmd[:4]))} ... failed:\n{error.stderr[-3000:]}")
-    print("\n".join(section(results(args.cache, tuple(args.tables.split(","))))))
+    print("\n".join(section(results(folder(args.cache), tuple(args.tables.split(","))))))
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def test_the_losses_section_gives_each_losss_mean_and_range_from_the_runs_record
     import table_losses
 
     for loss, seed, quality, copies in (("hinge", 0, 0.6, 0.0), ("hinge", 1, 0.8, 0.1), ("r3gan", 0, 0.7, 0.0)):
-        run = tmp_path / "losses" / "tiny" / f"{loss}-seed{seed}"
+        run = tmp_path / "tiny" / f"{loss}-seed{seed}"
         run.mkdir(parents=True)
         (run / "eval.json").write_text(json.dumps({"metrics/quality": quality, "metrics/category_coverage": 1.0,
                                                    "memorisation/exact_copy_rate": copies, "utility/tstr_r2": 0.5}))
