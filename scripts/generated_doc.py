@@ -7,6 +7,8 @@ doc says which commit made it, and is not written from uncommitted code unless a
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +64,15 @@ def cpu_name() -> str:
     import platform
 
     return platform.processor() or "unknown CPU"
+
+
+def mnist_doc_parser(description: str, samples: int) -> argparse.ArgumentParser:
+    """The options every MNIST-measuring doc script takes: the data root, the samples per case, the digit
+    classifier's cache, the threads, and --allow-dirty (source_state)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--root", default=os.environ.get("GAN_LAB_DATA_ROOT", "data"))
+    parser.add_argument("--samples", type=int, default=samples)
+    parser.add_argument("--cache-dir", default=None, help="the digit classifier's cache (default: gan-lab's)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--allow-dirty", action="store_true")
+    return parser

@@ -10,8 +10,6 @@ held-out real images; one training set repeats 2% of its images. The default pro
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generated_doc import REPO, cpu_name, made_at, source_state, write_keeping_notes  # noqa: E402
+from generated_doc import REPO, cpu_name, made_at, mnist_doc_parser, source_state, write_keeping_notes  # noqa: E402
 
 from gan_lab.data import _load_torchvision  # noqa: E402
 from gan_lab.evaluation.memorisation import COPY_RATIO, HELD, TRUSTED_BASE, memorisation_check  # noqa: E402
@@ -77,13 +75,8 @@ def cell(metrics: dict[str, float], space: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run every case, print the table, write docs/memorisation.md."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=os.environ.get("GAN_LAB_DATA_ROOT", "data"))
+    parser = mnist_doc_parser(__doc__.splitlines()[0], samples=1000)
     parser.add_argument("--train", type=int, default=10000, help="first N MNIST training images (60000: all)")
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--cache-dir", default=None, help="the digit classifier's cache (default: gan-lab's)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args(argv)
     commit, dirty = source_state(args.allow_dirty)
     torch.set_num_threads(args.threads)

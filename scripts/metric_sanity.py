@@ -10,8 +10,6 @@ Written from a clean commit (scripts/generated_doc.py).
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,7 +20,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generated_doc import REPO, cpu_name, made_at, source_state, write_keeping_notes  # noqa: E402
+from generated_doc import REPO, cpu_name, made_at, mnist_doc_parser, source_state, write_keeping_notes  # noqa: E402
 
 from gan_lab.data import ToyMixture, _load_torchvision  # noqa: E402
 from gan_lab.evaluation.classifier import class_metrics, load_or_train_classifier  # noqa: E402
@@ -73,12 +71,7 @@ def table(found: dict[str, dict[str, float]], real: str, note: dict[str, str]) -
 
 def main(argv: list[str] | None = None) -> int:
     """Measure every case, print the tables, write docs/metric_sanity.md."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=os.environ.get("GAN_LAB_DATA_ROOT", "data"))
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--cache-dir", default=None, help="the digit classifier's cache (default: gan-lab's)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--allow-dirty", action="store_true")
+    parser = mnist_doc_parser(__doc__.splitlines()[0], samples=2000)
     args = parser.parse_args(argv)
     commit, dirty = source_state(args.allow_dirty)
     torch.set_num_threads(args.threads)
