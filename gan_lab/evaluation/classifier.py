@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from gan_lab.torchvision_sets import load_arrays as _load_torchvision
 from gan_lab.errors import GanLabError
 from gan_lab.evaluation.metrics import frechet_distance, histogram_kl, knn_metrics
+from gan_lab.evaluation.sampling import inference_batch
 
 __all__ = ["Classifier", "train_classifier", "evaluate_accuracy", "default_cache_dir", "classifier_path",
            "load_or_train_classifier", "classifier_when_needed", "load_classifier", "class_metrics", "DEFAULT_EPOCHS", "DEFAULT_BATCH_SIZE"]
@@ -147,10 +148,11 @@ def _batched(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int, de
     return torch.cat([fn(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
 
 
-def evaluate_accuracy(model: Classifier, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
+def evaluate_accuracy(model: Classifier, images: Tensor, labels: Tensor, batch_size: int | None = None) -> float:
     """Fraction of uint8 (N, 1, 28, 28) images whose predicted class equals the label."""
     model.eval()
     device = next(model.parameters()).device
+    batch_size = batch_size or inference_batch(device)
     predictions = _batched(lambda x: model(_to_unit_range(x)).argmax(dim=1), images, batch_size, device)
     return (predictions == labels.to(device)).float().mean().item()
 
@@ -269,7 +271,7 @@ def load_classifier(path: Path, data_name: str) -> tuple[Classifier, dict]:
 
 @torch.no_grad()
 def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n_classes: int = 10,
-                  batch_size: int = 500, knn_samples: int | None = None) -> dict[str, float]:
+                  batch_size: int | None = None, knn_samples: int | None = None) -> dict[str, float]:
     """Classes covered, class-histogram KL, mean confidence, feature Fréchet distance, precision, recall,
     density and coverage of fake vs real.
 
@@ -281,6 +283,7 @@ def class_metrics(model: Classifier, fake_images: Tensor, real_images: Tensor, n
     """
     model.eval()
     device = next(model.parameters()).device
+    batch_size = batch_size or inference_batch(device)  # None: what the device runs fastest
     fake_features = _batched(lambda x: model.features(x.float()), fake_images, batch_size, device)
     real_features = _batched(lambda x: model.features(x.float()), real_images, batch_size, device)
     # the head on stored features equals forward() in eval mode (dropout is off): one pass gives both

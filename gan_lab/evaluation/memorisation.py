@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_lab.evaluation.nearest import distinct, either_orientation, kmeans_cells, mann_whitney_z, two_nearest
+from gan_lab.evaluation.sampling import inference_batch
 
 HELD = 2000  # training images that stand in for held-out real images (each against the others)
 # A copy: nearer its nearest training image than COPY_RATIO x its second-nearest. An image with small
@@ -193,8 +194,10 @@ def inception_features(measure: Any, weights: str | None, cache_dir: str | None,
 
 
 @torch.no_grad()
-def embed(features: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 500) -> Tensor:
-    """features() of uint8 images, in batches (a whole data set at once would hold GBs of activations)."""
+def embed(features: Callable[[Tensor], Tensor], images: Tensor, batch_size: int | None = None) -> Tensor:
+    """features() of uint8 images, in batches (a whole data set at once would hold GBs of activations; default:
+    gan_lab.evaluation.sampling.inference_batch, the digit classifier's fastest)."""
+    batch_size = batch_size or inference_batch(images.device)
     return torch.cat([features(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
 
 

@@ -43,10 +43,20 @@ def label_accuracy(predicted: Tensor, requested: Tensor, n_classes: int) -> dict
     return metrics
 
 
+def inference_batch(device: torch.device | str) -> int:
+    """Images the digit classifier takes at once. On a CPU 128, whose activations stay in its caches: 2.4x
+    faster an image than 2,000 or 6,000 (measured on the 2-core AMD EPYC: 6,000 images in 0.67 s against
+    1.63 s); a GPU takes large batches."""
+    return 128 if torch.device(device).type == "cpu" else 4096
+
+
 @torch.no_grad()
-def stacked_modes(model: nn.Module, images: Tensor, batch_size: int = 2000) -> Tensor:
-    """The mode of each stacked image: the classifier's digit on each channel, 100*d0 + 10*d1 + d2."""
+def stacked_modes(model: nn.Module, images: Tensor, batch_size: int | None = None) -> Tensor:
+    """The mode of each stacked image: the classifier's digit on each channel, 100*d0 + 10*d1 + d2.
+
+    batch_size: stacked images a forward takes (default: inference_batch's images, 3 to a stacked one)."""
     model.eval()
+    batch_size = batch_size or max(1, inference_batch(images.device) // images.shape[1])
     digits = torch.cat([model(images[i:i + batch_size].flatten(0, 1).unsqueeze(1)).argmax(1)
                         for i in range(0, len(images), batch_size)]).view(len(images), 3)
     return (digits * torch.tensor([100, 10, 1], device=digits.device)).sum(1)
