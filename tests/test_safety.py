@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -67,6 +68,30 @@ def test_signal_checkpoints_and_resume_matches_a_straight_run(sig: signal.Signal
     # the resumed run continued the same event log: no step is logged twice
     steps = [e.step for e in read_events(run_dir).Scalars("loss/critic")]
     assert steps == sorted(set(steps)) and steps[-1] == k + 3
+
+
+@pytest.mark.slow
+def test_a_run_whose_reader_is_gone_trains_on_and_stops_on_its_signal(tmp_path: Path) -> None:
+    # the parent that read the run's output died (or `gan-lab train | tee` lost its tee): every later line
+    # meets a closed pipe. rich's default was to exit 1 mid-step; the run now writes on into /dev/null,
+    # keeps its log, and a SIGTERM still checkpoints and stops it
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, "train.steps=100000", "train.log_every=5", "train.checkpoint_every=100000",
+                 "train.sample_every=100000")
+    wait_for_line(proc, "step 10/")
+    proc.stderr.close()
+    proc.stdout.close()
+    log = run_dir / "train.log"
+    before = log.read_text().count("\nstep ")
+    deadline = time.monotonic() + 60
+    while log.read_text().count("\nstep ") < before + 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # progress lines written after the pipe closed
+    assert proc.poll() is None, "the run ended when its reader went away"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert load_checkpoint(run_dir)["step"] >= 10
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
+    assert "SIGTERM" in log.read_text()
 
 
 def test_stop_message_leads_with_continuing_in_place(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -119,3 +119,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to path atomically."""
     with atomic_writer(path) as tmp:
         tmp.write_text(text)
+
+
+def write_on_to_devnull(stream: object) -> None:
+    """The reader of `stream` (stdout or stderr) is gone: a closed pipe (the parent that read it died, `| tee`
+    was killed). Point its file descriptor at /dev/null, so later writes succeed and go nowhere: a run keeps
+    training and checkpointing (its log file, runs/runlog.py, keeps every line) instead of ending on the next
+    line it prints."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
+    finally:
+        os.close(devnull)

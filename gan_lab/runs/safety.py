@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from gan_lab.errors import GanLabError
+from gan_lab.runs.files import write_on_to_devnull
 
 
 class Interrupted(Exception):
@@ -68,11 +69,20 @@ class StopSignal:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
-            sys.stderr.write("\ngan-lab: second signal, exiting now; the last checkpoint on disk is intact.\n")
+            _say("\ngan-lab: second signal, exiting now; the last checkpoint on disk is intact.\n")
             os._exit(128 + signum)
         self.signum = signum
-        sys.stderr.write(f"\ngan-lab: {signal.Signals(signum).name} received; writing a checkpoint at the end "
-                         f"of this step, then stopping (send it again to exit at once).\n")
+        _say(f"\ngan-lab: {signal.Signals(signum).name} received; writing a checkpoint at the end of this step, "
+             f"then stopping (send it again to exit at once).\n")
+
+
+def _say(text: str) -> None:
+    # a signal often comes because whoever read stderr has gone (a parent that died): the checkpoint still matters
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except BrokenPipeError:
+        write_on_to_devnull(sys.stderr)
 
 
 def hand_over(signum: int) -> None:

@@ -26,7 +26,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from gan_lab.runs import runlog
 from gan_lab.runs.busy import CpuWatch
-from gan_lab.runs.files import disk_full
+from gan_lab.runs.files import disk_full, write_on_to_devnull
 
 
 
@@ -42,6 +42,11 @@ class _Console(Console):
     def size(self) -> ConsoleDimensions:
         size = super().size
         return size if self.is_terminal else ConsoleDimensions(UNWRAPPED_WIDTH, size.height)
+
+    def on_broken_pipe(self) -> None:
+        """Nobody reads the console any more (rich's default: exit 1, ending a run mid-step): write on into
+        /dev/null, and the run trains, checkpoints and stops on its signals as before."""
+        write_on_to_devnull(self.file)
 
 
 UNWRAPPED_WIDTH = 100_000  # characters: no line gan-lab prints comes near
