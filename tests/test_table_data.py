@@ -18,7 +18,7 @@ from gan_lab.app.options import conf_options
 from gan_lab.runs.checkpoint import load_checkpoint
 from test_table import mixed_frame
 
-# tiny networks, a batch that is a multiple of the default pack (10), one thread, no metrics
+# tiny networks, a batch that is a multiple of the default pack (5), one thread, no metrics
 TINY_TABLE = ["data=table", "model.hidden=16", "model.z_dim=8", "train.batch_size=20", "train.log_every=2",
               "train.sample_every=100", "train.checkpoint_every=100", "metrics=false", "device=cpu", "threads=1"]
 
@@ -47,7 +47,8 @@ def test_a_csv_trains_with_the_defaults_and_the_checkpoint_holds_the_transform(c
     run_cli("train", "data=table", f"data.path={csv}", "train.steps=2", "train.batch_size=20", "metrics=false",
             "device=cpu", "threads=1", f"hydra.run.dir={tmp_path / 'run'}")
     state = load_checkpoint(tmp_path / "run")
-    assert state["step"] == 2 and state["config"]["model"]["pack"] == 10  # CTGAN's packed critic by default
+    assert state["step"] == 2 and state["config"]["model"]["pack"] == 5  # a packed critic by default (CTGAN: 10)
+    assert state["config"]["train"]["ema_kimg"] == 50 and "G_ema" in state  # and G's moving average
     assert state["config"]["model"]["_target_"] == "gan_lab.tables_model.table"  # data=table brings model=table
     # the held-out split as plain values: 20% of 200 rows, disjoint from what the transform saw
     held = state["data_state"]["held_out_rows"]
@@ -156,9 +157,9 @@ def test_bad_input_is_one_paragraph_and_nothing_is_written(tmp_path: Path, capsy
 
 def test_a_batch_that_is_not_a_multiple_of_the_pack_is_refused(csv: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
-    message = user_error(capsys, "train", *TINY_TABLE, f"data.path={csv}", "train.batch_size=25",
+    message = user_error(capsys, "train", *TINY_TABLE, f"data.path={csv}", "train.batch_size=23",
                          f"hydra.run.dir={tmp_path / 'run'}")
-    assert "model.pack=10" in message and "train.batch_size=20" in message
+    assert "model.pack=5" in message and "train.batch_size=20" in message
 
 
 def test_model_table_needs_a_tables_layout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
