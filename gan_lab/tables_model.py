@@ -3,7 +3,7 @@
 G: z ++ cond -> residual blocks (Linear, batch norm, ReLU, the block's input concatenated to its output,
 as the paper's h_i = h_{i-1} ++ ReLU(BN(FC(h_{i-1})))) -> one Linear to the encoded row, then a head per
 span of the layout: tanh for a mode's scalar, Gumbel-softmax (tau 0.2) for each softmax block.
-The critic: x ++ cond, packed (PacGAN: `pack` rows side by side), Linear-LeakyReLU(0.2)-Dropout(0.5)
+The critic: x ++ cond, packed (PacGAN: `pack` rows side by side), Linear-LeakyReLU(0.2)-Dropout(`dropout`; CTGAN: 0.5)
 blocks and a linear score. Packing, minibatch std and DiffAugment's refusal come from models.plan_model.
 
 The layout (gan_lab.table_data.TableData.layout, build-time like the shape) is plain values: each span
