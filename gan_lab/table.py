@@ -10,6 +10,7 @@ paragraph naming the file, column or line; nothing is written.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import json
 import re
@@ -85,8 +86,18 @@ def read_table(path: str | Path, discrete: Sequence[str] = (), continuous: Seque
 
 def count_rows(path: str | Path) -> int:
     """The rows of a table file without parsing it: its lines after the header (a final line without a
-    newline counts; a quoted field spanning lines counts once a line), or a Parquet file's row count."""
-    path = Path(path)
+    newline counts; a quoted field spanning lines counts once a line), or a Parquet file's row count.
+
+    Counted once per file version: Hydra resolves the config (and so train.steps' resolver) several times
+    a run, and a large CSV is read whole to count its lines."""
+    stat = Path(path).stat()
+    return _count_rows(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _count_rows(path_text: str, size: int, mtime_ns: int) -> int:
+    # size and mtime_ns key the cache only: a file rewritten in place is counted again
+    path = Path(path_text)
     suffixes = [s.lower() for s in path.suffixes[-2:]]
     if suffixes and suffixes[-1] in PARQUET:
         import pyarrow.parquet

@@ -50,7 +50,7 @@ class TableData:
                               f"{', '.join(map(str, table.frame.columns))}.")
         n = len(table.frame)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
-        n_held = int(round(held_out * n))
+        n_held = n - training_rows(n, held_out)
         if n - n_held < 2:
             raise GanLabError(f"data.held_out={held_out} leaves {n - n_held} of {path}'s {n} rows to train on: "
                               f"lower it (e.g. data.held_out=0) or give a larger table.")
@@ -112,8 +112,8 @@ def steps_for_epochs(path: Any, held_out: Any, epochs: Any, batch_size: Any) -> 
 
     conf/data/table.yaml's default train.steps (the `table_steps` resolver, registered by gan_lab.app.cli).
     CTGAN counts its training in epochs of max(1, rows // batch) steps, so a 50,000-row table gets the
-    steps it needs and a table smaller than a batch one step an epoch. The rows are counted without parsing (lines after the header; a Parquet file's
-    metadata), so this is cheap for any size; a file it cannot count (missing, unreadable: TableData
+    steps it needs and a table smaller than a batch one step an epoch. The rows are counted without parsing
+    (lines after the header; a Parquet file's metadata), so this is cheap for any size; a file it cannot count (missing, unreadable: TableData
     explains which) gets one step a row per batch, and the run stops at TableData's own paragraph anyway.
     """
     from gan_lab.table import count_rows
@@ -122,5 +122,9 @@ def steps_for_epochs(path: Any, held_out: Any, epochs: Any, batch_size: Any) -> 
         rows = count_rows(str(path))
     except (OSError, ValueError):
         return 1
-    train_rows = rows - int(round(float(held_out) * rows))
-    return max(1, int(round(float(epochs) * max(1, train_rows // int(batch_size)))))
+    return max(1, int(round(float(epochs) * max(1, training_rows(rows, float(held_out)) // int(batch_size)))))
+
+
+def training_rows(n: int, held_out: float) -> int:
+    """Of a table's n rows, those left to train on once data.held_out's share is kept out (TableData's split)."""
+    return n - int(round(held_out * n))

@@ -38,19 +38,14 @@ from gan_lab.errors import GanLabError
 from gan_lab.losses import Loss
 from gan_lab.models import check_critic
 from gan_lab.runs.tracker import console, flat_hparams
+from gan_lab.table_data import steps_for_epochs
 from gan_lab.training.settings import CriticSchedule, TrainSettings
-
-
-
-def _table_steps(path: Any, held_out: Any, epochs: Any, batch_size: Any) -> int:
-    from gan_lab.table_data import steps_for_epochs  # pandas only for a table's run
-
-    return steps_for_epochs(path, held_out, epochs, batch_size)
 
 
 # ${table_steps:...}: conf/data/table.yaml's train.steps, from epochs over the table's rows. Registered on import,
 # so a joblib or submitit worker that unpickles this module's job resolves it too.
-OmegaConf.register_new_resolver("table_steps", _table_steps, replace=True)
+OmegaConf.register_new_resolver("table_steps", steps_for_epochs, replace=True)
+
 
 def build_optimizer(shared: DictConfig, per_network: DictConfig, params: Any, network: str,
                     lr_scale: float = 1) -> torch.optim.Optimizer:

@@ -49,10 +49,16 @@ NOT_BUILT = {"data": frozenset({"recommended"}), "model": frozenset()}
 
 
 @cache
+def _options(group: str) -> tuple[dict[str, Any], ...]:
+    """conf/<group>/*.yaml as written (interpolations unresolved), each a plain mapping."""
+    return tuple(OmegaConf.to_container(OmegaConf.load(f), resolve=False)
+                 for f in files("gan_lab.conf").joinpath(group).iterdir() if f.name.endswith(".yaml"))
+
+
+@cache
 def builders(group: str) -> dict[str, Callable[..., Any]]:
     """The builders conf/<group>/*.yaml name, by their `_target_` string."""
-    targets = {OmegaConf.load(f).get("_target_") for f in files("gan_lab.conf").joinpath(group).iterdir()
-               if f.name.endswith(".yaml")}
+    targets = {node.get("_target_") for node in _options(group) if isinstance(node, dict)}
     found = {}
     for target in sorted(t for t in targets if isinstance(t, str)):
         module, _, name = target.rpartition(".")
@@ -69,10 +75,7 @@ def option_defaults(group: str) -> dict[str, dict[str, Any]]:
     it; a key the files disagree on, or one they interpolate, has none and stays missing.
     """
     seen: dict[str, dict[str, list[Any]]] = {}
-    for f in files("gan_lab.conf").joinpath(group).iterdir():
-        if not f.name.endswith(".yaml"):
-            continue
-        node = OmegaConf.to_container(OmegaConf.load(f), resolve=False)
+    for node in _options(group):
         if isinstance(node, dict) and isinstance(node.get("_target_"), str):
             for key, value in node.items():
                 seen.setdefault(node["_target_"], {}).setdefault(key, []).append(value)
