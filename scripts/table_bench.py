@@ -51,6 +51,16 @@ PACKAGES = ("ctgan==0.12.1", "sdmetrics==0.32.0", "scikit-learn==1.9.1", "pandas
             "palmerpenguins==0.1.6")
 SCORING = 1  # bump when the worker's score() changes meaning: cached fits are then scored again
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+GAN_LAB = [sys.executable, "-m", "gan_lab"]  # the CLI of the gan-lab this script sits in (its venv's python)
+
+
+def ganlab_train(table_dir: Path, info: dict[str, Any], seed: int, run_dir: Path, *overrides: str) -> list[str]:
+    """`gan-lab train` on a benchmark table's training split at the table defaults: its discrete columns named,
+    one thread on the CPU, no metrics while training (the bench and `gan-lab eval` score afterwards), then
+    `overrides`."""
+    return [*GAN_LAB, "train", "data=table", f"data.path={table_dir / 'train.csv'}",
+            f"data.discrete=[{','.join(info['discrete'])}]", "metrics=false", f"seed={seed}", "threads=1",
+            "device=cpu", f"hydra.run.dir={run_dir}", *overrides]
 
 
 class Bench:
@@ -113,17 +123,13 @@ def ganlab_runner(overrides: tuple[str, ...] = ()) -> Callable[..., dict[str, An
     """
     def run(bench: Bench, table_dir: Path, info: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
         run_dir = out / "run"
-        gan_lab = [sys.executable, "-m", "gan_lab"]
-        discrete = ",".join(info["discrete"])
         # data.held_out=0: the bench's training split is already what CTGAN fits on; gan-lab's own held-out
         # share (0.2 by default) would train it on fewer rows than CTGAN
-        train = [*gan_lab, "train", "data=table", f"data.path={table_dir / 'train.csv'}",
-                 f"data.discrete=[{discrete}]", "data.held_out=0", "metrics=false", f"seed={seed}", "threads=1",
-                 "device=cpu", f"hydra.run.dir={run_dir}", *overrides]
+        train = ganlab_train(table_dir, info, seed, run_dir, "data.held_out=0", *overrides)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(train, check=True, env={**os.environ, **ONE_THREAD})
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([*gan_lab, "sample", f"checkpoint={run_dir}", f"n={info['train_rows']}",
+        subprocess.run([*GAN_LAB, "sample", f"checkpoint={run_dir}", f"n={info['train_rows']}",
                         f"out={out / 'synthetic.csv'}"], check=True, env={**os.environ, **ONE_THREAD})
         status = json.loads((run_dir / "status.json").read_text())
         fit = {"seed": seed, "fit_rows": info["train_rows"], "version": ganlab_version(),

@@ -26,9 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from table_bench import DEFAULT_CACHE, GAN_LAB, ONE_THREAD, ganlab_train, ganlab_version  # scripts/table_bench.py
+
 LOSSES = ("wgan_gp", "nonsaturating", "hinge", "r3gan")
 TABLES = ("penguins", "txhousing")  # diamonds (43k rows) costs ~5 CPU min a run: --tables diamonds adds it
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 # eval.json key -> the doc's column
 COLUMNS = {"metrics/quality": "quality", "metrics/category_coverage": "category coverage",
            "metrics/category_pair_coverage": "pair coverage", "memorisation/dcr_synthetic_median": "DCR synthetic",
@@ -37,8 +38,6 @@ COLUMNS = {"metrics/quality": "quality", "metrics/category_coverage": "category 
 
 def folder(cache: Path) -> Path:
     """Where this version of gan-lab's runs go: <cache>/losses/<version>."""
-    from table_bench import ganlab_version  # scripts/table_bench.py
-
     return cache / "losses" / ganlab_version()
 
 
@@ -48,14 +47,11 @@ def run_one(cache: Path, table: str, loss: str, seed: int) -> dict[str, Any]:
     run = folder(cache) / table / f"{loss}-seed{seed}"
     record = run / "eval.json"
     if not record.exists():
-        gan_lab = [sys.executable, "-m", "gan_lab"]
         env = {**os.environ, **ONE_THREAD}
         print(f"training {loss} on {table}, seed {seed} ...", flush=True)
-        subprocess.run([*gan_lab, "train", "data=table", f"data.path={cache / 'tables' / table / 'train.csv'}",
-                        f"data.discrete=[{','.join(info['discrete'])}]", f"data.target={info['target']}",
-                        f"loss={loss}", f"seed={seed}", "metrics=false", "threads=1", "device=cpu",
-                        f"hydra.run.dir={run}"], check=True, env=env, capture_output=True)
-        subprocess.run([*gan_lab, "eval", f"checkpoint={run}"], check=True, env=env, capture_output=True)
+        subprocess.run(ganlab_train(cache / "tables" / table, info, seed, run, f"data.target={info['target']}",
+                                    f"loss={loss}"), check=True, env=env, capture_output=True)
+        subprocess.run([*GAN_LAB, "eval", f"checkpoint={run}"], check=True, env=env, capture_output=True)
     found = json.loads(record.read_text())
     status = json.loads((run / "status.json").read_text())
     return {**found, "cpu_s": status.get("cpu_s"), "steps": status.get("metrics", {}).get("step")}
@@ -111,8 +107,6 @@ def section(found: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
 
 def main() -> None:
     """Train and evaluate what the cache lacks; print the section."""
-    from table_bench import DEFAULT_CACHE  # scripts/table_bench.py: the same cache and tables
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"the benchmark's cache ({DEFAULT_CACHE})")
     parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated table names")
